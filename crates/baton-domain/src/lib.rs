@@ -1,0 +1,10 @@
+//! Baton's domain model. Types here can only be built by parsing, so the rest of the
+//! code never handles an unchecked address or id.
+
+mod address;
+mod envelope;
+mod queue_id;
+
+pub use address::{AddressError, Domain, Mailbox, Path};
+pub use envelope::{BodyType, Envelope, Identity, NotifyOn, Recipient, Ret, TenantId};
+pub use queue_id::{QueueId, QueueIdError};
