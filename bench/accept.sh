@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Accept throughput: Baton vs. Postfix, same load, same filesystem, both durable.
+#
+# Usage (from the repo root):
+#   bench/accept.sh [--sessions N] [--messages N] [--size BYTES] [--rounds N]
+#                   [--only baton|postfix|both] [--reuse] [--keep]
+# or the same through the environment:
+#   SESSIONS=50 MESSAGES=20000 SIZE=4096 ROUNDS=1 ONLY=both REUSE=0 KEEP=0 \
+#   WARMUP=200 BENCH_DIR=/var/tmp BATON_BIN=target/release/baton bench/accept.sh
+#
+# Load: Postfix's smtp-source, SESSIONS parallel sessions sending MESSAGES
+# messages of SIZE bytes of body, one recipient each. By default every message
+# uses its own connection (smtp-source's default); --reuse (-d) keeps the
+# connection open for the next message.
+#
+# Baton: target/release/baton --config CFG serve, fresh data dir, relay listener
+# on 127.0.0.1:<free port>, allow_networks = ["127.0.0.0/8"],
+# max_connections_per_ip raised. Its 250 comes after body + queue row are fsynced.
+#
+# Postfix: a private instance (postfix -c DIR, own config/queue/data dirs in
+# the same work dir), smtpd on 127.0.0.1:<free port>, mynetworks 127.0.0.0/8.
+# Every message is accepted with an access HOLD action, so cleanup writes and
+# fsyncs the queue file (Postfix default) and files it in the hold queue, which
+# nothing delivers. The system Postfix (if any) is neither used nor touched.
+#
+# Both servers run one after the other (never together), each round with fresh
+# queues. The wall time of smtp-source is measured; the queue is counted
+# afterwards and must hold exactly WARMUP + MESSAGES messages.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+SESSIONS=${SESSIONS:-50}
+MESSAGES=${MESSAGES:-20000}
+SIZE=${SIZE:-4096}
+ROUNDS=${ROUNDS:-1}
+ONLY=${ONLY:-both}
+REUSE=${REUSE:-0}
+KEEP=${KEEP:-0}
+WARMUP=${WARMUP:-200}
+BENCH_DIR=${BENCH_DIR:-/var/tmp}
+SENDER=${SENDER:-bench@sender.invalid}
+# .invalid never resolves (RFC 2606): should anything ever try to deliver,
+# it cannot reach any host.
+RCPT=${RCPT:-sink@rcpt.invalid}
+
+while (($#)); do
+    case $1 in
+        --sessions) SESSIONS=$2; shift 2 ;;
+        --messages) MESSAGES=$2; shift 2 ;;
+        --size) SIZE=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
+        --warmup) WARMUP=$2; shift 2 ;;
+        --reuse) REUSE=1; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+case $ONLY in baton|postfix|both) ;; *) die "--only must be baton, postfix or both" ;; esac
+
+ensure_tools
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+WORK=$(mktemp -d "$BENCH_DIR/baton-accept.XXXXXX")
+chmod 755 "$WORK"
+BATON_PID=
+POSTFIX_DIR=
+SRC_PID=
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [[ -n ${SRC_PID:-} ]] && kill "$SRC_PID" 2>/dev/null || true
+    baton_stop
+    postfix_stop
+    if [[ $KEEP == 1 ]]; then log "kept work dir $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+SRC_OPTS=(-s "$SESSIONS" -l "$SIZE" -f "$SENDER" -t "$RCPT" -M client.bench.localhost -S "bench")
+[[ $REUSE == 1 ]] && SRC_OPTS+=(-d)
+
+# run_load PORT OUTPREFIX: warm-up, then the timed run. Sets ELAPSED.
+run_load() {
+    local port=$1 out=$2 t0 t1 rc
+    if ((WARMUP > 0)); then
+        smtp-source "${SRC_OPTS[@]}" -m "$WARMUP" "127.0.0.1:$port" >"$out.warmup.log" 2>&1 \
+            || { cat "$out.warmup.log" >&2; die "smtp-source warm-up failed against port $port"; }
+    fi
+    t0=$(now)
+    set +e
+    smtp-source "${SRC_OPTS[@]}" -m "$MESSAGES" "127.0.0.1:$port" >"$out.log" 2>&1 &
+    SRC_PID=$!
+    wait "$SRC_PID"; rc=$?
+    set -e
+    SRC_PID=
+    t1=$(now)
+    ELAPSED=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+    if ((rc != 0)) || [[ -s $out.log ]]; then
+        log "smtp-source exit=$rc, output:"
+        head -n 20 "$out.log" >&2
+        ((rc == 0)) || die "smtp-source failed (see above)"
+    fi
+}
+
+rate() { python3 -c "print(f'{$1 / $2:.0f}')"; }
+
+declare -a PF_RATES=() BT_RATES=()
+PF_FS="" BT_FS="" BATON=""
+
+bench_postfix() {
+    local r=$1 dir="$WORK/postfix.$1" port count
+    port=$(free_port)
+    postfix_setup "$dir" "$port"
+    postfix_start "$dir"
+    wait_port "$port" 30 || die "postfix smtpd did not listen on 127.0.0.1:$port"
+    log "round $r: postfix on 127.0.0.1:$port, queue $dir/queue"
+    run_load "$port" "$WORK/postfix.$r.smtp-source"
+    sleep 0.5   # let the last cleanup finish its rename
+    count=$(postfix_count "$dir")
+    local delivered; delivered=$(postfix_delivered "$dir")
+    PF_FS=$(df -T "$dir/queue" | awk 'NR==2 {print $1" "$2" "$7}')
+    postfix_stop
+    local expect=$((WARMUP + MESSAGES))
+    [[ $count == "$expect" ]] || die "postfix queue holds $count messages, expected $expect"
+    [[ ${delivered:-0} == 0 ]] || die "postfix attempted $delivered deliveries"
+    local r_=$(rate "$MESSAGES" "$ELAPSED")
+    PF_RATES+=("$r_")
+    printf 'round %d  postfix  %6d msgs in %8.3f s = %6s msgs/s   (queue count %d = %d warm-up + %d)\n' \
+        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$count" "$WARMUP" "$MESSAGES"
+    [[ $KEEP == 1 ]] || rm -rf "$dir"
+}
+
+bench_baton() {
+    local r=$1 dir="$WORK/baton.$1" port count
+    port=$(free_port)
+    mkdir -p "$dir"
+    baton_write_config "$dir/baton.toml" "$dir/data" "$port" $((SESSIONS * 4 + 100))
+    log "round $r: baton on 127.0.0.1:$port, data dir $dir/data"
+    baton_start "$BATON" "$dir/baton.toml" "$dir/serve.log" "$port"
+    run_load "$port" "$WORK/baton.$r.smtp-source"
+    count=$(baton_count_from "$BATON" "$dir/baton.toml" "$SENDER") || count=""
+    BT_FS=$(df -T "$dir/data" | awk 'NR==2 {print $1" "$2" "$7}')
+    baton_stop
+    [[ -n $count ]] || count=$(baton_count_from "$BATON" "$dir/baton.toml" "$SENDER")
+    local expect=$((WARMUP + MESSAGES))
+    if [[ $count != "$expect" ]]; then
+        grep -iE 'error|warn' "$dir/serve.log" | head -n 20 >&2 || true
+        die "baton queue holds $count messages from $SENDER, expected $expect"
+    fi
+    if grep -qiE '\b(ERROR|WARN)\b' "$dir/serve.log"; then
+        log "baton logged warnings/errors during the run:"
+        grep -iE '\b(ERROR|WARN)\b' "$dir/serve.log" | head -n 10 >&2
+    fi
+    local r_=$(rate "$MESSAGES" "$ELAPSED")
+    BT_RATES+=("$r_")
+    printf 'round %d  baton    %6d msgs in %8.3f s = %6s msgs/s   (queue count %d = %d warm-up + %d)\n' \
+        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$count" "$WARMUP" "$MESSAGES"
+    [[ $KEEP == 1 ]] || rm -rf "$dir"
+}
+
+# baton_count_from BIN CFG SENDER: queued messages (any state) from SENDER;
+# bounces (null sender) the relay might generate are not counted.
+baton_count_from() {
+    "$1" --config "$2" queue list --json \
+        | python3 -c 'import json,sys; s=sys.argv[1]; print(sum(1 for m in json.load(sys.stdin) if m.get("from")==s))' "$3"
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+if [[ $ONLY != postfix ]]; then BATON=$(baton_bin "$ROOT"); fi
+
+echo "== accept benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load: smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE$([[ $REUSE == 1 ]] && echo ' -d (connection reuse)' || echo ' (new connection per message)'), warm-up $WARMUP, rounds $ROUNDS"
+echo "postfix: $(postconf -d -h mail_version 2>/dev/null); baton: ${BATON:-n/a}"
+for ((r = 1; r <= ROUNDS; r++)); do
+    [[ $ONLY == baton ]] || bench_postfix "$r"
+    [[ $ONLY == postfix ]] || bench_baton "$r"
+done
+
+echo "== result (median of $ROUNDS round(s))"
+echo "fsync: both acknowledge with 250 only after the message is fsynced (Postfix default; Baton by design)"
+[[ -n $PF_FS ]] && echo "postfix queue filesystem: $PF_FS"
+[[ -n $BT_FS ]] && echo "baton   data  filesystem: $BT_FS"
+PF=""; BT=""
+((${#PF_RATES[@]})) && { PF=$(median "${PF_RATES[@]}"); echo "postfix: $PF msgs/s  (rounds: ${PF_RATES[*]})"; }
+((${#BT_RATES[@]})) && { BT=$(median "${BT_RATES[@]}"); echo "baton:   $BT msgs/s  (rounds: ${BT_RATES[*]})"; }
+if [[ -n $PF && -n $BT ]]; then
+    echo "ratio baton/postfix: $(python3 -c "print(f'{$BT / $PF:.2f}')")"
+fi

@@ -1,0 +1,89 @@
+//! The storage ports every backend implements: a blob store for message bodies, queues with
+//! SQS semantics (visibility timeout, delay, receive count, dead-letter), and a key-value
+//! ledger. The embedded backend (SQLite + spool) and the AWS backend (S3, SQS, DynamoDB)
+//! implement the same traits; `memory` has fakes for unit tests.
+
+pub mod conformance;
+mod directory;
+mod error;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use directory::{DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user};
+pub use error::{StoreError, check_key};
+
+/// Queue names used by the pipeline.
+pub mod queues {
+    /// Messages accepted by the gateway, waiting for the policy stage.
+    pub const INTAKE: &str = "intake";
+}
+
+/// Ledger tables.
+pub mod tables {
+    pub const USERS: &str = "users";
+    pub const DOMAINS: &str = "domains";
+}
+
+/// Message bodies. Keys are queue ids.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new blob. Nothing is visible under `key` until [`BlobWriter::commit`].
+    async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Reads a whole committed blob. Meant for tools and tests; the pipeline streams.
+    async fn read(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A blob being written. Dropping it without `commit` leaves nothing behind.
+#[async_trait]
+pub trait BlobWriter: Send {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
+    /// Makes the blob durable (on disk and fsync'd, or stored by the cloud service) and
+    /// returns its size.
+    async fn commit(self: Box<Self>) -> Result<u64, StoreError>;
+    async fn abort(self: Box<Self>);
+}
+
+/// A message taken from a queue. It stays invisible to other consumers until its visibility
+/// timeout ends, then comes back unless deleted with its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub receipt: String,
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    /// 1 on first delivery.
+    pub receive_count: u32,
+}
+
+/// One queue with SQS semantics. After `max_receives` receptions a message moves to the
+/// queue's dead-letter queue instead of being delivered again.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    async fn send(
+        &self,
+        body: &[u8],
+        attributes: BTreeMap<String, String>,
+        delay: Duration,
+    ) -> Result<String, StoreError>;
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError>;
+}
+
+/// Key-value records in named tables, with a conditional write for idempotency.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Writes only if `key` is absent; returns whether it wrote.
+    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError>;
+    /// All records whose key starts with `prefix`, in key order.
+    async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+}
