@@ -1,0 +1,203 @@
+//! The embedded backend: everything `baton serve` needs on one machine, no cloud account.
+//!
+//! - Bodies live in `spool/`. Small ones are appended to a shared segment file so that one
+//!   fsync makes a whole batch durable; large ones stream to a file of their own.
+//! - Queues, the blob index and the ledger live in SQLite (`baton.db`, WAL, synchronous=FULL).
+//! - One writer thread owns every write. It takes whatever requests are waiting, applies
+//!   them in one transaction, fsyncs the segment, commits, and only then answers: group
+//!   commit, so durability costs two fsyncs per batch instead of per message.
+
+mod blob;
+mod queue;
+mod schema;
+mod writer;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_store::{Ledger, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use blob::SpoolBlobStore;
+pub use queue::{QueueEntry, SqliteQueue};
+
+use writer::{Op, OpResult, WriterHandle};
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Most requests applied in one transaction.
+    pub max_batch: usize,
+    /// Extra time to wait for a batch to fill; zero commits whatever is pending.
+    pub max_delay: Duration,
+    /// Bodies up to this size are kept in memory until commit and appended to a segment;
+    /// larger ones stream to their own file. This bounds memory per session.
+    pub inline_max: usize,
+    /// A segment is closed for appends past this size.
+    pub segment_max: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            max_batch: 512,
+            max_delay: Duration::ZERO,
+            inline_max: 128 * 1024,
+            segment_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+fn backend_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+pub(crate) struct Inner {
+    spool: PathBuf,
+    options: EmbeddedOptions,
+    writer: WriterHandle,
+    reader: Mutex<Connection>,
+}
+
+impl Inner {
+    /// Runs a read on the shared read connection, off the async threads.
+    async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn, &inner.spool)
+        })
+        .await
+        .map_err(backend_err)?
+    }
+}
+
+/// Handle to an open data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    inner: Arc<Inner>,
+}
+
+impl EmbeddedBackend {
+    /// Opens (creating if needed) the data directory. Several processes may open the same
+    /// directory (the CLI next to `baton serve`); only one may [`recover`](Self::recover).
+    pub fn open(data_dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        let spool = data_dir.join("spool");
+        fs::create_dir_all(spool.join("large"))?;
+        let db = data_dir.join("baton.db");
+        let writer_conn = schema::open(&db)?;
+        let reader = schema::open(&db)?;
+        let writer = writer::spawn(writer_conn, spool.clone(), options.clone())?;
+        Ok(EmbeddedBackend {
+            inner: Arc::new(Inner {
+                spool,
+                options,
+                writer,
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    /// Cleans up after a crash: closes segments left open, deletes segment files no live
+    /// message uses, and partial large bodies. Call once, from the process that serves.
+    pub async fn recover(&self) -> Result<(), StoreError> {
+        self.inner.writer.call(Op::Recover).await.map(|_| ())
+    }
+
+    pub fn blob_store(&self) -> SpoolBlobStore {
+        SpoolBlobStore::new(self.inner.clone())
+    }
+
+    /// A queue; after `max_receives` receptions a message moves to `dead_letter`.
+    pub fn queue(&self, name: &str, max_receives: u32, dead_letter: Option<&str>) -> SqliteQueue {
+        SqliteQueue::new(self.inner.clone(), name, max_receives, dead_letter)
+    }
+
+    pub fn ledger(&self) -> SqliteLedger {
+        SqliteLedger {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Every message in `queue`, for `baton queue list`.
+    pub async fn list_queue(&self, queue: &str) -> Result<Vec<QueueEntry>, StoreError> {
+        queue::list(&self.inner, queue).await
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteLedger {
+    inner: Arc<Inner>,
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (table, key) = (table.to_string(), key.to_string());
+        self.inner
+            .read(move |conn, _| {
+                conn.query_row(
+                    "SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2",
+                    params![table, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend_err)
+            })
+            .await
+    }
+
+    async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let op = Op::Put {
+            table: table.to_string(),
+            key: key.to_string(),
+            value: value.to_vec(),
+            only_if_absent: false,
+        };
+        self.inner.writer.call(op).await.map(|_| ())
+    }
+
+    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let op = Op::Put {
+            table: table.to_string(),
+            key: key.to_string(),
+            value: value.to_vec(),
+            only_if_absent: true,
+        };
+        match self.inner.writer.call(op).await? {
+            OpResult::Bool(wrote) => Ok(wrote),
+            other => Err(backend_err(format!("unexpected writer result {other:?}"))),
+        }
+    }
+
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
+        let op = Op::DeleteRecord {
+            table: table.to_string(),
+            key: key.to_string(),
+        };
+        self.inner.writer.call(op).await.map(|_| ())
+    }
+
+    async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (table, prefix) = (table.to_string(), prefix.to_string());
+        self.inner
+            .read(move |conn, _| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT key, value FROM ledger WHERE tbl = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
+                    )
+                    .map_err(backend_err)?;
+                let rows = stmt
+                    .query_map(params![table, prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(backend_err)
+            })
+            .await
+    }
+}

@@ -1,0 +1,508 @@
+//! The single writer thread and its group commit.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use baton_store::{QueueMessage, StoreError};
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::{EmbeddedOptions, backend_err};
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Append a small body to the current segment.
+    AppendBlob { key: String, data: Vec<u8> },
+    /// Index a large body already fsync'd at `spool/large/<key>`.
+    RegisterFile { key: String, len: u64 },
+    DeleteBlob { key: String },
+    Send {
+        queue: String,
+        body: Vec<u8>,
+        attributes: String,
+        delay: Duration,
+    },
+    Receive {
+        queue: String,
+        max: usize,
+        visibility: Duration,
+        max_receives: u32,
+        dead_letter: Option<String>,
+    },
+    DeleteMessage { queue: String, receipt: String },
+    ChangeVisibility {
+        queue: String,
+        receipt: String,
+        timeout: Duration,
+    },
+    Put {
+        table: String,
+        key: String,
+        value: Vec<u8>,
+        only_if_absent: bool,
+    },
+    DeleteRecord { table: String, key: String },
+    Recover,
+}
+
+#[derive(Debug)]
+pub(crate) enum OpResult {
+    Unit,
+    Size(u64),
+    Bool(bool),
+    Id(String),
+    Messages(Vec<QueueMessage>),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<OpResult, StoreError>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl WriterHandle {
+    pub(crate) async fn call(&self, op: Op) -> Result<OpResult, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+pub(crate) fn spawn(conn: Connection, spool: PathBuf, options: EmbeddedOptions) -> Result<WriterHandle, StoreError> {
+    let (tx, rx) = mpsc::channel();
+    let mut writer = Writer {
+        conn,
+        spool,
+        options,
+        segment: None,
+    };
+    std::thread::Builder::new()
+        .name("baton-writer".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(WriterHandle { tx })
+}
+
+struct Segment {
+    id: i64,
+    file: File,
+    len: u64,
+    /// The directory entry of a new segment must be fsync'd once too.
+    dir_synced: bool,
+    /// A failed write leaves the file's tail unknown: never append to it again.
+    broken: bool,
+}
+
+struct Writer {
+    conn: Connection,
+    spool: PathBuf,
+    options: EmbeddedOptions,
+    segment: Option<Segment>,
+}
+
+/// Work a batch must do once its transaction has committed.
+#[derive(Default)]
+struct AfterCommit {
+    delete_files: Vec<PathBuf>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn segment_path(spool: &Path, id: i64) -> PathBuf {
+    spool.join(format!("seg-{id:010}.log"))
+}
+
+pub(crate) fn large_path(spool: &Path, key: &str) -> PathBuf {
+    spool.join("large").join(key)
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.options.max_delay;
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.apply(batch);
+        }
+    }
+
+    fn apply(&mut self, batch: Vec<Request>) {
+        let mut after = AfterCommit::default();
+        let mut results = Vec::with_capacity(batch.len());
+        let outcome = self.transaction(&batch, &mut results, &mut after);
+        match outcome {
+            Ok(()) => {
+                for path in after.delete_files {
+                    let _ = fs::remove_file(path);
+                }
+                for (req, res) in batch.into_iter().zip(results) {
+                    let _ = req.reply.send(res);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = batch.len(), "group commit failed");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // Rows of this batch are gone; the segment tail they pointed at is garbage.
+                if let Some(seg) = self.segment.as_mut() {
+                    seg.broken = true;
+                }
+                for req in batch {
+                    let _ = req.reply.send(Err(backend_err(&e)));
+                }
+            }
+        }
+        if let Err(e) = self.rotate_if_full() {
+            tracing::warn!(error = %e, "segment rotation failed");
+        }
+    }
+
+    fn transaction(
+        &mut self,
+        batch: &[Request],
+        results: &mut Vec<Result<OpResult, StoreError>>,
+        after: &mut AfterCommit,
+    ) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend_err)?;
+        let mut appended = false;
+        for req in batch {
+            let res = self.op(&req.op, after);
+            if res.is_ok() && matches!(req.op, Op::AppendBlob { .. }) {
+                appended = true;
+            }
+            results.push(res);
+        }
+        if appended && let Some(seg) = self.segment.as_mut() {
+            // Bodies must be on disk before the rows that point at them.
+            seg.file.sync_data()?;
+            if !seg.dir_synced {
+                File::open(&self.spool)?.sync_all()?;
+                seg.dir_synced = true;
+            }
+        }
+        self.conn.execute_batch("COMMIT").map_err(backend_err)
+    }
+
+    fn op(&mut self, op: &Op, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
+        match op {
+            Op::AppendBlob { key, data } => self.append_blob(key, data),
+            Op::RegisterFile { key, len } => {
+                self.conn
+                    .execute(
+                        "INSERT INTO blobs (key, segment, offset, len) VALUES (?1, NULL, 0, ?2)",
+                        params![key, *len as i64],
+                    )
+                    .map_err(backend_err)?;
+                Ok(OpResult::Size(*len))
+            }
+            Op::DeleteBlob { key } => self.delete_blob(key, after),
+            Op::Send {
+                queue,
+                body,
+                attributes,
+                delay,
+            } => {
+                let id = random_hex(16);
+                let now = now_ms();
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO queue_messages (queue, id, body, attributes, visible_at, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![queue, id, body, attributes, now + delay.as_millis() as i64, now])
+                    })
+                    .map_err(backend_err)?;
+                Ok(OpResult::Id(id))
+            }
+            Op::Receive {
+                queue,
+                max,
+                visibility,
+                max_receives,
+                dead_letter,
+            } => self.receive(queue, *max, *visibility, *max_receives, dead_letter.as_deref()),
+            Op::DeleteMessage { queue, receipt } => {
+                self.conn
+                    .execute(
+                        "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
+                        params![queue, receipt],
+                    )
+                    .map_err(backend_err)?;
+                Ok(OpResult::Unit)
+            }
+            Op::ChangeVisibility {
+                queue,
+                receipt,
+                timeout,
+            } => {
+                let n = self
+                    .conn
+                    .execute(
+                        "UPDATE queue_messages SET visible_at = ?3 WHERE queue = ?1 AND receipt = ?2",
+                        params![queue, receipt, now_ms() + timeout.as_millis() as i64],
+                    )
+                    .map_err(backend_err)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound(receipt.clone()));
+                }
+                Ok(OpResult::Unit)
+            }
+            Op::Put {
+                table,
+                key,
+                value,
+                only_if_absent,
+            } => {
+                let sql = if *only_if_absent {
+                    "INSERT OR IGNORE INTO ledger (tbl, key, value) VALUES (?1, ?2, ?3)"
+                } else {
+                    "INSERT OR REPLACE INTO ledger (tbl, key, value) VALUES (?1, ?2, ?3)"
+                };
+                let n = self
+                    .conn
+                    .execute(sql, params![table, key, value])
+                    .map_err(backend_err)?;
+                Ok(OpResult::Bool(n > 0))
+            }
+            Op::DeleteRecord { table, key } => {
+                self.conn
+                    .execute("DELETE FROM ledger WHERE tbl = ?1 AND key = ?2", params![table, key])
+                    .map_err(backend_err)?;
+                Ok(OpResult::Unit)
+            }
+            Op::Recover => self.recover(after),
+        }
+    }
+
+    fn current_segment(&mut self) -> Result<&mut Segment, StoreError> {
+        let usable = self.segment.as_ref().is_some_and(|s| !s.broken);
+        if !usable {
+            if let Some(old) = self.segment.take() {
+                self.seal(old.id)?;
+            }
+            self.conn
+                .execute("INSERT INTO segments (live, sealed) VALUES (0, 0)", [])
+                .map_err(backend_err)?;
+            let id = self.conn.last_insert_rowid();
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(segment_path(&self.spool, id))?;
+            self.segment = Some(Segment {
+                id,
+                file,
+                len: 0,
+                dir_synced: false,
+                broken: false,
+            });
+        }
+        self.segment.as_mut().ok_or(StoreError::Closed)
+    }
+
+    fn append_blob(&mut self, key: &str, data: &[u8]) -> Result<OpResult, StoreError> {
+        let seg = self.current_segment()?;
+        let (id, offset) = (seg.id, seg.len);
+        if let Err(e) = seg.file.write_all(data) {
+            seg.broken = true;
+            return Err(e.into());
+        }
+        seg.len += data.len() as u64;
+        self.conn
+            .prepare_cached("INSERT INTO blobs (key, segment, offset, len) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![key, id, offset as i64, data.len() as i64]))
+            .map_err(backend_err)?;
+        self.conn
+            .prepare_cached("UPDATE segments SET live = live + 1 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id]))
+            .map_err(backend_err)?;
+        Ok(OpResult::Size(data.len() as u64))
+    }
+
+    fn delete_blob(&mut self, key: &str, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
+        let row: Option<Option<i64>> = self
+            .conn
+            .query_row("SELECT segment FROM blobs WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()
+            .map_err(backend_err)?;
+        let Some(segment) = row else {
+            return Ok(OpResult::Unit);
+        };
+        self.conn
+            .execute("DELETE FROM blobs WHERE key = ?1", params![key])
+            .map_err(backend_err)?;
+        match segment {
+            None => after.delete_files.push(large_path(&self.spool, key)),
+            Some(id) => {
+                self.conn
+                    .execute("UPDATE segments SET live = live - 1 WHERE id = ?1", params![id])
+                    .map_err(backend_err)?;
+                self.collect_segment(id, after)?;
+            }
+        }
+        Ok(OpResult::Unit)
+    }
+
+    /// Deletes a sealed segment that no body uses any more.
+    fn collect_segment(&mut self, id: i64, after: &mut AfterCommit) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM segments WHERE id = ?1 AND sealed = 1 AND live <= 0", params![id])
+            .map_err(backend_err)?;
+        if n > 0 {
+            after.delete_files.push(segment_path(&self.spool, id));
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE segments SET sealed = 1 WHERE id = ?1", params![id])
+            .map_err(backend_err)?;
+        Ok(())
+    }
+
+    fn rotate_if_full(&mut self) -> Result<(), StoreError> {
+        let full = self
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.len >= self.options.segment_max);
+        if full && let Some(old) = self.segment.take() {
+            let mut after = AfterCommit::default();
+            self.seal(old.id)?;
+            self.collect_segment(old.id, &mut after)?;
+            for p in after.delete_files {
+                let _ = fs::remove_file(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+        max_receives: u32,
+        dead_letter: Option<&str>,
+    ) -> Result<OpResult, StoreError> {
+        let now = now_ms();
+        let candidates: Vec<(String, Vec<u8>, String, u32)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, body, attributes, receive_count FROM queue_messages
+                     WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3",
+                )
+                .map_err(backend_err)?;
+            stmt.query_map(params![queue, now, max as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(backend_err)?
+        };
+        let mut out = Vec::new();
+        for (id, body, attributes, count) in candidates {
+            if let Some(dlq) = dead_letter
+                && count >= max_receives
+            {
+                // Poison: it has had its chances. Park it instead of looping.
+                self.conn
+                    .execute(
+                        "UPDATE queue_messages SET queue = ?3, visible_at = ?4, receive_count = 0, receipt = NULL
+                         WHERE queue = ?1 AND id = ?2",
+                        params![queue, id, dlq, now],
+                    )
+                    .map_err(backend_err)?;
+                continue;
+            }
+            let receipt = random_hex(16);
+            self.conn
+                .execute(
+                    "UPDATE queue_messages SET receive_count = receive_count + 1, receipt = ?3, visible_at = ?4
+                     WHERE queue = ?1 AND id = ?2",
+                    params![queue, id, receipt, now + visibility.as_millis() as i64],
+                )
+                .map_err(backend_err)?;
+            let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes).unwrap_or_default();
+            out.push(QueueMessage {
+                id,
+                receipt,
+                body,
+                attributes,
+                receive_count: count + 1,
+            });
+        }
+        Ok(OpResult::Messages(out))
+    }
+
+    fn recover(&mut self, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
+        let current = self.segment.as_ref().map(|s| s.id).unwrap_or(-1);
+        self.conn
+            .execute("UPDATE segments SET sealed = 1 WHERE id != ?1", params![current])
+            .map_err(backend_err)?;
+        let dead: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM segments WHERE sealed = 1 AND live <= 0")
+                .map_err(backend_err)?;
+            stmt.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(backend_err)?
+        };
+        for id in dead {
+            self.collect_segment(id, after)?;
+        }
+        let known: std::collections::HashSet<i64> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM segments").map_err(backend_err)?;
+            stmt.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                .map_err(backend_err)?
+        };
+        for entry in fs::read_dir(&self.spool)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_prefix("seg-")
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<i64>().ok());
+            if let Some(id) = id
+                && !known.contains(&id)
+            {
+                after.delete_files.push(entry.path());
+            }
+        }
+        for entry in fs::read_dir(self.spool.join("large"))?.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".part") {
+                after.delete_files.push(entry.path());
+            }
+        }
+        Ok(OpResult::Unit)
+    }
+}
