@@ -40,7 +40,7 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// A blob being written. Dropping it without `commit` leaves nothing behind.
 #[async_trait]
-pub trait BlobWriter: Send {
+pub trait BlobWriter: Send + Sync {
     async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
     /// Makes the blob durable (on disk and fsync'd, or stored by the cloud service) and
     /// returns its size.

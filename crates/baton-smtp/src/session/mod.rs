@@ -232,6 +232,11 @@ impl Session {
         matches!(self.phase, Phase::Data | Phase::Bdat { .. })
     }
 
+    /// True between MAIL and the end of the transaction.
+    pub fn has_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
     /// True while a message is open (started but not yet committed or aborted).
     pub fn message_open(&self) -> bool {
         self.txn

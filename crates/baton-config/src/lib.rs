@@ -1,0 +1,421 @@
+//! Baton's configuration. Loaded once at start-up from an optional TOML file, then
+//! `BATON_<SECTION>__<KEY>` environment overrides, then validated; nothing else reads the
+//! environment. Unknown keys are errors, so a typo never silently keeps a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_domain::Domain;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid environment override {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid config value {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub relay: Relay,
+    pub limits: Limits,
+    pub storage: Storage,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// STARTTLS submission (RFC 6409). Empty disables.
+    pub submission: String,
+    /// Implicit-TLS submission (RFC 8314). Empty disables.
+    pub submissions: String,
+    /// Port-25 style relay/inbound listener. Empty disables.
+    pub relay: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    pub accept_domains: Vec<String>,
+    pub allow_networks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub max_text_line: usize,
+    pub max_header_size: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_bad_commands: u32,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Bytes per second, averaged over `data_rate_window`, while a body is being received.
+    pub min_data_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub data_rate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    pub max_auth_failures_per_ip: u32,
+    pub max_auth_failures_per_user: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Longest time a commit to storage may take before the client gets 451.
+    #[serde(with = "humantime_serde")]
+    pub storage_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub group_commit_max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub group_commit_max_delay: Duration,
+    /// Bodies up to this size are buffered in memory and group-committed into a segment;
+    /// larger ones stream to a file of their own.
+    pub inline_body_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info,baton_gateway=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "baton.localhost".into(),
+            data_dir: PathBuf::from("./baton-data"),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            relay: Relay::default(),
+            limits: Limits::default(),
+            storage: Storage::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            submission: "127.0.0.1:2587".into(),
+            submissions: "127.0.0.1:2465".into(),
+            relay: "127.0.0.1:2525".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: 512,
+            max_text_line: 998,
+            max_header_size: 100 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 200,
+            max_bad_commands: 10,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            min_data_rate: 1024,
+            data_rate_window: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            auth_failure_delay: Duration::from_secs(1),
+            max_auth_failures_per_ip: 10,
+            max_auth_failures_per_user: 10,
+            auth_failure_window: Duration::from_secs(15 * 60),
+            shutdown_grace: Duration::from_secs(30),
+            storage_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            group_commit_max_batch: 512,
+            group_commit_max_delay: Duration::ZERO,
+            inline_body_max: 128 * 1024,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+/// The validated form the rest of the program uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: Config,
+    pub submission: Option<SocketAddr>,
+    pub submissions: Option<SocketAddr>,
+    pub relay: Option<SocketAddr>,
+    pub accept_domains: Vec<Domain>,
+}
+
+impl Config {
+    /// Loads `file` (if any), applies `env` overrides (`BATON_*` pairs), and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut doc: toml::Table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            apply_override(&mut doc, &var, &value)?;
+        }
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()
+    }
+
+    fn validate(self) -> Result<Settings, ConfigError> {
+        fn addr(key: &'static str, s: &str) -> Result<Option<SocketAddr>, ConfigError> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse().map(Some).map_err(|e| ConfigError::Invalid {
+                key,
+                reason: format!("{s:?}: {e}"),
+            })
+        }
+        if self.hostname.is_empty() || Domain::parse(&self.hostname).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "hostname",
+                reason: format!("{:?} is not a host name", self.hostname),
+            });
+        }
+        let accept_domains = self
+            .relay
+            .accept_domains
+            .iter()
+            .map(|d| {
+                Domain::parse(d).map_err(|e| ConfigError::Invalid {
+                    key: "relay.accept_domains",
+                    reason: format!("{d:?}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls",
+                reason: "set both cert and key, or neither".into(),
+            });
+        }
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_recipients", l.max_recipients as u64),
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip as u64),
+            ("limits.max_bad_commands", u64::from(l.max_bad_commands)),
+            ("limits.max_auth_failures_per_ip", u64::from(l.max_auth_failures_per_ip)),
+            ("limits.max_auth_failures_per_user", u64::from(l.max_auth_failures_per_user)),
+            ("storage.group_commit_max_batch", self.storage.group_commit_max_batch as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if l.max_command_line < 512 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_command_line",
+                reason: "RFC 5321 requires at least 512".into(),
+            });
+        }
+        if l.max_text_line < 998 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_text_line",
+                reason: "RFC 5321 requires at least 998".into(),
+            });
+        }
+        for (key, d) in [
+            ("limits.command_timeout", l.command_timeout),
+            ("limits.data_timeout", l.data_timeout),
+            ("limits.data_rate_window", l.data_rate_window),
+            ("limits.tls_handshake_timeout", l.tls_handshake_timeout),
+            ("limits.storage_timeout", l.storage_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be longer than 0s".into(),
+                });
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                reason: format!("{:?}: use \"text\" or \"json\"", self.log.format),
+            });
+        }
+        let submission = addr("listen.submission", &self.listen.submission)?;
+        let submissions = addr("listen.submissions", &self.listen.submissions)?;
+        let relay = addr("listen.relay", &self.listen.relay)?;
+        if submission.is_none() && submissions.is_none() && relay.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                reason: "at least one listener is needed".into(),
+            });
+        }
+        Ok(Settings {
+            raw: self,
+            submission,
+            submissions,
+            relay,
+            accept_domains,
+        })
+    }
+}
+
+/// `BATON_LIMITS__MAX_RECIPIENTS=5` sets `limits.max_recipients`. Values parse as TOML
+/// (numbers, booleans, arrays, quoted strings) and fall back to a plain string.
+fn apply_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(path) = var.strip_prefix("BATON_") else {
+        return Ok(());
+    };
+    // Variables the CLI reads itself.
+    if matches!(path, "CONFIG" | "DATA_DIR" | "LOG") {
+        return Ok(());
+    }
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) || keys.len() > 2 {
+        return Err(ConfigError::Env {
+            var: var.into(),
+            reason: "expected BATON_KEY or BATON_SECTION__KEY".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut table = doc;
+    for section in &keys[..keys.len() - 1] {
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.into(),
+            reason: format!("{section} is not a section"),
+        })?;
+    }
+    table.insert(keys[keys.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.toml");
+        std::fs::write(&path, toml).expect("write");
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback_only() {
+        let s = Config::load(None, []).expect("defaults");
+        assert_eq!(s.relay.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:2525"));
+        assert!(s.raw.relay.allow_networks.is_empty() && s.accept_domains.is_empty());
+    }
+
+    #[test]
+    fn sample_config_in_repo_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../baton.example.toml");
+        Config::load(Some(&path), []).expect("baton.example.toml must stay valid");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = load_str("[limits]\nmax_recipents = 5\n", &[]).expect_err("typo");
+        assert!(e.to_string().contains("max_recipents"), "{e}");
+        assert!(load_str("[limits]\nmax_recipients = 0\n", &[]).is_err());
+        assert!(load_str("[relay]\nallow_networks = [\"10.0.0.0/33\"]\n", &[]).is_err());
+        assert!(load_str("[tls]\ncert = \"/x.pem\"\n", &[]).is_err());
+        assert!(load_str("[listen]\nrelay = \"nonsense\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let s = load_str(
+            "[limits]\nmax_recipients = 5\n",
+            &[
+                ("BATON_LIMITS__MAX_RECIPIENTS", "7"),
+                ("BATON_LIMITS__COMMAND_TIMEOUT", "2s"),
+                ("BATON_RELAY__ALLOW_NETWORKS", "[\"127.0.0.0/8\"]"),
+                ("BATON_HOSTNAME", "mx.example.org"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .expect("load");
+        assert_eq!(s.raw.limits.max_recipients, 7);
+        assert_eq!(s.raw.limits.command_timeout, Duration::from_secs(2));
+        assert_eq!(s.raw.relay.allow_networks.len(), 1);
+        assert_eq!(s.raw.hostname, "mx.example.org");
+        assert!(load_str("", &[("BATON_LIMITS__NOPE", "1")]).is_err());
+    }
+}

@@ -1,0 +1,29 @@
+//! Tracing set-up, shared by every binary. Logs go to stderr; `RUST_LOG` overrides the
+//! configured filter. Spans opened by the gateway (`session`, `message`) carry the session
+//! id and queue id into every line logged inside them.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
+pub fn init(format: Format, filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true);
+    let _ = match format {
+        Format::Text => builder.try_init(),
+        Format::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}

@@ -1,0 +1,103 @@
+//! `baton`: run the relay (`baton serve`) and administer its data directory.
+
+mod admin;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use baton_config::{Config, Settings};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Baton SMTP relay")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides `data_dir` in the config).
+    #[arg(long, global = true, env = "BATON_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay: SMTP listeners on the embedded backend.
+    Serve,
+    /// Manage tenant users (SMTP AUTH credentials).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage sending domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Inspect the queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or replace its password and tenant.
+    Add {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        /// Read the password from the first line of standard input (the only way: a
+        /// password on the command line would end up in shell history and `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Register a sending domain for a tenant.
+    Add {
+        domain: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Queued messages with id, state, sender and recipients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a stored message, as received, to standard output.
+    Cat { id: String },
+}
+
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut settings = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    if let Some(dir) = &cli.data_dir {
+        settings.raw.data_dir = dir.clone();
+    }
+    Ok(settings)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = load_settings(&cli).and_then(|settings| match cli.command {
+        Command::Serve => serve::run(settings),
+        Command::User(UserCommand::Add {
+            name,
+            tenant,
+            password_stdin: _,
+        }) => admin::user_add(&settings, &name, &tenant),
+        Command::Domain(DomainCommand::Add { domain, tenant }) => admin::domain_add(&settings, &domain, &tenant),
+        Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
+        Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Listeners, connection limits and graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_config::Settings;
+use baton_smtp::{ListenerKind, SessionConfig, SessionLimits, canned};
+use baton_store::{BlobStore, Ledger, Queue};
+use ipnet_shim::Networks;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{AuthPolicy, Authenticator};
+use crate::connection::{Deadlines, Shutdown, serve_connection};
+use crate::intake::Intake;
+use crate::{GatewayError, tls};
+
+/// The ports the gateway needs from a backend.
+pub struct GatewayDeps {
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn Queue>,
+    pub ledger: Arc<dyn Ledger>,
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) intake: Intake,
+    pub(crate) auth: Authenticator,
+    pub(crate) tls: TlsAcceptor,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) networks: Networks,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    slots: Arc<Semaphore>,
+}
+
+pub struct Gateway {
+    listeners: Vec<(Arc<SessionConfig>, TcpListener)>,
+    shared: Arc<Shared>,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Binds every configured listener and prepares TLS. Nothing is accepted until `run`.
+    pub async fn bind(settings: &Settings, deps: GatewayDeps) -> Result<Self, GatewayError> {
+        let raw = &settings.raw;
+        let (tls_config, source) = tls::server_config(
+            raw.tls.cert.as_deref(),
+            raw.tls.key.as_deref(),
+            &raw.data_dir,
+            &raw.hostname,
+        )?;
+        match &source {
+            tls::CertSource::Configured(p) => tracing::info!(cert = %p.display(), "TLS certificate loaded"),
+            tls::CertSource::SelfSignedExisting(p) => {
+                tracing::warn!(cert = %p.display(), "using the self-signed TLS certificate generated earlier; configure [tls] for production")
+            }
+            tls::CertSource::SelfSignedGenerated(p) => {
+                tracing::warn!(cert = %p.display(), "no TLS certificate configured: generated a self-signed one")
+            }
+        }
+        let l = &raw.limits;
+        let limits = SessionLimits {
+            max_message_size: l.max_message_size,
+            max_recipients: l.max_recipients,
+            max_command_line: l.max_command_line,
+            max_text_line: l.max_text_line,
+            max_header_size: l.max_header_size,
+            max_bad_commands: l.max_bad_commands,
+        };
+        let mut listeners = Vec::new();
+        for (kind, addr) in [
+            (ListenerKind::Submission, settings.submission),
+            (ListenerKind::Submissions, settings.submissions),
+            (ListenerKind::Relay, settings.relay),
+        ] {
+            let Some(addr) = addr else { continue };
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind { addr, source })?;
+            let config = Arc::new(SessionConfig {
+                hostname: raw.hostname.clone(),
+                listener: kind,
+                limits: limits.clone(),
+                accept_domains: settings.accept_domains.clone(),
+            });
+            listeners.push((config, listener));
+        }
+        let auth = Authenticator::new(
+            deps.ledger,
+            AuthPolicy {
+                failure_delay: l.auth_failure_delay,
+                max_failures_per_ip: l.max_auth_failures_per_ip,
+                max_failures_per_user: l.max_auth_failures_per_user,
+                window: l.auth_failure_window,
+            },
+        );
+        let shared = Arc::new(Shared {
+            intake: Intake::new(deps.blobs, deps.queue, l.storage_timeout),
+            auth,
+            tls: TlsAcceptor::from(tls_config),
+            deadlines: Deadlines {
+                command: l.command_timeout,
+                data: l.data_timeout,
+                min_data_rate: l.min_data_rate,
+                data_rate_window: l.data_rate_window,
+                tls_handshake: l.tls_handshake_timeout,
+            },
+            networks: Networks(raw.relay.allow_networks.clone()),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: l.max_connections_per_ip,
+            slots: Arc::new(Semaphore::new(l.max_connections)),
+        });
+        Ok(Gateway {
+            listeners,
+            shared,
+            grace: l.shutdown_grace,
+        })
+    }
+
+    pub fn local_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.listener, a)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets sessions finish within
+    /// the grace period, and ends the rest with 421.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+        let (soft_tx, soft_rx) = watch::channel(false);
+        let (hard_tx, hard_rx) = watch::channel(false);
+        let signals = Shutdown {
+            soft: soft_rx,
+            hard: hard_rx,
+        };
+        let mut acceptors = JoinSet::new();
+        let sessions = Arc::new(Mutex::new(JoinSet::new()));
+        for (config, listener) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(kind = config.listener.as_str(), %addr, "listening");
+            }
+            let shared = self.shared.clone();
+            let signals = signals.clone();
+            let sessions = sessions.clone();
+            acceptors.spawn(accept_loop(listener, config, shared, signals, sessions));
+        }
+        shutdown.await;
+        tracing::info!(grace = ?self.grace, "shutting down: no new connections");
+        let _ = soft_tx.send(true);
+        acceptors.abort_all();
+        while acceptors.join_next().await.is_some() {}
+
+        let mut sessions = std::mem::take(&mut *sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(self.grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(open = sessions.len(), "grace period over: closing remaining sessions");
+            let _ = hard_tx.send(true);
+            // Sessions in the middle of a commit finish it (bounded by the storage timeout).
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while sessions.join_next().await.is_some() {}
+            })
+            .await;
+            sessions.abort_all();
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<SessionConfig>,
+    shared: Arc<Shared>,
+    signals: Shutdown,
+    sessions: Arc<Mutex<JoinSet<()>>>,
+) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let shared2 = shared.clone();
+        let config = config.clone();
+        let signals = signals.clone();
+        let mut set = sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // Reap finished sessions so the set does not grow with every connection served.
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            let Some(admitted) = admit(&shared2, socket, peer).await else {
+                return;
+            };
+            let Admitted { socket, slot, ip_guard } = admitted;
+            serve_connection(shared2, config, peer, socket, signals).await;
+            drop((slot, ip_guard));
+        });
+    }
+}
+
+/// A connection slot; gives back the per-IP count when dropped.
+struct Admitted {
+    socket: TcpStream,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    ip_guard: IpGuard,
+}
+
+struct IpGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn admit(shared: &Arc<Shared>, mut socket: TcpStream, peer: SocketAddr) -> Option<Admitted> {
+    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "connection refused: server full");
+        refuse(&mut socket, canned::too_many_connections()).await;
+        return None;
+    };
+    let ip = peer.ip();
+    let admitted = {
+        let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        let ok = *n < shared.max_per_ip;
+        if ok {
+            *n += 1;
+        }
+        ok
+    };
+    if !admitted {
+        tracing::warn!(%peer, "connection refused: too many from this address");
+        refuse(&mut socket, canned::too_many_connections_from_ip()).await;
+        return None;
+    }
+    Some(Admitted {
+        socket,
+        slot,
+        ip_guard: IpGuard {
+            shared: shared.clone(),
+            ip,
+        },
+    })
+}
+
+async fn refuse(socket: &mut TcpStream, reply: baton_smtp::Reply) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = socket.write_all(reply.to_wire().as_bytes()).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+}
+
+mod ipnet_shim {
+    use std::net::IpAddr;
+
+    /// Allow-listed networks.
+    pub(crate) struct Networks(pub(crate) Vec<ipnet::IpNet>);
+
+    impl Networks {
+        pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+            // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+            let ip = match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+                v4 => v4,
+            };
+            self.0.iter().any(|n| n.contains(&ip))
+        }
+    }
+}
