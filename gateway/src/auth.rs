@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use baton_domain::Identity;
 use baton_smtp::{AuthOutcome, Credentials};
 use baton_store::{Ledger, domains_of_tenant, get_user};
@@ -131,7 +131,9 @@ impl Authenticator {
 
     fn record_failure(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.to_string()).or_default().push_back(Instant::now());
+        map.entry(key.to_string())
+            .or_default()
+            .push_back(Instant::now());
     }
 }
 
@@ -148,11 +150,19 @@ mod tests {
             tenant: TenantId("acme".into()),
             password_hash: hash_password("right").expect("hash"),
         };
-        put_user(ledger.as_ref(), "alice", &record).await.expect("put user");
-        let domain = Domain::parse("acme.test").expect("domain");
-        put_domain(ledger.as_ref(), &domain, &DomainRecord { tenant: TenantId("acme".into()) })
+        put_user(ledger.as_ref(), "alice", &record)
             .await
-            .expect("put domain");
+            .expect("put user");
+        let domain = Domain::parse("acme.test").expect("domain");
+        put_domain(
+            ledger.as_ref(),
+            &domain,
+            &DomainRecord {
+                tenant: TenantId("acme".into()),
+            },
+        )
+        .await
+        .expect("put domain");
         Authenticator::new(
             ledger,
             AuthPolicy {
@@ -178,7 +188,10 @@ mod tests {
         match auth.verify(ip, creds("alice", "right")).await {
             AuthOutcome::Success(id) => {
                 assert_eq!(id.tenant.0, "acme");
-                assert_eq!(id.domains, vec![Domain::parse("acme.test").expect("domain")]);
+                assert_eq!(
+                    id.domains,
+                    vec![Domain::parse("acme.test").expect("domain")]
+                );
             }
             other => panic!("expected success, got {other:?}"),
         }
@@ -188,10 +201,22 @@ mod tests {
     async fn failures_lock_out_the_address_even_with_the_right_password() {
         let auth = authenticator(2).await;
         let ip = "192.0.2.1".parse().expect("ip");
-        assert!(matches!(auth.verify(ip, creds("alice", "wrong")).await, AuthOutcome::Failure));
-        assert!(matches!(auth.verify(ip, creds("nobody", "x")).await, AuthOutcome::Failure));
-        assert!(matches!(auth.verify(ip, creds("alice", "right")).await, AuthOutcome::Locked));
+        assert!(matches!(
+            auth.verify(ip, creds("alice", "wrong")).await,
+            AuthOutcome::Failure
+        ));
+        assert!(matches!(
+            auth.verify(ip, creds("nobody", "x")).await,
+            AuthOutcome::Failure
+        ));
+        assert!(matches!(
+            auth.verify(ip, creds("alice", "right")).await,
+            AuthOutcome::Locked
+        ));
         let other = "192.0.2.2".parse().expect("ip");
-        assert!(matches!(auth.verify(other, creds("alice", "right")).await, AuthOutcome::Success(_)));
+        assert!(matches!(
+            auth.verify(other, creds("alice", "right")).await,
+            AuthOutcome::Success(_)
+        ));
     }
 }

@@ -98,7 +98,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, config: Arc<SessionConfig>, peer: SocketAddr, socket: TcpStream) -> Result<(), EndReason> {
+    async fn run(
+        &mut self,
+        config: Arc<SessionConfig>,
+        peer: SocketAddr,
+        socket: TcpStream,
+    ) -> Result<(), EndReason> {
         let mut tls_info = None;
         let mut stream = Stream::Plain(socket);
         if config.listener == ListenerKind::Submissions {
@@ -136,10 +141,16 @@ impl Connection {
                     // Anything the client pipelined after STARTTLS arrived in plaintext and
                     // must not be processed as if it came over TLS (CVE-2011-0411).
                     if !self.buf.is_empty() {
-                        tracing::warn!(bytes = self.buf.len(), "discarding plaintext sent after STARTTLS");
+                        tracing::warn!(
+                            bytes = self.buf.len(),
+                            "discarding plaintext sent after STARTTLS"
+                        );
                         self.buf.clear();
                     }
-                    let stream = self.stream.take().ok_or(EndReason::Terminated("stream lost"))?;
+                    let stream = self
+                        .stream
+                        .take()
+                        .ok_or(EndReason::Terminated("stream lost"))?;
                     let (stream, info) = self.handshake(stream).await?;
                     self.stream = Some(stream);
                     session.tls_established(info);
@@ -204,7 +215,8 @@ impl Connection {
                 Event::Close => {
                     self.flush(&mut session).await?;
                     if let Some(stream) = self.stream.as_mut() {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
                     }
                     return Ok(());
                 }
@@ -240,7 +252,10 @@ impl Connection {
             return Ok(());
         }
         let out = session.take_output();
-        let stream = self.stream.as_mut().ok_or(EndReason::Terminated("stream lost"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(EndReason::Terminated("stream lost"))?;
         let write = async {
             stream.write_all(&out).await?;
             stream.flush().await
@@ -255,13 +270,21 @@ impl Connection {
     /// rate or shutdown says so.
     async fn read(&mut self, session: &Session) -> Result<Option<Reply>, EndReason> {
         let in_body = session.in_body();
-        let between_transactions = !in_body && !session.message_open() && !session.has_transaction();
+        let between_transactions =
+            !in_body && !session.message_open() && !session.has_transaction();
         if *self.signals.hard.borrow() || (*self.signals.soft.borrow() && between_transactions) {
             return Ok(Some(canned::shutting_down()));
         }
         let deadlines = &self.shared.deadlines;
-        let timeout = if in_body { deadlines.data } else { deadlines.command };
-        let stream = self.stream.as_mut().ok_or(EndReason::Terminated("stream lost"))?;
+        let timeout = if in_body {
+            deadlines.data
+        } else {
+            deadlines.command
+        };
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(EndReason::Terminated("stream lost"))?;
         let mut soft = self.signals.soft.clone();
         let mut hard = self.signals.hard.clone();
         let buf = &mut self.buf;
@@ -284,7 +307,13 @@ impl Connection {
         if n == 0 {
             return Err(EndReason::Eof);
         }
-        if in_body && !self.rate.record(n as u64, deadlines.min_data_rate, deadlines.data_rate_window) {
+        if in_body
+            && !self.rate.record(
+                n as u64,
+                deadlines.min_data_rate,
+                deadlines.data_rate_window,
+            )
+        {
             tracing::info!(min_rate = deadlines.min_data_rate, "client too slow");
             return Ok(Some(canned::too_slow()));
         }

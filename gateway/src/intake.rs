@@ -31,7 +31,11 @@ impl Intake {
 
     /// Commits the body, then enqueues the envelope. On any failure the client gets 451 and
     /// no queue entry exists; a body whose enqueue failed is deleted.
-    pub async fn commit(&self, writer: Box<dyn BlobWriter>, envelope: &Envelope) -> Result<QueueId, Reply> {
+    pub async fn commit(
+        &self,
+        writer: Box<dyn BlobWriter>,
+        envelope: &Envelope,
+    ) -> Result<QueueId, Reply> {
         let id = envelope.queue_id;
         let body = serde_json::to_vec(envelope).map_err(|e| {
             tracing::error!(error = %e, "cannot serialize envelope");

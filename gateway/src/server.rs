@@ -57,7 +57,9 @@ impl Gateway {
             &raw.hostname,
         )?;
         match &source {
-            tls::CertSource::Configured(p) => tracing::info!(cert = %p.display(), "TLS certificate loaded"),
+            tls::CertSource::Configured(p) => {
+                tracing::info!(cert = %p.display(), "TLS certificate loaded")
+            }
             tls::CertSource::SelfSignedExisting(p) => {
                 tracing::warn!(cert = %p.display(), "using the self-signed TLS certificate generated earlier; configure [tls] for production")
             }
@@ -163,7 +165,10 @@ impl Gateway {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(open = sessions.len(), "grace period over: closing remaining sessions");
+            tracing::warn!(
+                open = sessions.len(),
+                "grace period over: closing remaining sessions"
+            );
             let _ = hard_tx.send(true);
             // Sessions in the middle of a commit finish it (bounded by the storage timeout).
             let _ = tokio::time::timeout(Duration::from_secs(60), async {
@@ -205,7 +210,11 @@ async fn accept_loop(
             let Some(admitted) = admit(&shared2, socket, peer).await else {
                 return;
             };
-            let Admitted { socket, slot, ip_guard } = admitted;
+            let Admitted {
+                socket,
+                slot,
+                ip_guard,
+            } = admitted;
             serve_connection(shared2, config, peer, socket, signals).await;
             drop((slot, ip_guard));
         });

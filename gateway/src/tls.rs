@@ -30,7 +30,11 @@ pub fn server_config(
     hostname: &str,
 ) -> Result<(Arc<ServerConfig>, CertSource), GatewayError> {
     let (cert_path, key_path, source) = match (cert, key) {
-        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), CertSource::Configured(c.to_path_buf())),
+        (Some(c), Some(k)) => (
+            c.to_path_buf(),
+            k.to_path_buf(),
+            CertSource::Configured(c.to_path_buf()),
+        ),
         _ => {
             let dir = data_dir.join("tls");
             let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -58,7 +62,10 @@ fn generate_self_signed(dir: &Path, hostname: &str) -> Result<(), GatewayError> 
     std::fs::create_dir_all(dir)?;
     let names = vec![hostname.to_string(), "localhost".to_string()];
     let certified = rcgen::generate_simple_self_signed(names).map_err(tls_err)?;
-    write_private(&dir.join("key.pem"), certified.key_pair.serialize_pem().as_bytes())?;
+    write_private(
+        &dir.join("key.pem"),
+        certified.key_pair.serialize_pem().as_bytes(),
+    )?;
     std::fs::write(dir.join("cert.pem"), certified.cert.pem())?;
     Ok(())
 }
