@@ -209,8 +209,9 @@ impl Config {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Parse(format!("{}: {e}", path.display())))?
+                text.parse().map_err(|e: toml::de::Error| {
+                    ConfigError::Parse(format!("{}: {e}", path.display()))
+                })?
             }
             None => toml::Table::new(),
         };
@@ -261,11 +262,23 @@ impl Config {
             ("limits.max_message_size", l.max_message_size),
             ("limits.max_recipients", l.max_recipients as u64),
             ("limits.max_connections", l.max_connections as u64),
-            ("limits.max_connections_per_ip", l.max_connections_per_ip as u64),
+            (
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip as u64,
+            ),
             ("limits.max_bad_commands", u64::from(l.max_bad_commands)),
-            ("limits.max_auth_failures_per_ip", u64::from(l.max_auth_failures_per_ip)),
-            ("limits.max_auth_failures_per_user", u64::from(l.max_auth_failures_per_user)),
-            ("storage.group_commit_max_batch", self.storage.group_commit_max_batch as u64),
+            (
+                "limits.max_auth_failures_per_ip",
+                u64::from(l.max_auth_failures_per_ip),
+            ),
+            (
+                "limits.max_auth_failures_per_user",
+                u64::from(l.max_auth_failures_per_user),
+            ),
+            (
+                "storage.group_commit_max_batch",
+                self.storage.group_commit_max_batch as u64,
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -379,7 +392,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_loopback_only() {
         let s = Config::load(None, []).expect("defaults");
-        assert_eq!(s.relay.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:2525"));
+        assert_eq!(
+            s.relay.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:2525")
+        );
         assert!(s.raw.relay.allow_networks.is_empty() && s.accept_domains.is_empty());
     }
 

@@ -270,9 +270,9 @@ fn validate_local(local: &str) -> Result<(), AddressError> {
     // Dot-string: atoms of atext separated by single dots.
     for atom in local.split('.') {
         let ok = !atom.is_empty()
-            && atom
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii());
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+            });
         if !ok {
             return Err(AddressError::BadLocal);
         }
@@ -319,7 +319,15 @@ mod tests {
     #[test]
     fn rejects_malformed_paths() {
         for bad in [
-            "x@y", "<x>", "<@y>", "<x@>", "<x..y@z>", "<x@-y.z>", "<\"x@y>", "<x@[1.2.3]>", "<a b@c>",
+            "x@y",
+            "<x>",
+            "<@y>",
+            "<x@>",
+            "<x..y@z>",
+            "<x@-y.z>",
+            "<\"x@y>",
+            "<x@[1.2.3]>",
+            "<a b@c>",
         ] {
             assert!(Path::parse(bad, false).is_err(), "{bad} should fail");
         }

@@ -72,7 +72,9 @@ impl BlobStore for SpoolBlobStore {
         check_key(key)?;
         self.inner
             .writer
-            .call(Op::DeleteBlob { key: key.to_string() })
+            .call(Op::DeleteBlob {
+                key: key.to_string(),
+            })
             .await
             .map(|_| ())
     }

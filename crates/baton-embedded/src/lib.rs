@@ -163,7 +163,12 @@ impl Ledger for SqliteLedger {
         self.inner.writer.call(op).await.map(|_| ())
     }
 
-    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    async fn put_if_absent(
+        &self,
+        table: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
         let op = Op::Put {
             table: table.to_string(),
             key: key.to_string(),

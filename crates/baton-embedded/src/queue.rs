@@ -20,7 +20,12 @@ pub struct SqliteQueue {
 }
 
 impl SqliteQueue {
-    pub(crate) fn new(inner: Arc<Inner>, name: &str, max_receives: u32, dead_letter: Option<&str>) -> Self {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        name: &str,
+        max_receives: u32,
+        dead_letter: Option<&str>,
+    ) -> Self {
         SqliteQueue {
             inner,
             name: name.to_string(),
@@ -54,7 +59,11 @@ impl Queue for SqliteQueue {
         }
     }
 
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
         let op = Op::Receive {
             queue: self.name.clone(),
             max,

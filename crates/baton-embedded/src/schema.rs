@@ -44,10 +44,13 @@ CREATE TABLE IF NOT EXISTS ledger (
 
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(backend_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(backend_err)?;
     // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend_err)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(backend_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(backend_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend_err)?;
     conn.execute_batch(SCHEMA).map_err(backend_err)?;
     Ok(conn)
 }

@@ -17,10 +17,18 @@ use crate::{EmbeddedOptions, backend_err};
 #[derive(Debug)]
 pub(crate) enum Op {
     /// Append a small body to the current segment.
-    AppendBlob { key: String, data: Vec<u8> },
+    AppendBlob {
+        key: String,
+        data: Vec<u8>,
+    },
     /// Index a large body already fsync'd at `spool/large/<key>`.
-    RegisterFile { key: String, len: u64 },
-    DeleteBlob { key: String },
+    RegisterFile {
+        key: String,
+        len: u64,
+    },
+    DeleteBlob {
+        key: String,
+    },
     Send {
         queue: String,
         body: Vec<u8>,
@@ -34,7 +42,10 @@ pub(crate) enum Op {
         max_receives: u32,
         dead_letter: Option<String>,
     },
-    DeleteMessage { queue: String, receipt: String },
+    DeleteMessage {
+        queue: String,
+        receipt: String,
+    },
     ChangeVisibility {
         queue: String,
         receipt: String,
@@ -46,7 +57,10 @@ pub(crate) enum Op {
         value: Vec<u8>,
         only_if_absent: bool,
     },
-    DeleteRecord { table: String, key: String },
+    DeleteRecord {
+        table: String,
+        key: String,
+    },
     Recover,
 }
 
@@ -79,7 +93,11 @@ impl WriterHandle {
     }
 }
 
-pub(crate) fn spawn(conn: Connection, spool: PathBuf, options: EmbeddedOptions) -> Result<WriterHandle, StoreError> {
+pub(crate) fn spawn(
+    conn: Connection,
+    spool: PathBuf,
+    options: EmbeddedOptions,
+) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
         conn,
@@ -191,7 +209,9 @@ impl Writer {
         results: &mut Vec<Result<OpResult, StoreError>>,
         after: &mut AfterCommit,
     ) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend_err)?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(backend_err)?;
         let mut appended = false;
         for req in batch {
             let res = self.op(&req.op, after);
@@ -248,7 +268,13 @@ impl Writer {
                 visibility,
                 max_receives,
                 dead_letter,
-            } => self.receive(queue, *max, *visibility, *max_receives, dead_letter.as_deref()),
+            } => self.receive(
+                queue,
+                *max,
+                *visibility,
+                *max_receives,
+                dead_letter.as_deref(),
+            ),
             Op::DeleteMessage { queue, receipt } => {
                 self.conn
                     .execute(
@@ -294,7 +320,10 @@ impl Writer {
             }
             Op::DeleteRecord { table, key } => {
                 self.conn
-                    .execute("DELETE FROM ledger WHERE tbl = ?1 AND key = ?2", params![table, key])
+                    .execute(
+                        "DELETE FROM ledger WHERE tbl = ?1 AND key = ?2",
+                        params![table, key],
+                    )
                     .map_err(backend_err)?;
                 Ok(OpResult::Unit)
             }
@@ -349,7 +378,11 @@ impl Writer {
     fn delete_blob(&mut self, key: &str, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
         let row: Option<Option<i64>> = self
             .conn
-            .query_row("SELECT segment FROM blobs WHERE key = ?1", params![key], |r| r.get(0))
+            .query_row(
+                "SELECT segment FROM blobs WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(backend_err)?;
         let Some(segment) = row else {
@@ -362,7 +395,10 @@ impl Writer {
             None => after.delete_files.push(large_path(&self.spool, key)),
             Some(id) => {
                 self.conn
-                    .execute("UPDATE segments SET live = live - 1 WHERE id = ?1", params![id])
+                    .execute(
+                        "UPDATE segments SET live = live - 1 WHERE id = ?1",
+                        params![id],
+                    )
                     .map_err(backend_err)?;
                 self.collect_segment(id, after)?;
             }
@@ -374,7 +410,10 @@ impl Writer {
     fn collect_segment(&mut self, id: i64, after: &mut AfterCommit) -> Result<(), StoreError> {
         let n = self
             .conn
-            .execute("DELETE FROM segments WHERE id = ?1 AND sealed = 1 AND live <= 0", params![id])
+            .execute(
+                "DELETE FROM segments WHERE id = ?1 AND sealed = 1 AND live <= 0",
+                params![id],
+            )
             .map_err(backend_err)?;
         if n > 0 {
             after.delete_files.push(segment_path(&self.spool, id));
@@ -451,7 +490,8 @@ impl Writer {
                     params![queue, id, receipt, now + visibility.as_millis() as i64],
                 )
                 .map_err(backend_err)?;
-            let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes).unwrap_or_default();
+            let attributes: BTreeMap<String, String> =
+                serde_json::from_str(&attributes).unwrap_or_default();
             out.push(QueueMessage {
                 id,
                 receipt,
@@ -466,7 +506,10 @@ impl Writer {
     fn recover(&mut self, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
         let current = self.segment.as_ref().map(|s| s.id).unwrap_or(-1);
         self.conn
-            .execute("UPDATE segments SET sealed = 1 WHERE id != ?1", params![current])
+            .execute(
+                "UPDATE segments SET sealed = 1 WHERE id != ?1",
+                params![current],
+            )
             .map_err(backend_err)?;
         let dead: Vec<i64> = {
             let mut stmt = self
@@ -481,7 +524,10 @@ impl Writer {
             self.collect_segment(id, after)?;
         }
         let known: std::collections::HashSet<i64> = {
-            let mut stmt = self.conn.prepare("SELECT id FROM segments").map_err(backend_err)?;
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM segments")
+                .map_err(backend_err)?;
             stmt.query_map([], |r| r.get(0))
                 .and_then(|rows| rows.collect::<Result<_, _>>())
                 .map_err(backend_err)?

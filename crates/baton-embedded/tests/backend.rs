@@ -58,7 +58,9 @@ async fn committed_data_survives_reopen_and_concurrent_commits_all_land() {
             tasks.push(tokio::spawn(async move {
                 let key = format!("k{i}");
                 let mut w = store.create(&key).await.expect("create");
-                w.write(format!("body {i}").as_bytes()).await.expect("write");
+                w.write(format!("body {i}").as_bytes())
+                    .await
+                    .expect("write");
                 w.commit().await.expect("commit");
                 queue
                     .send(key.as_bytes(), Default::default(), Duration::ZERO)
@@ -69,13 +71,27 @@ async fn committed_data_survives_reopen_and_concurrent_commits_all_land() {
         for t in tasks {
             t.await.expect("task");
         }
-        backend.ledger().put("users", "alice", b"{}").await.expect("put");
+        backend
+            .ledger()
+            .put("users", "alice", b"{}")
+            .await
+            .expect("put");
     }
     let backend = open(dir.path());
     backend.recover().await.expect("recover");
     assert_eq!(backend.list_queue("intake").await.expect("list").len(), 200);
-    assert_eq!(backend.blob_store().read("k42").await.expect("read"), b"body 42");
-    assert!(backend.ledger().get("users", "alice").await.expect("get").is_some());
+    assert_eq!(
+        backend.blob_store().read("k42").await.expect("read"),
+        b"body 42"
+    );
+    assert!(
+        backend
+            .ledger()
+            .get("users", "alice")
+            .await
+            .expect("get")
+            .is_some()
+    );
 }
 
 #[tokio::test]

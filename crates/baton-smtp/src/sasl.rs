@@ -70,14 +70,20 @@ mod tests {
     #[test]
     fn plain_with_and_without_authzid() {
         let c = decode_plain(&encode_base64(b"\0alice\0s3cret")).expect("plain");
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "s3cret"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("alice", "s3cret")
+        );
         assert!(decode_plain(&encode_base64(b"alice\0alice\0pw")).is_ok());
         assert_eq!(
             decode_plain(&encode_base64(b"bob\0alice\0pw")),
             Err(SaslError::AuthzidMismatch)
         );
         assert_eq!(decode_plain("not base64!"), Err(SaslError::Malformed));
-        assert_eq!(decode_plain(&encode_base64(b"alice")), Err(SaslError::Malformed));
+        assert_eq!(
+            decode_plain(&encode_base64(b"alice")),
+            Err(SaslError::Malformed)
+        );
     }
 
     #[test]

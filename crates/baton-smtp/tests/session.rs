@@ -22,7 +22,12 @@ impl Harness {
         Self::with_limits(listener, trusted, tls, SessionLimits::default())
     }
 
-    fn with_limits(listener: ListenerKind, trusted: bool, tls: bool, limits: SessionLimits) -> Self {
+    fn with_limits(
+        listener: ListenerKind,
+        trusted: bool,
+        tls: bool,
+        limits: SessionLimits,
+    ) -> Self {
         let config = Arc::new(SessionConfig {
             hostname: "mx.test".into(),
             listener,
@@ -50,7 +55,8 @@ impl Harness {
 
     fn flush(&mut self) {
         let out = self.session.take_output();
-        self.output.push_str(&String::from_utf8(out).expect("utf8 replies"));
+        self.output
+            .push_str(&String::from_utf8(out).expect("utf8 replies"));
     }
 
     /// Feeds input, answering events the way a well-behaved gateway would.
@@ -70,7 +76,11 @@ impl Harness {
                     }
                 }
                 Event::MessageStart => {
-                    let header = self.session.begin_message(QueueId::generate(), "Thu, 1 Jan 2026 00:00:00 +0000", 0);
+                    let header = self.session.begin_message(
+                        QueueId::generate(),
+                        "Thu, 1 Jan 2026 00:00:00 +0000",
+                        0,
+                    );
                     self.body = header.into_bytes();
                 }
                 Event::MessageComplete(env) => {
@@ -141,7 +151,10 @@ fn pipelined_transaction_from_trusted_network_is_queued() {
     let (env, body) = &h.stored[0];
     assert_eq!(env.recipients[0].address.to_string(), "b@y.test");
     let body = String::from_utf8_lossy(body);
-    assert!(body.starts_with("Received: from client.test ([192.0.2.1])"), "{body}");
+    assert!(
+        body.starts_with("Received: from client.test ([192.0.2.1])"),
+        "{body}"
+    );
     assert!(body.ends_with("Subject: hi\r\n\r\n.dot\r\n"), "{body}");
     assert_eq!(env.size as usize, body.len());
 }
@@ -150,8 +163,19 @@ fn pipelined_transaction_from_trusted_network_is_queued() {
 fn ehlo_offers_starttls_before_tls_and_auth_after() {
     let mut h = Harness::new(ListenerKind::Submission, false, false);
     let out = h.send(b"EHLO c\r\n");
-    assert!(out.contains("250 STARTTLS\r\n") && !out.contains("AUTH"), "{out}");
-    for ext in ["PIPELINING", "SIZE 52428800", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"] {
+    assert!(
+        out.contains("250 STARTTLS\r\n") && !out.contains("AUTH"),
+        "{out}"
+    );
+    for ext in [
+        "PIPELINING",
+        "SIZE 52428800",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "DSN",
+    ] {
         assert!(out.contains(ext), "missing {ext}: {out}");
     }
     // Plaintext pipelined after STARTTLS is never answered.
@@ -159,9 +183,15 @@ fn ehlo_offers_starttls_before_tls_and_auth_after() {
     assert_eq!(out, "220 2.0.0 Ready to start TLS\r\n");
     assert!(h.starttls_requested);
     let out = h.send(b"MAIL FROM:<a@acme.test>\r\n");
-    assert!(out.starts_with("503 5.5.1"), "state must reset after TLS: {out}");
+    assert!(
+        out.starts_with("503 5.5.1"),
+        "state must reset after TLS: {out}"
+    );
     let out = h.send(b"EHLO c\r\n");
-    assert!(out.contains("250 AUTH PLAIN LOGIN\r\n") && !out.contains("STARTTLS"), "{out}");
+    assert!(
+        out.contains("250 AUTH PLAIN LOGIN\r\n") && !out.contains("STARTTLS"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -177,7 +207,9 @@ fn auth_plain_and_login_and_sender_ownership() {
     // "\0alice\0bad" then "\0alice\0good"
     let out = h.send(b"EHLO c\r\nAUTH PLAIN AGFsaWNlAGJhZA==\r\nAUTH PLAIN AGFsaWNlAGdvb2Q=\r\n");
     assert_eq!(codes(&out)[1..], ["535 5.7.8", "235 2.7.0"]);
-    let out = h.send(b"MAIL FROM:<a@other.test>\r\nMAIL FROM:<a@acme.test>\r\nRCPT TO:<z@anywhere.test>\r\n");
+    let out = h.send(
+        b"MAIL FROM:<a@other.test>\r\nMAIL FROM:<a@acme.test>\r\nRCPT TO:<z@anywhere.test>\r\n",
+    );
     assert_eq!(codes(&out), ["553 5.7.1", "250 2.1.0", "250 2.1.5"]);
     let out = h.send(b"DATA\r\nFrom: <boss@other.test>\r\n\r\nhi\r\n.\r\n");
     assert!(out.contains("553 5.7.1"), "{out}");
@@ -185,7 +217,10 @@ fn auth_plain_and_login_and_sender_ownership() {
 
     let mut login = Harness::new(ListenerKind::Submissions, false, true);
     let out = login.send(b"EHLO c\r\nAUTH LOGIN\r\nYWxpY2U=\r\nZ29vZA==\r\n");
-    assert_eq!(codes(&out)[1..], ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 2.7.0"]);
+    assert_eq!(
+        codes(&out)[1..],
+        ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 2.7.0"]
+    );
 }
 
 #[test]
@@ -202,7 +237,8 @@ fn open_relay_tricks_are_refused() {
     ];
     for (rcpt, expected) in cases {
         let mut h = Harness::new(ListenerKind::Relay, false, false);
-        let out = h.send(format!("EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:{rcpt}\r\n").as_bytes());
+        let out =
+            h.send(format!("EHLO c\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:{rcpt}\r\n").as_bytes());
         assert_eq!(codes(&out).last(), Some(&expected), "{rcpt}: {out}");
     }
 }
@@ -210,17 +246,30 @@ fn open_relay_tricks_are_refused() {
 #[test]
 fn smuggling_variants_close_without_queueing() {
     let variants: [&[u8]; 9] = [
-        b"\n.\n", b"\n.\r\n", b"\r.\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r\n.\r\r\n",
-        b"\r\r\n.\r\r\n", b"\r\n\x00.\r\n",
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r.\n",
+        b"\r.\r",
+        b"\r\n.\n",
+        b"\r\n.\r",
+        b"\r\n.\r\r\n",
+        b"\r\r\n.\r\r\n",
+        b"\r\n\x00.\r\n",
     ];
     for v in variants {
         let mut h = Harness::new(ListenerKind::Relay, true, false);
         let mut input = b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nSubject: x\r\n\r\nbody".to_vec();
         input.extend_from_slice(v);
-        input.extend_from_slice(b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\nDATA\r\nsmuggled\r\n.\r\n");
+        input.extend_from_slice(
+            b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\nDATA\r\nsmuggled\r\n.\r\n",
+        );
         let out = h.send(&input);
         let last = *codes(&out).last().expect("a reply");
-        let expected = if v.contains(&0) { "550 5.6.0" } else { "550 5.5.2" };
+        let expected = if v.contains(&0) {
+            "550 5.6.0"
+        } else {
+            "550 5.5.2"
+        };
         assert_eq!(last, expected, "variant {v:?}: {out}");
         assert!(h.closed, "variant {v:?} must close");
         assert!(h.stored.is_empty(), "variant {v:?} queued a message");
@@ -237,16 +286,31 @@ fn limits_produce_precise_replies() {
     };
     let mut h = Harness::with_limits(ListenerKind::Relay, true, false, limits);
     let out = h.send(b"EHLO c\r\nMAIL FROM:<a@x.test> SIZE=201\r\nMAIL FROM:<a@x.test> SIZE=100\r\nRCPT TO:<1@y.test>\r\nRCPT TO:<2@y.test>\r\nRCPT TO:<3@y.test>\r\n");
-    assert_eq!(codes(&out)[1..], ["552 5.3.4", "250 2.1.0", "250 2.1.5", "250 2.1.5", "452 4.5.3"]);
+    assert_eq!(
+        codes(&out)[1..],
+        [
+            "552 5.3.4",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "452 4.5.3"
+        ]
+    );
     let mut big = b"DATA\r\nSubject: x\r\n\r\n".to_vec();
     big.extend_from_slice(&[b'a'; 150]);
     big.extend_from_slice(b"\r\n");
     big.extend_from_slice(&[b'a'; 150]);
     big.extend_from_slice(b"\r\n.\r\n");
     let out = h.send(&big);
-    assert!(out.ends_with("552 5.3.4 Message size exceeds fixed maximum message size\r\n"), "{out}");
+    assert!(
+        out.ends_with("552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
+        "{out}"
+    );
     let out = h.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nDATA\r\nX-A: 0123456789012345678901234567890123456789\r\nX-B: 0123456789012345678901234567890123456789\r\n\r\nb\r\n.\r\n");
-    assert!(out.ends_with("552 5.3.4 Message header section too large\r\n"), "{out}");
+    assert!(
+        out.ends_with("552 5.3.4 Message header section too large\r\n"),
+        "{out}"
+    );
     let mut long = b"MAIL FROM:<a@x.test>\r\nRCPT TO:<1@y.test>\r\nDATA\r\n\r\n".to_vec();
     long.extend_from_slice(&[b'b'; 999]);
     long.extend_from_slice(b"\r\n.\r\n");
@@ -261,7 +325,10 @@ fn limits_produce_precise_replies() {
     line.extend_from_slice(&[b'x'; 600]);
     line.extend_from_slice(b"\r\nNOOP\r\nNOOP\nNOOP\r\n");
     let out = h3.send(&line);
-    assert_eq!(codes(&out), ["500 5.5.2", "250 2.0.0", "500 5.5.2", "250 2.0.0"]);
+    assert_eq!(
+        codes(&out),
+        ["500 5.5.2", "250 2.0.0", "500 5.5.2", "250 2.0.0"]
+    );
 }
 
 #[test]
@@ -293,5 +360,10 @@ fn dsn_parameters_are_recorded() {
     assert_eq!(env.envid.as_deref(), Some("abc123"));
     let notify = env.recipients[0].notify.expect("notify");
     assert!(notify.success && notify.failure && !notify.delay);
-    assert!(env.recipients[0].orcpt.as_deref().is_some_and(|o| o.contains("b@y.test")));
+    assert!(
+        env.recipients[0]
+            .orcpt
+            .as_deref()
+            .is_some_and(|o| o.contains("b@y.test"))
+    );
 }

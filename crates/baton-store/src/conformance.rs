@@ -13,18 +13,30 @@ pub async fn blob_store(store: &dyn BlobStore) {
     let mut w = store.create("conf-blob-1").await.unwrap();
     w.write(b"hello ").await.unwrap();
     w.write(b"world").await.unwrap();
-    assert!(store.read("conf-blob-1").await.is_err(), "visible before commit");
+    assert!(
+        store.read("conf-blob-1").await.is_err(),
+        "visible before commit"
+    );
     assert_eq!(w.commit().await.unwrap(), 11);
     assert_eq!(store.read("conf-blob-1").await.unwrap(), b"hello world");
 
     let mut aborted = store.create("conf-blob-2").await.unwrap();
     aborted.write(b"partial").await.unwrap();
     aborted.abort().await;
-    assert!(store.read("conf-blob-2").await.is_err(), "aborted blob visible");
+    assert!(
+        store.read("conf-blob-2").await.is_err(),
+        "aborted blob visible"
+    );
 
     store.delete("conf-blob-1").await.unwrap();
-    assert!(store.read("conf-blob-1").await.is_err(), "deleted blob visible");
-    assert!(store.create("../escape").await.is_err(), "path traversal accepted");
+    assert!(
+        store.read("conf-blob-1").await.is_err(),
+        "deleted blob visible"
+    );
+    assert!(
+        store.create("../escape").await.is_err(),
+        "path traversal accepted"
+    );
 }
 
 pub async fn ledger(ledger: &dyn Ledger) {
@@ -32,7 +44,10 @@ pub async fn ledger(ledger: &dyn Ledger) {
     ledger.put("conf", "a", b"1").await.unwrap();
     ledger.put("conf", "ab", b"2").await.unwrap();
     ledger.put("other", "a", b"3").await.unwrap();
-    assert_eq!(ledger.get("conf", "a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        ledger.get("conf", "a").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     assert!(!ledger.put_if_absent("conf", "a", b"9").await.unwrap());
     assert!(ledger.put_if_absent("conf", "b", b"4").await.unwrap());
     let scanned: Vec<String> = ledger
@@ -50,34 +65,77 @@ pub async fn ledger(ledger: &dyn Ledger) {
 /// `queue` must move a message to `dead_letter` after it was received twice.
 pub async fn queue(queue: &dyn Queue, dead_letter: &dyn Queue) {
     let attrs = BTreeMap::from([("tenant".to_string(), "acme".to_string())]);
-    queue.send(b"one", attrs.clone(), Duration::ZERO).await.unwrap();
-    queue.send(b"later", BTreeMap::new(), Duration::from_secs(3600)).await.unwrap();
+    queue
+        .send(b"one", attrs.clone(), Duration::ZERO)
+        .await
+        .unwrap();
+    queue
+        .send(b"later", BTreeMap::new(), Duration::from_secs(3600))
+        .await
+        .unwrap();
 
     let got = queue.receive(10, Duration::from_millis(200)).await.unwrap();
     assert_eq!(got.len(), 1, "delayed message delivered early");
     assert_eq!(got[0].body, b"one");
     assert_eq!(got[0].attributes, attrs);
     assert_eq!(got[0].receive_count, 1);
-    assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(), "in-flight message redelivered");
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "in-flight message redelivered"
+    );
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = queue.receive(10, Duration::from_millis(50)).await.unwrap();
-    assert_eq!(again.len(), 1, "message not redelivered after visibility timeout");
+    assert_eq!(
+        again.len(),
+        1,
+        "message not redelivered after visibility timeout"
+    );
     assert_eq!(again[0].receive_count, 2);
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(), "poison message looped");
-    let dead = dead_letter.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "poison message looped"
+    );
+    let dead = dead_letter
+        .receive(10, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1, "poison message not dead-lettered");
     assert_eq!(dead[0].body, b"one");
     dead_letter.delete(&dead[0].receipt).await.unwrap();
 
-    queue.send(b"two", BTreeMap::new(), Duration::ZERO).await.unwrap();
+    queue
+        .send(b"two", BTreeMap::new(), Duration::ZERO)
+        .await
+        .unwrap();
     let two = queue.receive(1, Duration::from_secs(60)).await.unwrap();
-    queue.change_visibility(&two[0].receipt, Duration::ZERO).await.unwrap();
+    queue
+        .change_visibility(&two[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
     let two_again = queue.receive(1, Duration::from_secs(60)).await.unwrap();
     assert_eq!(two_again[0].body, b"two");
     queue.delete(&two_again[0].receipt).await.unwrap();
-    queue.change_visibility(&two_again[0].receipt, Duration::ZERO).await.ok();
-    assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty(), "deleted message came back");
+    queue
+        .change_visibility(&two_again[0].receipt, Duration::ZERO)
+        .await
+        .ok();
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "deleted message came back"
+    );
 }

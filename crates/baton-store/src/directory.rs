@@ -36,11 +36,18 @@ pub async fn get_user(ledger: &dyn Ledger, name: &str) -> Result<Option<UserReco
     }
 }
 
-pub async fn put_user(ledger: &dyn Ledger, name: &str, record: &UserRecord) -> Result<(), StoreError> {
+pub async fn put_user(
+    ledger: &dyn Ledger,
+    name: &str,
+    record: &UserRecord,
+) -> Result<(), StoreError> {
     ledger.put(tables::USERS, name, &encode(record)).await
 }
 
-pub async fn get_domain(ledger: &dyn Ledger, domain: &Domain) -> Result<Option<DomainRecord>, StoreError> {
+pub async fn get_domain(
+    ledger: &dyn Ledger,
+    domain: &Domain,
+) -> Result<Option<DomainRecord>, StoreError> {
     let key = domain.to_string();
     match ledger.get(tables::DOMAINS, &key).await? {
         Some(bytes) => decode(&key, &bytes).map(Some),
@@ -48,12 +55,21 @@ pub async fn get_domain(ledger: &dyn Ledger, domain: &Domain) -> Result<Option<D
     }
 }
 
-pub async fn put_domain(ledger: &dyn Ledger, domain: &Domain, record: &DomainRecord) -> Result<(), StoreError> {
-    ledger.put(tables::DOMAINS, &domain.to_string(), &encode(record)).await
+pub async fn put_domain(
+    ledger: &dyn Ledger,
+    domain: &Domain,
+    record: &DomainRecord,
+) -> Result<(), StoreError> {
+    ledger
+        .put(tables::DOMAINS, &domain.to_string(), &encode(record))
+        .await
 }
 
 /// Every sending domain registered to `tenant`.
-pub async fn domains_of_tenant(ledger: &dyn Ledger, tenant: &TenantId) -> Result<Vec<Domain>, StoreError> {
+pub async fn domains_of_tenant(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+) -> Result<Vec<Domain>, StoreError> {
     let mut out = Vec::new();
     for (key, bytes) in ledger.scan(tables::DOMAINS, "").await? {
         let record: DomainRecord = decode(&key, &bytes)?;

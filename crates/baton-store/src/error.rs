@@ -19,7 +19,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Io(_) | StoreError::Backend(_) | StoreError::Closed)
+        matches!(
+            self,
+            StoreError::Io(_) | StoreError::Backend(_) | StoreError::Closed
+        )
     }
 
     /// The SMTP reply (code, enhanced code) a client gets when accepting its message hit

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use directory::{DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user};
+pub use directory::{
+    DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user,
+};
 pub use error::{StoreError, check_key};
 
 /// Queue names used by the pipeline.
@@ -71,7 +73,11 @@ pub trait Queue: Send + Sync + 'static {
         attributes: BTreeMap<String, String>,
         delay: Duration,
     ) -> Result<String, StoreError>;
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError>;
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError>;
 }
@@ -82,7 +88,8 @@ pub trait Ledger: Send + Sync + 'static {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Writes only if `key` is absent; returns whether it wrote.
-    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8])
+    -> Result<bool, StoreError>;
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError>;
     /// All records whose key starts with `prefix`, in key order.
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;

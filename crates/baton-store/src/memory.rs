@@ -129,7 +129,11 @@ impl Queue for MemoryQueue {
         Ok(id)
     }
 
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut dead = Vec::new();
@@ -141,7 +145,9 @@ impl Queue for MemoryQueue {
                     i += 1;
                     continue;
                 }
-                if self.dead_letter.is_some() && entries[i].message.receive_count >= self.max_receives {
+                if self.dead_letter.is_some()
+                    && entries[i].message.receive_count >= self.max_receives
+                {
                     dead.push(entries.remove(i).message);
                     continue;
                 }
@@ -186,7 +192,9 @@ pub struct MemoryLedger {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(lock(&self.tables).get(&(table.to_string(), key.to_string())).cloned())
+        Ok(lock(&self.tables)
+            .get(&(table.to_string(), key.to_string()))
+            .cloned())
     }
 
     async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -194,7 +202,12 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn put_if_absent(&self, table: &str, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    async fn put_if_absent(
+        &self,
+        table: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
         let mut t = lock(&self.tables);
         let k = (table.to_string(), key.to_string());
         if t.contains_key(&k) {

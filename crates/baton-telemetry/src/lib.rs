@@ -24,6 +24,10 @@ pub fn init(format: Format, filter: &str) {
         .with_target(true);
     let _ = match format {
         Format::Text => builder.try_init(),
-        Format::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }

@@ -56,7 +56,8 @@ pub fn user_add(settings: &Settings, name: &str, tenant: &str) -> anyhow::Result
 
 pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Result<()> {
     check_name("tenant", tenant)?;
-    let domain = Domain::parse(domain).map_err(|e| anyhow::anyhow!("invalid domain {domain:?}: {e}"))?;
+    let domain =
+        Domain::parse(domain).map_err(|e| anyhow::anyhow!("invalid domain {domain:?}: {e}"))?;
     if domain.is_literal() {
         bail!("a sending domain must be a name, not an address literal");
     }
@@ -99,8 +100,15 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
                 listed.push(Listed {
                     id: envelope.queue_id.to_string(),
                     state,
-                    from: envelope.mail_from.map(|m| m.to_string()).unwrap_or_default(),
-                    recipients: envelope.recipients.iter().map(|r| r.address.to_string()).collect(),
+                    from: envelope
+                        .mail_from
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    recipients: envelope
+                        .recipients
+                        .iter()
+                        .map(|r| r.address.to_string())
+                        .collect(),
                     size: envelope.size,
                     received_at: envelope.received_at,
                     tenant: envelope.tenant.map(|t| t.0),
@@ -115,15 +123,28 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         for m in &listed {
-            let from = if m.from.is_empty() { "<>" } else { m.from.as_str() };
-            writeln!(out, "{}  {:<9}  {}  {}", m.id, m.state, from, m.recipients.join(","))?;
+            let from = if m.from.is_empty() {
+                "<>"
+            } else {
+                m.from.as_str()
+            };
+            writeln!(
+                out,
+                "{}  {:<9}  {}  {}",
+                m.id,
+                m.state,
+                from,
+                m.recipients.join(",")
+            )?;
         }
     }
     Ok(())
 }
 
 pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
-    let id: baton_domain::QueueId = id.parse().map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
+    let id: baton_domain::QueueId = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
     let backend = open(settings)?;
     let body = runtime()?.block_on(backend.blob_store().read(&id.to_string()))?;
     std::io::stdout().lock().write_all(&body)?;

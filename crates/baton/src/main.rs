@@ -73,7 +73,8 @@ enum QueueCommand {
 }
 
 fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
-    let mut settings = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    let mut settings =
+        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     if let Some(dir) = &cli.data_dir {
         settings.raw.data_dir = dir.clone();
     }
@@ -89,7 +90,9 @@ fn main() -> std::process::ExitCode {
             tenant,
             password_stdin: _,
         }) => admin::user_add(&settings, &name, &tenant),
-        Command::Domain(DomainCommand::Add { domain, tenant }) => admin::domain_add(&settings, &domain, &tenant),
+        Command::Domain(DomainCommand::Add { domain, tenant }) => {
+            admin::domain_add(&settings, &domain, &tenant)
+        }
         Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
     });

@@ -29,12 +29,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.raw.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     // One server per data directory: the spool's crash recovery assumes it is alone.
     let lock = File::create(data_dir.join("serve.lock")).context("creating serve.lock")?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!("another baton serve is running on {}", data_dir.display())
-    })?;
+    lock.try_lock()
+        .map_err(|_| anyhow::anyhow!("another baton serve is running on {}", data_dir.display()))?;
 
     let storage = &settings.raw.storage;
     let backend = EmbeddedBackend::open(

@@ -53,7 +53,11 @@ impl Session {
                 Some(Event::Close)
             }
             Ok(Request::Vrfy { .. }) => {
-                self.reply(Reply::new(252, "2.5.0", "Cannot VRFY user, but will accept message"));
+                self.reply(Reply::new(
+                    252,
+                    "2.5.0",
+                    "Cannot VRFY user, but will accept message",
+                ));
                 None
             }
             Ok(Request::Help { .. }) => {
@@ -154,11 +158,19 @@ impl Session {
         let path = match Path::parse(raw_path, smtputf8) {
             Ok(p) => p,
             Err(e) => {
-                return self.reply_error(Reply::new(501, "5.1.7", format!("Bad sender address: {e}")));
+                return self.reply_error(Reply::new(
+                    501,
+                    "5.1.7",
+                    format!("Bad sender address: {e}"),
+                ));
             }
         };
         if from.size as u64 > self.config.limits.max_message_size {
-            self.reply(Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            self.reply(Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
             return None;
         }
         if let (Some(identity), Some(mailbox)) = (&self.identity, &path.mailbox)
@@ -167,7 +179,10 @@ impl Session {
             let r = Reply::new(
                 553,
                 "5.7.1",
-                format!("Sender address <{mailbox}> is not in a domain of tenant {}", identity.tenant.0),
+                format!(
+                    "Sender address <{mailbox}> is not in a domain of tenant {}",
+                    identity.tenant.0
+                ),
             );
             return self.reply_error(r);
         }
@@ -286,7 +301,9 @@ impl Session {
         };
         if !accepted {
             let r = match self.config.listener {
-                ListenerKind::Relay => Reply::new(554, "5.7.1", format!("<{mailbox}>: Relay access denied")),
+                ListenerKind::Relay => {
+                    Reply::new(554, "5.7.1", format!("<{mailbox}>: Relay access denied"))
+                }
                 _ => Reply::new(530, "5.7.0", "Authentication required"),
             };
             return Some(r);
@@ -467,7 +484,11 @@ impl Session {
 
     fn auth(&mut self, mechanism: u64, initial: &str) -> Option<Event> {
         if self.tls.is_none() {
-            return self.reply_error(Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism"));
+            return self.reply_error(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
         }
         if self.helo.is_none() || !self.esmtp {
             return self.reply_error(Reply::new(503, "5.5.1", "Send EHLO first"));
@@ -476,7 +497,11 @@ impl Session {
             return self.reply_error(Reply::new(503, "5.5.1", "Already authenticated"));
         }
         if self.txn.is_some() {
-            return self.reply_error(Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction"));
+            return self.reply_error(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a mail transaction",
+            ));
         }
         let initial = initial.trim();
         match mechanism {
@@ -495,7 +520,11 @@ impl Session {
                 None
             }
             smtp_proto::AUTH_LOGIN => self.login_user(initial),
-            _ => self.reply_error(Reply::new(504, "5.5.4", "Unrecognized authentication mechanism")),
+            _ => self.reply_error(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism",
+            )),
         }
     }
 
@@ -510,7 +539,10 @@ impl Session {
             SaslStep::LoginPassword(username) => match sasl::decode_login_field(&text) {
                 Ok(password) => {
                     self.phase = Phase::AuthPending;
-                    Some(Event::Authenticate(sasl::Credentials { username, password }))
+                    Some(Event::Authenticate(sasl::Credentials {
+                        username,
+                        password,
+                    }))
                 }
                 Err(_) => self.sasl_malformed(),
             },
@@ -525,7 +557,11 @@ impl Session {
             }
             // A mismatched authorization identity is a failed login, not a syntax error.
             Err(SaslError::AuthzidMismatch) => {
-                self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
+                self.reply(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
                 None
             }
             Err(SaslError::Malformed) => self.sasl_malformed(),
@@ -545,7 +581,11 @@ impl Session {
 
     fn sasl_malformed(&mut self) -> Option<Event> {
         self.phase = Phase::Command;
-        self.reply_error(Reply::new(501, "5.5.2", "Malformed authentication response"))
+        self.reply_error(Reply::new(
+            501,
+            "5.5.2",
+            "Malformed authentication response",
+        ))
     }
 
     pub(super) fn received_header(&self, id: &baton_domain::QueueId, date: &str) -> String {
@@ -555,7 +595,13 @@ impl Session {
             .unwrap_or("unknown")
             .chars()
             .take(64)
-            .map(|c| if c.is_ascii_graphic() && c != '(' && c != ')' { c } else { '?' })
+            .map(|c| {
+                if c.is_ascii_graphic() && c != '(' && c != ')' {
+                    c
+                } else {
+                    '?'
+                }
+            })
             .collect();
         let proto = match (self.esmtp, self.tls.is_some(), self.identity.is_some()) {
             (false, _, _) => "SMTP",
@@ -569,7 +615,10 @@ impl Session {
             self.peer.ip, self.config.hostname
         );
         if let Some(tls) = &self.tls {
-            h.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
+            h.push_str(&format!(
+                "\r\n\t(using {} with cipher {})",
+                tls.version, tls.cipher
+            ));
         }
         if let Some(i) = &self.identity {
             h.push_str(&format!(
@@ -586,7 +635,13 @@ impl Session {
 fn sanitize_comment(s: &str) -> String {
     s.chars()
         .take(128)
-        .map(|c| if c.is_ascii_graphic() && c != '(' && c != ')' && c != '\\' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '(' && c != ')' && c != '\\' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

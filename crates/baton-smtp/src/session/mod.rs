@@ -300,7 +300,11 @@ impl Session {
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
             }
             AuthOutcome::Failure => {
-                self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
+                self.reply(Reply::new(
+                    535,
+                    "5.7.8",
+                    "Authentication credentials invalid",
+                ));
             }
             AuthOutcome::Locked => {
                 self.reply(Reply::new(
@@ -350,7 +354,11 @@ impl Session {
         self.reply(r);
         self.bad_commands += 1;
         if self.bad_commands >= self.config.limits.max_bad_commands {
-            self.terminate(Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+            self.terminate(Reply::new(
+                421,
+                "4.7.0",
+                "Too many errors, closing connection",
+            ));
             return Some(Event::Close);
         }
         None
@@ -373,7 +381,10 @@ impl Session {
         let event = if overflow {
             self.phase = Phase::Command;
             self.reply_error(Reply::new(500, "5.5.2", "Line too long"))
-        } else if line.len() < 2 || line[line.len() - 2] != b'\r' || line[..line.len() - 2].contains(&b'\r') {
+        } else if line.len() < 2
+            || line[line.len() - 2] != b'\r'
+            || line[..line.len() - 2].contains(&b'\r')
+        {
             self.phase = Phase::Command;
             self.reply_error(Reply::new(
                 500,
@@ -386,10 +397,7 @@ impl Session {
                 _ => self.command(&line),
             }
         };
-        Step {
-            consumed,
-            event,
-        }
+        Step { consumed, event }
     }
 
     fn buffer_partial(&mut self, bytes: &[u8], limit: usize) {
