@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_config::Settings;
-use baton_smtp::{ListenerKind, SessionConfig, SessionLimits, canned};
+use baton_smtp::{ListenerKind, SessionConfig, canned};
 use baton_store::{BlobStore, Ledger, Queue};
 use ipnet_shim::Networks;
 use tokio::io::AsyncWriteExt;
@@ -68,14 +68,7 @@ impl Gateway {
             }
         }
         let l = &raw.limits;
-        let limits = SessionLimits {
-            max_message_size: l.max_message_size,
-            max_recipients: l.max_recipients,
-            max_command_line: l.max_command_line,
-            max_text_line: l.max_text_line,
-            max_header_size: l.max_header_size,
-            max_bad_commands: l.max_bad_commands,
-        };
+        let limits = l.session();
         let mut listeners = Vec::new();
         for (kind, addr) in [
             (ListenerKind::Submission, settings.submission),

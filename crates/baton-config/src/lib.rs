@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_domain::Domain;
+use baton_smtp::SessionLimits;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -23,6 +24,20 @@ pub enum ConfigError {
     Env { var: String, reason: String },
     #[error("invalid config value {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl Limits {
+    /// The limits the SMTP session enforces itself.
+    pub fn session(&self) -> SessionLimits {
+        SessionLimits {
+            max_message_size: self.max_message_size,
+            max_recipients: self.max_recipients,
+            max_command_line: self.max_command_line,
+            max_text_line: self.max_text_line,
+            max_header_size: self.max_header_size,
+            max_bad_commands: self.max_bad_commands,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,15 +159,17 @@ impl Default for Listen {
 
 impl Default for Limits {
     fn default() -> Self {
+        // The session's own defaults are the single source for the protocol limits.
+        let session = SessionLimits::default();
         Limits {
-            max_message_size: 50 * 1024 * 1024,
-            max_recipients: 100,
-            max_command_line: 512,
-            max_text_line: 998,
-            max_header_size: 100 * 1024,
+            max_message_size: session.max_message_size,
+            max_recipients: session.max_recipients,
+            max_command_line: session.max_command_line,
+            max_text_line: session.max_text_line,
+            max_header_size: session.max_header_size,
             max_connections: 10_000,
             max_connections_per_ip: 200,
-            max_bad_commands: 10,
+            max_bad_commands: session.max_bad_commands,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             min_data_rate: 1024,

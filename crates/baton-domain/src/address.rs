@@ -215,28 +215,42 @@ impl Path {
     }
 }
 
-/// Splits at the `@` that is outside any quoted string; the last such `@` separates the domain.
-fn split_mailbox(s: &str) -> Result<(&str, &str), AddressError> {
+/// The characters of `s` that stand outside quoted strings, with their byte offsets.
+fn unquoted(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut in_quote = false;
     let mut escaped = false;
-    let mut at = None;
-    for (i, c) in s.char_indices() {
+    s.char_indices().filter(move |&(_, c)| {
         if escaped {
             escaped = false;
-            continue;
+            return false;
         }
         match c {
             '\\' if in_quote => escaped = true,
             '"' => in_quote = !in_quote,
-            '@' if !in_quote => at = Some(i),
-            _ => {}
+            _ => return !in_quote,
         }
-    }
-    if in_quote {
-        return Err(AddressError::BadLocal);
-    }
-    let at = at.ok_or(AddressError::MissingDomain)?;
+        false
+    })
+}
+
+/// Splits at the `@` that is outside any quoted string; the last such `@` separates the domain.
+fn split_mailbox(s: &str) -> Result<(&str, &str), AddressError> {
+    let at = unquoted(s)
+        .filter(|&(_, c)| c == '@')
+        .last()
+        .map(|(i, _)| i)
+        .ok_or(AddressError::MissingDomain)?;
     Ok((&s[..at], &s[at + 1..]))
+}
+
+/// Splits a command argument that starts with a bracketed path (`<...> PARAMS`) into the
+/// path, brackets included, and the rest. A `>` inside a quoted local part does not end it.
+pub fn split_path_argument(arg: &str) -> Option<(&str, &str)> {
+    if !arg.starts_with('<') {
+        return None;
+    }
+    let (end, _) = unquoted(arg).find(|&(_, c)| c == '>')?;
+    Some((&arg[..=end], &arg[end + 1..]))
 }
 
 fn validate_local(local: &str) -> Result<(), AddressError> {

@@ -5,6 +5,6 @@ mod address;
 mod envelope;
 mod queue_id;
 
-pub use address::{AddressError, Domain, Mailbox, Path};
+pub use address::{AddressError, Domain, Mailbox, Path, split_path_argument};
 pub use envelope::{BodyType, Envelope, Identity, NotifyOn, Recipient, Ret, TenantId};
 pub use queue_id::{QueueId, QueueIdError};

@@ -5,24 +5,7 @@
 /// argument is not `<...>`. `prefix_len` is the length of `MAIL FROM:` or `RCPT TO:`.
 pub(super) fn split_path(line: &str, prefix_len: usize) -> Option<(&str, &str)> {
     let arg = line.get(prefix_len..)?.trim_start_matches(' ');
-    if !arg.starts_with('<') {
-        return None;
-    }
-    let mut in_quote = false;
-    let mut escaped = false;
-    for (i, c) in arg.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '>' if !in_quote => return Some((&arg[..=i], &arg[i + 1..])),
-            _ => {}
-        }
-    }
-    None
+    baton_domain::split_path_argument(arg)
 }
 
 #[cfg(test)]
