@@ -367,3 +367,52 @@ fn dsn_parameters_are_recorded() {
             .is_some_and(|o| o.contains("b@y.test"))
     );
 }
+
+/// Arbitrary bytes, in arbitrary pieces, must never panic the session or make its
+/// buffers grow without bound.
+#[test]
+fn random_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xBA70);
+    let fragments: [&[u8]; 16] = [
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@x.test>\r\n",
+        b"RCPT TO:<b@y.test>\r\n",
+        b"DATA\r\n",
+        b"\r\n.\r\n",
+        b"BDAT 5\r\n",
+        b"BDAT 3 LAST\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AUTH LOGIN\r\n",
+        b"RSET\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"\x00",
+        b"STARTTLS\r\n",
+        b"QUIT\r\n",
+    ];
+    for _ in 0..300 {
+        let tls = rng.gen_bool(0.5);
+        let mut h = Harness::new(ListenerKind::Relay, rng.gen_bool(0.5), tls);
+        let mut input = Vec::new();
+        for _ in 0..rng.gen_range(1..40) {
+            if rng.gen_bool(0.7) {
+                input.extend_from_slice(fragments[rng.gen_range(0..fragments.len())]);
+            } else {
+                let n = rng.gen_range(0..700);
+                input.extend((0..n).map(|_| rng.r#gen::<u8>()));
+            }
+        }
+        for piece in input.chunks(rng.gen_range(1..64)) {
+            if h.closed {
+                break;
+            }
+            h.send(piece);
+            assert!(
+                h.body.len() <= input.len() + 200,
+                "body buffer grew beyond its input"
+            );
+        }
+    }
+}
