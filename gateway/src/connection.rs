@@ -215,8 +215,7 @@ impl Connection {
                 Event::Close => {
                     self.flush(&mut session).await?;
                     if let Some(stream) = self.stream.as_mut() {
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+                        linger_close(stream).await;
                     }
                     return Ok(());
                 }
@@ -345,6 +344,24 @@ impl Connection {
         tracing::debug!(version = %info.version, cipher = %info.cipher, "TLS established");
         Ok((Stream::Tls(Box::new(tls)), info))
     }
+}
+
+/// Sends FIN, then reads and drops whatever the client still sends for a moment. Closing
+/// with unread input makes the kernel send RST, which can destroy the final reply before
+/// the client reads it (a client that pipelined past a bare LF would never see why).
+async fn linger_close(stream: &mut Stream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    let mut sink = [0u8; 4096];
+    let mut budget: usize = 1024 * 1024;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while budget > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Average receive rate over a sliding window while a body is being received.
