@@ -14,8 +14,10 @@ pub enum Format {
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: Format, filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .map(EnvFilter::try_new)
+        .unwrap_or_else(|| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
