@@ -71,7 +71,9 @@ impl Session {
             | Ok(Request::Burl { .. })
             | Ok(Request::Mail { .. })
             | Ok(Request::Rcpt { .. }) => {
-                self.reply_error(Reply::new(502, "5.5.1", "Command not implemented"))
+                // Known commands we do not offer are not the client's mistake: not counted.
+                self.reply(Reply::new(502, "5.5.1", "Command not implemented"));
+                None
             }
             Err(e) => self.reply_error(parse_error_reply(&e, "5.5.4")),
         }
