@@ -88,8 +88,19 @@ impl EmbeddedBackend {
     /// Opens (creating if needed) the data directory. Several processes may open the same
     /// directory (the CLI next to `baton serve`); only one may [`recover`](Self::recover).
     pub fn open(data_dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        fs::create_dir_all(data_dir.join("spool").join("large"))?;
+        Self::open_database(data_dir, options)
+    }
+
+    /// Opens only the database, for administration next to a running server: works even
+    /// when the spool is missing or broken (reading a body then fails, listing does not).
+    pub fn open_for_admin(data_dir: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(data_dir)?;
+        Self::open_database(data_dir, EmbeddedOptions::default())
+    }
+
+    fn open_database(data_dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let spool = data_dir.join("spool");
-        fs::create_dir_all(spool.join("large"))?;
         let db = data_dir.join("baton.db");
         let writer_conn = schema::open(&db)?;
         let reader = schema::open(&db)?;

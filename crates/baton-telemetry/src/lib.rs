@@ -14,7 +14,9 @@ pub enum Format {
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: Format, filter: &str) {
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let filter = from_env
         .map(EnvFilter::try_new)
         .unwrap_or_else(|| EnvFilter::try_new(filter))

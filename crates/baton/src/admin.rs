@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, bail};
 use baton_config::Settings;
 use baton_domain::{Domain, Envelope, TenantId};
-use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
+use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
 use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user, queues};
 use serde::Serialize;
@@ -20,7 +20,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn open(settings: &Settings) -> anyhow::Result<EmbeddedBackend> {
     let dir = &settings.raw.data_dir;
-    EmbeddedBackend::open(dir, EmbeddedOptions::default())
+    EmbeddedBackend::open_for_admin(dir)
         .with_context(|| format!("opening data directory {}", dir.display()))
 }
 

@@ -1,0 +1,62 @@
+"""SIGTERM: no new connections, open transactions may finish, nothing acknowledged is lost."""
+
+import signal
+import socket
+import time
+
+from conftest import RawClient, code
+
+
+def test_sigterm_lets_a_transaction_finish_and_keeps_what_was_accepted(spawn_relay):
+    relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "10s"})
+    done = RawClient(relay.addr("relay"))
+    done.cmd("EHLO client.test")
+    done.cmd("MAIL FROM:<a@sender.test>")
+    done.cmd("RCPT TO:<b@example.org>")
+    done.cmd("DATA")
+    first = done.cmd("Subject: before\r\n\r\naccepted before SIGTERM\r\n.")
+    assert "queued as" in first
+
+    busy = RawClient(relay.addr("relay"))
+    busy.cmd("EHLO client.test")
+    busy.cmd("MAIL FROM:<a@sender.test>")
+    busy.cmd("RCPT TO:<c@example.org>")
+    idle = RawClient(relay.addr("relay"))
+
+    started = time.time()
+    relay.proc.send_signal(signal.SIGTERM)
+    assert code(idle.reply()) == "421 4.3.2", "an idle session is told at once"
+    time.sleep(0.3)
+    try:
+        socket.create_connection(relay.addr("relay"), timeout=2).close()
+        accepting = True
+    except OSError:
+        accepting = False
+    assert not accepting, "still accepting connections after SIGTERM"
+
+    assert busy.cmd("DATA").startswith("354")
+    second = busy.cmd("Subject: during\r\n\r\nfinished during shutdown\r\n.")
+    assert "queued as" in second
+    assert code(busy.reply()) == "421 4.3.2"
+    assert relay.proc.wait(timeout=15) == 0
+    assert time.time() - started < 10
+
+    # Both acknowledged messages are there after a restart on the same data directory.
+    relay.start()
+    ids = {m["id"] for m in relay.queue_list()}
+    assert ids == {first.rsplit(" ", 1)[-1].strip(), second.rsplit(" ", 1)[-1].strip()}
+
+
+def test_grace_period_ends_unfinished_data_without_acknowledging(spawn_relay):
+    relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "1s"})
+    c = RawClient(relay.addr("relay"))
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@sender.test>")
+    c.cmd("RCPT TO:<b@example.org>")
+    c.cmd("DATA")
+    c.send(b"Subject: never finished\r\n\r\npartial")
+    relay.proc.send_signal(signal.SIGTERM)
+    assert code(c.reply()) == "421 4.3.2"
+    assert relay.proc.wait(timeout=15) == 0
+    relay.start()
+    assert relay.queue_list() == []
