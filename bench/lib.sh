@@ -250,3 +250,17 @@ postfix_count() {
 postfix_delivered() {
     grep -cE ' (status=(sent|bounced|deferred))' "$1/maillog" 2>/dev/null || true
 }
+
+# cpu_ticks PID: CPU clock ticks used by PID, its live children, and its reaped
+# children (utime+stime+cutime+cstime of each). For Postfix pass the master:
+# smtpd/cleanup processes are its direct children.
+cpu_ticks() {
+    local pid=$1 p total=0 f
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null || true); do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }   # fields after "comm", starting at field 3 (state)
+        # utime..cstime are fields 14..17, i.e. 12..15 here
+        total=$((total + $(awk '{print $12 + $13 + $14 + $15}' <<<"$f")))
+    done
+    echo "$total"
+}

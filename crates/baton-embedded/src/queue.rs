@@ -118,7 +118,7 @@ pub(crate) async fn list(inner: &Arc<Inner>, queue: &str) -> Result<Vec<QueueEnt
             let mut stmt = conn
                 .prepare(
                     "SELECT id, body, visible_at, receive_count, receipt IS NOT NULL
-                     FROM queue_messages WHERE queue = ?1 ORDER BY sent_at, id",
+                     FROM queue_messages WHERE queue = ?1 ORDER BY sent_at, rowid",
                 )
                 .map_err(backend_err)?;
             let rows = stmt
