@@ -184,9 +184,12 @@ impl Queue for MemoryQueue {
     }
 }
 
+/// (table, key) to value.
+type Records = BTreeMap<(String, String), Vec<u8>>;
+
 #[derive(Default, Clone)]
 pub struct MemoryLedger {
-    tables: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+    tables: Arc<Mutex<Records>>,
 }
 
 #[async_trait]

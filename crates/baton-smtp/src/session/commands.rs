@@ -258,7 +258,7 @@ impl Session {
             self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
             return None;
         }
-        if let Some(denial) = self.relay_denial(&path.had_source_route, &mailbox) {
+        if let Some(denial) = self.relay_denial(path.had_source_route, &mailbox) {
             return self.reply_error(denial);
         }
         let notify = (to.flags
@@ -267,7 +267,7 @@ impl Session {
                 | smtp_proto::RCPT_NOTIFY_DELAY
                 | smtp_proto::RCPT_NOTIFY_NEVER)
             != 0)
-            .then(|| NotifyOn {
+            .then_some(NotifyOn {
                 success: to.flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0,
                 failure: to.flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0,
                 delay: to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0,
@@ -286,11 +286,11 @@ impl Session {
 
     /// Relay control. Authenticated tenants and allow-listed networks may send anywhere;
     /// everyone else only to the domains we accept mail for, and never with routing tricks.
-    fn relay_denial(&self, source_route: &bool, mailbox: &baton_domain::Mailbox) -> Option<Reply> {
+    fn relay_denial(&self, source_route: bool, mailbox: &baton_domain::Mailbox) -> Option<Reply> {
         if self.identity.is_some() || self.peer.trusted_network {
             return None;
         }
-        if *source_route || mailbox.has_routing_local_part() {
+        if source_route || mailbox.has_routing_local_part() {
             return Some(Reply::new(
                 550,
                 "5.7.1",
