@@ -7,6 +7,8 @@ need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
 command -v smtp-source >/dev/null || need_apt+=(postfix)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Postfix's SMTP client needs the Cyrus PLAIN module to authenticate to Baton (e2e test).
+dpkg -s libsasl2-modules >/dev/null 2>&1 || need_apt+=(libsasl2-modules)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

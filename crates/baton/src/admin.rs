@@ -118,27 +118,25 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &listed)?;
-        writeln!(out)?;
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &listed)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        for m in &listed {
-            let from = if m.from.is_empty() {
-                "<>"
-            } else {
-                m.from.as_str()
-            };
-            writeln!(
-                out,
-                "{}  {:<9}  {}  {}",
-                m.id,
-                m.state,
-                from,
-                m.recipients.join(",")
-            )?;
-        }
+        listed.iter().try_for_each(|m| {
+            let from = if m.from.is_empty() { "<>" } else { m.from.as_str() };
+            writeln!(out, "{}  {:<9}  {}  {}", m.id, m.state, from, m.recipients.join(","))
+        })
+    };
+    quiet_on_closed_pipe(written)
+}
+
+/// `baton queue list | head` must not end with an error when `head` stops reading.
+fn quiet_on_closed_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
@@ -147,6 +145,5 @@ pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
     let backend = open(settings)?;
     let body = runtime()?.block_on(backend.blob_store().read(&id.to_string()))?;
-    std::io::stdout().lock().write_all(&body)?;
-    Ok(())
+    quiet_on_closed_pipe(std::io::stdout().lock().write_all(&body))
 }
