@@ -124,8 +124,19 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
             .and_then(|()| writeln!(out))
     } else {
         listed.iter().try_for_each(|m| {
-            let from = if m.from.is_empty() { "<>" } else { m.from.as_str() };
-            writeln!(out, "{}  {:<9}  {}  {}", m.id, m.state, from, m.recipients.join(","))
+            let from = if m.from.is_empty() {
+                "<>"
+            } else {
+                m.from.as_str()
+            };
+            writeln!(
+                out,
+                "{}  {:<9}  {}  {}",
+                m.id,
+                m.state,
+                from,
+                m.recipients.join(",")
+            )
         })
     };
     quiet_on_closed_pipe(written)
