@@ -243,6 +243,16 @@ class RawClient:
             pass
 
 
+def open_transaction(relay, rcpts=1, listener="relay"):
+    """A RawClient after EHLO, MAIL and `rcpts` accepted RCPTs (from an allow-listed network)."""
+    c = RawClient(relay.addr(listener))
+    c.cmd("EHLO client.test")
+    assert code(c.cmd("MAIL FROM:<a@sender.test>")) == "250 2.1.0"
+    for i in range(rcpts):
+        assert code(c.cmd(f"RCPT TO:<r{i}@example.org>")) == "250 2.1.5"
+    return c
+
+
 def code(reply: str) -> str:
     """'250 2.1.0' from '250 2.1.0 Ok' (the last line's code and enhanced code)."""
     last = reply.strip().splitlines()[-1]

@@ -2,20 +2,11 @@
 
 import time
 
-from conftest import RawClient, code
+from conftest import RawClient, code, open_transaction
 
 
 def trusted(spawn_relay, **extra):
     return spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], **extra})
-
-
-def open_transaction(relay, rcpts=1):
-    c = RawClient(relay.addr("relay"))
-    c.cmd("EHLO client.test")
-    assert code(c.cmd("MAIL FROM:<a@sender.test>")) == "250 2.1.0"
-    for i in range(rcpts):
-        assert code(c.cmd(f"RCPT TO:<r{i}@example.org>")) == "250 2.1.5"
-    return c
 
 
 def test_size_declared_at_mail_over_the_limit(spawn_relay):

@@ -4,23 +4,17 @@ import signal
 import socket
 import time
 
-from conftest import RawClient, code
+from conftest import RawClient, code, open_transaction
 
 
 def test_sigterm_lets_a_transaction_finish_and_keeps_what_was_accepted(spawn_relay):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "10s"})
-    done = RawClient(relay.addr("relay"))
-    done.cmd("EHLO client.test")
-    done.cmd("MAIL FROM:<a@sender.test>")
-    done.cmd("RCPT TO:<b@example.org>")
+    done = open_transaction(relay)
     done.cmd("DATA")
     first = done.cmd("Subject: before\r\n\r\naccepted before SIGTERM\r\n.")
     assert "queued as" in first
 
-    busy = RawClient(relay.addr("relay"))
-    busy.cmd("EHLO client.test")
-    busy.cmd("MAIL FROM:<a@sender.test>")
-    busy.cmd("RCPT TO:<c@example.org>")
+    busy = open_transaction(relay)
     idle = RawClient(relay.addr("relay"))
 
     started = time.time()
@@ -49,10 +43,7 @@ def test_sigterm_lets_a_transaction_finish_and_keeps_what_was_accepted(spawn_rel
 
 def test_grace_period_ends_unfinished_data_without_acknowledging(spawn_relay):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "1s"})
-    c = RawClient(relay.addr("relay"))
-    c.cmd("EHLO client.test")
-    c.cmd("MAIL FROM:<a@sender.test>")
-    c.cmd("RCPT TO:<b@example.org>")
+    c = open_transaction(relay)
     c.cmd("DATA")
     c.send(b"Subject: never finished\r\n\r\npartial")
     relay.proc.send_signal(signal.SIGTERM)

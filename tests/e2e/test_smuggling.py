@@ -3,7 +3,7 @@ session closes, and the smuggled second message never exists."""
 
 import pytest
 
-from conftest import RawClient, code
+from conftest import RawClient, code, open_transaction
 
 VARIANTS = {
     "lf-dot-lf": b"\n.\n",
@@ -23,10 +23,7 @@ SMUGGLED = b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@example.org>\r\nD
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
 def test_smuggling_variant_is_refused_and_nothing_is_queued(spawn_relay, variant):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"]})
-    c = RawClient(relay.addr("relay"))
-    c.cmd("EHLO client.test")
-    assert code(c.cmd("MAIL FROM:<a@sender.test>")) == "250 2.1.0"
-    assert code(c.cmd("RCPT TO:<b@example.org>")) == "250 2.1.5"
+    c = open_transaction(relay)
     assert c.cmd("DATA").startswith("354")
     c.send(b"Subject: first\r\n\r\nbody" + variant + SMUGGLED)
     reply = c.reply()
@@ -50,10 +47,7 @@ def test_bare_lf_in_a_command_line_is_refused(spawn_relay):
 
 def test_bare_lf_inside_bdat_is_refused(spawn_relay):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"]})
-    c = RawClient(relay.addr("relay"))
-    c.cmd("EHLO client.test")
-    c.cmd("MAIL FROM:<a@sender.test>")
-    c.cmd("RCPT TO:<b@example.org>")
+    c = open_transaction(relay)
     chunk = b"Subject: x\r\n\r\na\nb\r\n"
     c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
     assert code(c.reply()) == "550 5.5.2"

@@ -2,7 +2,7 @@
 
 import shutil
 
-from conftest import RawClient, code
+from conftest import code, open_transaction
 
 
 def test_broken_spool_gives_451_and_queues_nothing(spawn_relay):
@@ -12,10 +12,7 @@ def test_broken_spool_gives_451_and_queues_nothing(spawn_relay):
     spool = relay.data_dir / "spool"
     shutil.rmtree(spool)
     spool.write_text("not a directory")
-    c = RawClient(relay.addr("relay"))
-    c.cmd("EHLO client.test")
-    c.cmd("MAIL FROM:<a@sender.test>")
-    c.cmd("RCPT TO:<b@example.org>")
+    c = open_transaction(relay)
     c.cmd("DATA")
     reply = c.cmd("Subject: doomed\r\n\r\nbody\r\n.")
     assert code(reply) == "451 4.3.0", reply
