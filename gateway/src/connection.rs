@@ -107,7 +107,7 @@ impl Connection {
         let mut tls_info = None;
         let mut stream = Stream::Plain(socket);
         if config.listener == ListenerKind::Submissions {
-            let (s, info) = self.handshake(stream).await?;
+            let (s, info) = Box::pin(self.handshake(stream)).await?;
             stream = s;
             tls_info = Some(info);
         }
@@ -151,13 +151,13 @@ impl Connection {
                         .stream
                         .take()
                         .ok_or(EndReason::Terminated("stream lost"))?;
-                    let (stream, info) = self.handshake(stream).await?;
+                    let (stream, info) = Box::pin(self.handshake(stream)).await?;
                     self.stream = Some(stream);
                     session.tls_established(info);
                 }
                 Event::Authenticate(credentials) => {
                     self.flush(&mut session).await?;
-                    let outcome = self.shared.auth.verify(peer.ip(), credentials).await;
+                    let outcome = Box::pin(self.shared.auth.verify(peer.ip(), credentials)).await;
                     session.auth_outcome(outcome);
                 }
                 Event::MessageStart => {
@@ -169,8 +169,8 @@ impl Connection {
                     let header = session.begin_message(id, &date, now.unix_timestamp());
                     self.blob_failed = false;
                     self.rate = RateMeter::default();
-                    match self.shared.intake.create(&id).await {
-                        Ok(mut w) => match w.write(header.as_bytes()).await {
+                    match Box::pin(self.shared.intake.create(&id)).await {
+                        Ok(mut w) => match Box::pin(w.write(header.as_bytes())).await {
                             Ok(()) => self.blob = Some(w),
                             Err(e) => self.storage_failed(&e),
                         },
@@ -182,11 +182,15 @@ impl Connection {
                     let span = tracing::info_span!("message", queue_id = %envelope.queue_id);
                     let result = match (self.blob.take(), self.blob_failed) {
                         (Some(blob), false) => {
-                            self.shared
-                                .intake
-                                .commit(blob, &envelope)
-                                .instrument(span.clone())
-                                .await
+                            // Boxed, like every rare await here: an idle session's task then
+                            // only holds the small read future.
+                            Box::pin(
+                                self.shared
+                                    .intake
+                                    .commit(blob, &envelope)
+                                    .instrument(span.clone()),
+                            )
+                            .await
                         }
                         (blob, _) => {
                             if let Some(b) = blob {
@@ -215,7 +219,7 @@ impl Connection {
                 Event::Close => {
                     self.flush(&mut session).await?;
                     if let Some(stream) = self.stream.as_mut() {
-                        linger_close(stream).await;
+                        Box::pin(linger_close(stream)).await;
                     }
                     return Ok(());
                 }
@@ -234,7 +238,7 @@ impl Connection {
             return;
         }
         if let Some(blob) = self.blob.as_mut()
-            && let Err(e) = blob.write(&self.body).await
+            && let Err(e) = Box::pin(blob.write(&self.body)).await
         {
             let e = e.to_string();
             if let Some(b) = self.blob.take() {
