@@ -40,6 +40,10 @@ impl BlobStore for SpoolBlobStore {
     }
 
     async fn read(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.read_head(key, usize::MAX).await
+    }
+
+    async fn read_head(&self, key: &str, max: usize) -> Result<Vec<u8>, StoreError> {
         check_key(key)?;
         let key = key.to_string();
         self.inner
@@ -61,7 +65,7 @@ impl BlobStore for SpoolBlobStore {
                 };
                 let mut file = File::open(path)?;
                 file.seek(SeekFrom::Start(offset))?;
-                let mut out = vec![0u8; len as usize];
+                let mut out = vec![0u8; (len as usize).min(max)];
                 file.read_exact(&mut out)?;
                 Ok(out)
             })

@@ -35,8 +35,14 @@ pub mod tables {
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob. Nothing is visible under `key` until [`BlobWriter::commit`].
     async fn create(&self, key: &str) -> Result<Box<dyn BlobWriter>, StoreError>;
-    /// Reads a whole committed blob. Meant for tools and tests; the pipeline streams.
+    /// Reads a whole committed blob.
     async fn read(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// Reads at most the first `max` octets (enough for the header section).
+    async fn read_head(&self, key: &str, max: usize) -> Result<Vec<u8>, StoreError> {
+        let mut all = self.read(key).await?;
+        all.truncate(max);
+        Ok(all)
+    }
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 

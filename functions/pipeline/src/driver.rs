@@ -1,0 +1,160 @@
+//! One driver for every queue-triggered stage: it runs the handler on each message of a
+//! batch and settles the message according to the outcome. The embedded workers and the
+//! Lambda functions both use it, so retry and dead-letter behaviour is the same everywhere.
+
+use std::future::Future;
+use std::time::Duration;
+
+use baton_store::{Queue, QueueMessage};
+use tracing::Instrument;
+
+use crate::{Disposition, StageError};
+
+/// How a message of the batch ended, for partial batch failure reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Done,
+    Retry,
+    DeadLettered,
+}
+
+/// Backoff for a transient failure, by how often the message was received.
+pub fn transient_backoff(receive_count: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1 << receive_count.min(10));
+    Duration::from_secs(secs.min(15 * 60))
+}
+
+/// Runs `handler` on every message and settles each one: done → deleted; retry → made
+/// visible again later; transient error → backoff; permanent error → dead-letter queue with
+/// the reason, never retried in a loop.
+pub async fn process_batch<F, Fut>(
+    queue: &dyn Queue,
+    dead_letter: &dyn Queue,
+    messages: Vec<QueueMessage>,
+    handler: F,
+) -> Vec<(String, Settled)>
+where
+    F: Fn(QueueMessage) -> Fut,
+    Fut: Future<Output = Result<Disposition, StageError>>,
+{
+    let mut out = Vec::with_capacity(messages.len());
+    for message in messages {
+        let span = tracing::info_span!(
+            "stage",
+            stage = queue.name(),
+            queue_id = message.attributes.get("queue_id").map(String::as_str).unwrap_or(""),
+            message = %message.id,
+        );
+        let settled = settle(queue, dead_letter, message.clone(), handler(message))
+            .instrument(span)
+            .await;
+        out.push(settled);
+    }
+    out
+}
+
+async fn settle(
+    queue: &dyn Queue,
+    dead_letter: &dyn Queue,
+    message: QueueMessage,
+    work: impl Future<Output = Result<Disposition, StageError>>,
+) -> (String, Settled) {
+    let result = work.await;
+    let settled = match result {
+        Ok(Disposition::Done) => match queue.delete(&message.receipt).await {
+            Ok(()) => Settled::Done,
+            Err(e) => {
+                // Deleting failed: the message comes back and is handled again; handlers are
+                // idempotent per recipient.
+                tracing::warn!(error = %e, "cannot delete finished message");
+                Settled::Retry
+            }
+        },
+        Ok(Disposition::RetryAfter(after)) => {
+            if let Err(e) = queue.change_visibility(&message.receipt, after).await {
+                tracing::warn!(error = %e, "cannot postpone message");
+            }
+            Settled::Retry
+        }
+        Err(StageError::Transient(reason)) => {
+            let after = transient_backoff(message.receive_count);
+            tracing::warn!(%reason, retry_in = ?after, "transient failure");
+            let _ = queue.change_visibility(&message.receipt, after).await;
+            Settled::Retry
+        }
+        Err(StageError::Permanent(reason)) => {
+            tracing::error!(%reason, "permanent failure: moving to the dead-letter queue");
+            let mut attributes = message.attributes.clone();
+            attributes.insert("dead_letter_reason".into(), reason);
+            attributes.insert("source_queue".into(), queue.name().to_string());
+            match dead_letter
+                .send(&message.body, attributes, Duration::ZERO)
+                .await
+            {
+                Ok(_) => {
+                    let _ = queue.delete(&message.receipt).await;
+                    Settled::DeadLettered
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot dead-letter message; it will be retried");
+                    Settled::Retry
+                }
+            }
+        }
+    };
+    (message.id, settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use baton_store::memory::MemoryQueue;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn outcomes_settle_messages() {
+        let dlq = Arc::new(MemoryQueue::new("q-dlq", 0, None));
+        let q = MemoryQueue::new("q", 100, None);
+        for body in ["ok", "later", "flaky", "poison"] {
+            q.send(body.as_bytes(), Default::default(), Duration::ZERO)
+                .await
+                .expect("send");
+        }
+        let batch = q
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        let settled = process_batch(&q, dlq.as_ref(), batch, |m| async move {
+            match m.body.as_slice() {
+                b"ok" => Ok(Disposition::Done),
+                b"later" => Ok(Disposition::RetryAfter(Duration::from_secs(600))),
+                b"flaky" => Err(StageError::Transient("down".into())),
+                _ => Err(StageError::Permanent("undecodable".into())),
+            }
+        })
+        .await;
+        let kinds: Vec<Settled> = settled.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(
+            kinds,
+            [
+                Settled::Done,
+                Settled::Retry,
+                Settled::Retry,
+                Settled::DeadLettered
+            ]
+        );
+        assert_eq!(q.len(), 2, "done and poison messages must leave the queue");
+        let dead = dlq.receive(10, Duration::from_secs(1)).await.expect("dlq");
+        assert_eq!(dead[0].body, b"poison");
+        assert_eq!(dead[0].attributes["dead_letter_reason"], "undecodable");
+        assert!(
+            q.receive(10, Duration::from_secs(1))
+                .await
+                .expect("again")
+                .is_empty(),
+            "retries came back early"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The relay pipeline: four stages, each a library handler that takes one queue message and
+//! talks to storage only through the ports. `baton serve` runs them as in-process workers on
+//! the embedded queues; the AWS backend wraps the same handlers in Lambda functions.
+//!
+//! intake ──policy──▶ sign ──sign──▶ deliver ──deliver──▶ (done | retry on deliver | bounce)
+//! bounce ──bounce──▶ bounce records, suppression, DSN (back into intake)
+
+pub mod bounce;
+pub mod driver;
+mod error;
+pub mod job;
+pub mod policy;
+pub mod records;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use baton_store::{BlobStore, Ledger, Queue};
+
+pub use error::StageError;
+
+/// Names of the stage queues; each has a dead-letter queue named `<name>-dlq`.
+pub mod queue_names {
+    pub const INTAKE: &str = "intake";
+    pub const SIGN: &str = "sign";
+    pub const DELIVER: &str = "deliver";
+    pub const BOUNCE: &str = "bounce";
+    pub const ALL: [&str; 4] = [INTAKE, SIGN, DELIVER, BOUNCE];
+
+    pub fn dead_letter(queue: &str) -> String {
+        format!("{queue}-dlq")
+    }
+}
+
+/// Time, behind a trait so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+
+    fn unix_ms(&self) -> i64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Everything a stage may touch.
+#[derive(Clone)]
+pub struct Ports {
+    pub blobs: Arc<dyn BlobStore>,
+    pub ledger: Arc<dyn Ledger>,
+    pub intake: Arc<dyn Queue>,
+    pub sign: Arc<dyn Queue>,
+    pub deliver: Arc<dyn Queue>,
+    pub bounce: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a handler decided about the message it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Finished: delete it from its queue.
+    Done,
+    /// Not now: make it visible again after this long (e.g. over quota).
+    RetryAfter(Duration),
+}

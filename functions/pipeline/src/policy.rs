@@ -1,0 +1,242 @@
+//! Policy: the first stage after intake. Checks what receivers and tenants require, drops
+//! suppressed recipients with a recorded reason, and passes the rest on to signing.
+
+use baton_domain::{Domain, Envelope};
+use baton_store::{QueueMessage, get_domain};
+
+use crate::job::{BounceAction, BounceJob, Failure, Job, decode, encode};
+use crate::records::{
+    RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, set_rcpt_state, suppressed,
+};
+use crate::{Disposition, Ports, StageError};
+
+/// How much of a body policy reads: the header section must fit (the gateway caps it).
+const HEAD_MAX: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Domain for Message-IDs policy adds.
+    pub hostname: String,
+}
+
+/// What the header section says, as far as policy cares.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HeaderFacts {
+    pub from_count: usize,
+    pub has_date: bool,
+    pub has_message_id: bool,
+}
+
+pub fn header_facts(head: &[u8]) -> HeaderFacts {
+    // Only the header section: up to the first empty line.
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(head.len());
+    let section = &head[..end];
+    let mut facts = HeaderFacts::default();
+    for line in section.split(|&b| b == b'\n') {
+        let name = match line.iter().position(|&b| b == b':') {
+            Some(p) if !line.starts_with(b" ") && !line.starts_with(b"\t") => &line[..p],
+            _ => continue,
+        };
+        let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+        match name.as_str() {
+            "from" => facts.from_count += 1,
+            "date" => facts.has_date = true,
+            "message-id" => facts.has_message_id = true,
+            _ => {}
+        }
+    }
+    facts
+}
+
+pub async fn handle(
+    ports: &Ports,
+    config: &PolicyConfig,
+    message: &QueueMessage,
+) -> Result<Disposition, StageError> {
+    let envelope: Envelope = decode(&message.body)?;
+    let id = envelope.queue_id;
+    let ledger = ports.ledger.as_ref();
+    let now = ports.clock.unix_ms();
+    let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
+    let facts = header_facts(&head);
+
+    let whole_message_refusal = if facts.from_count != 1 {
+        Some(Failure {
+            recipient: String::new(),
+            code: 550,
+            enhanced: "5.6.0".into(),
+            text: format!(
+                "Message must have exactly one From header field, found {}",
+                facts.from_count
+            ),
+            remote_mta: None,
+        })
+    } else {
+        sender_domain_refusal(ports, &envelope).await?
+    };
+
+    let mut failures = Vec::new();
+    let mut pass = Vec::new();
+    for rcpt in &envelope.recipients {
+        let address = rcpt.address.to_string();
+        init_rcpt_state(ledger, &id, &address, now).await?;
+        // A redelivered intake message must not redo recipients that moved on.
+        if rcpt_state(ledger, &id, &address)
+            .await?
+            .is_some_and(|s| s.status != RcptStatus::Pending)
+        {
+            continue;
+        }
+        let (status, failure) = if let Some(refusal) = &whole_message_refusal {
+            let mut f = refusal.clone();
+            f.recipient = address.clone();
+            (RcptStatus::Failed, Some(f))
+        } else if let Some(s) = suppressed(ledger, envelope.tenant.as_ref(), &address).await? {
+            let f = Failure {
+                recipient: address.clone(),
+                code: 550,
+                enhanced: "5.7.1".into(),
+                text: format!("Recipient is on the suppression list ({})", s.reason),
+                remote_mta: None,
+            };
+            (RcptStatus::Suppressed, Some(f))
+        } else {
+            (RcptStatus::Pending, None)
+        };
+        match failure {
+            Some(f) => {
+                let state = RcptState {
+                    status,
+                    attempts: 0,
+                    last_reply: format!("{} {} {}", f.code, f.enhanced, f.text),
+                    remote_mta: None,
+                    updated_at: now,
+                };
+                set_rcpt_state(ledger, &id, &address, &state).await?;
+                record_event(
+                    ledger,
+                    &id,
+                    now,
+                    "policy",
+                    "rejected",
+                    format!("{address}: {}", state.last_reply),
+                )
+                .await?;
+                failures.push(f);
+            }
+            None => pass.push(address),
+        }
+    }
+
+    if !failures.is_empty() {
+        let job = BounceJob {
+            envelope: envelope.clone(),
+            action: BounceAction::Failed,
+            failures,
+        };
+        ports
+            .bounce
+            .send(
+                &encode(&job)?,
+                message.attributes.clone(),
+                Default::default(),
+            )
+            .await?;
+    }
+    if !pass.is_empty() {
+        let mut prefix = String::new();
+        if !facts.has_date {
+            prefix.push_str(&format!("Date: {}\r\n", rfc2822(envelope.received_at)));
+        }
+        if !facts.has_message_id {
+            prefix.push_str(&format!("Message-ID: <{id}@{}>\r\n", config.hostname));
+        }
+        if !prefix.is_empty() {
+            record_event(
+                ledger,
+                &id,
+                now,
+                "policy",
+                "headers added",
+                prefix.trim_end().replace("\r\n", "; "),
+            )
+            .await?;
+        }
+        let mut job = Job::new(envelope, prefix);
+        job.pending = pass.clone();
+        ports
+            .sign
+            .send(
+                &encode(&job)?,
+                message.attributes.clone(),
+                Default::default(),
+            )
+            .await?;
+        record_event(ledger, &id, now, "policy", "passed", pass.join(", ")).await?;
+    }
+    Ok(Disposition::Done)
+}
+
+/// A tenant may send only from a registered domain of its own.
+async fn sender_domain_refusal(
+    ports: &Ports,
+    envelope: &Envelope,
+) -> Result<Option<Failure>, StageError> {
+    let (Some(tenant), Some(from)) = (&envelope.tenant, &envelope.mail_from) else {
+        return Ok(None);
+    };
+    let owned = match from.domain() {
+        d @ Domain::Name(_) => get_domain(ports.ledger.as_ref(), d)
+            .await?
+            .is_some_and(|r| &r.tenant == tenant),
+        Domain::Literal(_) => false,
+    };
+    Ok((!owned).then(|| Failure {
+        recipient: String::new(),
+        code: 550,
+        enhanced: "5.7.1".into(),
+        text: format!(
+            "Sender domain {} is not registered for tenant {}",
+            from.domain(),
+            tenant.0
+        ),
+        remote_mta: None,
+    }))
+}
+
+pub fn rfc2822(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 +0000".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_facts_look_only_at_the_header_section() {
+        let f = header_facts(b"Received: x\r\nFrom: a@b\r\nDate: now\r\n\r\nFrom: in the body\r\nMessage-ID: <x>\r\n");
+        assert_eq!(
+            f,
+            HeaderFacts {
+                from_count: 1,
+                has_date: true,
+                has_message_id: false
+            }
+        );
+        assert_eq!(header_facts(b"FROM: a\r\nfrom: b\r\n\r\n").from_count, 2);
+        assert_eq!(
+            header_facts(b"Subject: x\r\n From: folded\r\n\r\n").from_count,
+            0
+        );
+    }
+}

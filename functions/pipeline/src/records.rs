@@ -1,0 +1,263 @@
+//! What the pipeline writes to the ledger: a timeline per message, the state of each
+//! recipient, bounce records and the suppression list.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_domain::{QueueId, TenantId};
+use baton_store::Ledger;
+use serde::{Deserialize, Serialize};
+
+use crate::StageError;
+
+pub mod tables {
+    pub const EVENTS: &str = "events";
+    pub const RECIPIENTS: &str = "recipients";
+    pub const BOUNCES: &str = "bounces";
+    pub const SUPPRESSION: &str = "suppression";
+}
+
+/// One line of a message's timeline (`baton message show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub stage: String,
+    pub what: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub async fn record_event(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    at: i64,
+    stage: &str,
+    what: &str,
+    detail: impl Into<String>,
+) -> Result<(), StageError> {
+    let event = Event {
+        at,
+        stage: stage.into(),
+        what: what.into(),
+        detail: detail.into(),
+    };
+    let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+    let key = format!("{id}/{at:013}-{seq:06}-{}", std::process::id());
+    ledger
+        .put(
+            tables::EVENTS,
+            &key,
+            &serde_json::to_vec(&event).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn timeline(ledger: &dyn Ledger, id: &QueueId) -> Result<Vec<Event>, StageError> {
+    let mut out = Vec::new();
+    for (key, value) in ledger.scan(tables::EVENTS, &format!("{id}/")).await? {
+        out.push(
+            serde_json::from_slice(&value)
+                .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RcptStatus {
+    Pending,
+    Deferred,
+    Delivered,
+    Failed,
+    Suppressed,
+}
+
+impl RcptStatus {
+    /// Nothing more will be tried for this recipient.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RcptStatus::Delivered | RcptStatus::Failed | RcptStatus::Suppressed
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptState {
+    pub status: RcptStatus,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_reply: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_mta: Option<String>,
+    pub updated_at: i64,
+}
+
+fn rcpt_key(id: &QueueId, rcpt: &str) -> String {
+    format!("{id}/{}", rcpt.to_lowercase())
+}
+
+pub async fn rcpt_state(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    rcpt: &str,
+) -> Result<Option<RcptState>, StageError> {
+    let key = rcpt_key(id, rcpt);
+    match ledger.get(tables::RECIPIENTS, &key).await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StageError::Permanent(format!("{key}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+pub async fn set_rcpt_state(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    rcpt: &str,
+    state: &RcptState,
+) -> Result<(), StageError> {
+    ledger
+        .put(
+            tables::RECIPIENTS,
+            &rcpt_key(id, rcpt),
+            &serde_json::to_vec(state).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates the state only if there is none: a redelivered intake message must not reset
+/// recipients that already moved on.
+pub async fn init_rcpt_state(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    rcpt: &str,
+    at: i64,
+) -> Result<(), StageError> {
+    let state = RcptState {
+        status: RcptStatus::Pending,
+        attempts: 0,
+        last_reply: String::new(),
+        remote_mta: None,
+        updated_at: at,
+    };
+    ledger
+        .put_if_absent(
+            tables::RECIPIENTS,
+            &rcpt_key(id, rcpt),
+            &serde_json::to_vec(&state).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every recipient state of a message, keyed by address.
+pub async fn rcpt_states(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+) -> Result<Vec<(String, RcptState)>, StageError> {
+    let prefix = format!("{id}/");
+    let mut out = Vec::new();
+    for (key, value) in ledger.scan(tables::RECIPIENTS, &prefix).await? {
+        let state = serde_json::from_slice(&value)
+            .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?;
+        out.push((key[prefix.len()..].to_string(), state));
+    }
+    Ok(out)
+}
+
+/// A recipient that failed permanently or expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceRecord {
+    pub tenant: Option<TenantId>,
+    pub queue_id: QueueId,
+    pub recipient: String,
+    pub code: u16,
+    pub enhanced: String,
+    pub reply: String,
+    pub remote_mta: Option<String>,
+    pub at: i64,
+    pub hard: bool,
+}
+
+fn tenant_key(tenant: Option<&TenantId>) -> &str {
+    tenant.map(|t| t.0.as_str()).unwrap_or("-")
+}
+
+pub async fn put_bounce(ledger: &dyn Ledger, b: &BounceRecord) -> Result<(), StageError> {
+    let key = format!(
+        "{}/{}/{}",
+        tenant_key(b.tenant.as_ref()),
+        b.queue_id,
+        b.recipient.to_lowercase()
+    );
+    ledger
+        .put(
+            tables::BOUNCES,
+            &key,
+            &serde_json::to_vec(b).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn bounces(
+    ledger: &dyn Ledger,
+    tenant: Option<&TenantId>,
+) -> Result<Vec<BounceRecord>, StageError> {
+    let prefix = format!("{}/", tenant_key(tenant));
+    let mut out = Vec::new();
+    for (key, value) in ledger.scan(tables::BOUNCES, &prefix).await? {
+        out.push(
+            serde_json::from_slice(&value)
+                .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub reason: String,
+    pub queue_id: Option<QueueId>,
+    pub at: i64,
+}
+
+fn suppression_key(tenant: Option<&TenantId>, rcpt: &str) -> String {
+    format!("{}/{}", tenant_key(tenant), rcpt.to_lowercase())
+}
+
+pub async fn suppress(
+    ledger: &dyn Ledger,
+    tenant: Option<&TenantId>,
+    rcpt: &str,
+    s: &Suppression,
+) -> Result<(), StageError> {
+    ledger
+        .put(
+            tables::SUPPRESSION,
+            &suppression_key(tenant, rcpt),
+            &serde_json::to_vec(s).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn suppressed(
+    ledger: &dyn Ledger,
+    tenant: Option<&TenantId>,
+    rcpt: &str,
+) -> Result<Option<Suppression>, StageError> {
+    let key = suppression_key(tenant, rcpt);
+    match ledger.get(tables::SUPPRESSION, &key).await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StageError::Permanent(format!("{key}: {e}"))),
+        None => Ok(None),
+    }
+}
