@@ -51,6 +51,7 @@ pub struct Config {
     pub limits: Limits,
     pub storage: Storage,
     pub log: Log,
+    pub delivery: Delivery,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +124,67 @@ pub struct Storage {
     pub inline_body_max: usize,
 }
 
+/// Outbound delivery: how MXs are found and reached, and how long to keep trying.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Name in our EHLO; empty means `hostname`.
+    pub helo_name: String,
+    /// Port of receiving MXs (25; tests point it elsewhere).
+    pub port: u16,
+    /// DNS servers for MX lookups, e.g. ["127.0.0.1:5353"]; empty uses the system's.
+    pub nameservers: Vec<SocketAddr>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// First retry delay; doubled per attempt up to `retry_max`, with ±20 % jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Give up (bounce) after this long in the queue.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Send one "delayed" DSN once a message has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub delay_notice_after: Duration,
+    /// Like Postfix transport maps: per domain ("example.com"), subdomains ("*.example.com")
+    /// or everything ("*"); the most specific wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub pattern: String,
+    /// "host:port" of a smarthost; absent means MX lookup.
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            helo_name: String::new(),
+            port: 25,
+            nameservers: Vec::new(),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_age: Duration::from_secs(5 * 24 * 3600),
+            delay_notice_after: Duration::from_secs(4 * 3600),
+            routes: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -143,6 +205,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: Storage::default(),
             log: Log::default(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -330,6 +393,29 @@ impl Config {
                     reason: "must be longer than 0s".into(),
                 });
             }
+        }
+        for route in &self.delivery.routes {
+            let pattern_ok = route.pattern == "*"
+                || Domain::parse(route.pattern.strip_prefix("*.").unwrap_or(&route.pattern))
+                    .is_ok();
+            let target_ok = route.target.as_deref().is_none_or(|t| {
+                t.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            });
+            if !pattern_ok || !target_ok {
+                return Err(ConfigError::Invalid {
+                    key: "delivery.routes",
+                    reason: format!(
+                        "{route:?}: pattern must be a domain, *.domain or *, target host:port"
+                    ),
+                });
+            }
+        }
+        if self.delivery.retry_initial.is_zero() || self.delivery.max_age.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "delivery",
+                reason: "retry_initial and max_age must be longer than 0s".into(),
+            });
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {

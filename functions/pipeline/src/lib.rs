@@ -11,6 +11,7 @@ mod error;
 pub mod job;
 pub mod policy;
 pub mod records;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
