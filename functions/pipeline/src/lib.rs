@@ -11,6 +11,7 @@ mod error;
 pub mod job;
 pub mod policy;
 pub mod records;
+pub mod runtime;
 pub mod worker;
 
 use std::sync::Arc;

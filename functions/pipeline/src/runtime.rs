@@ -1,0 +1,93 @@
+//! Runs the stages as in-process workers over a set of queues (`baton serve`).
+
+use std::sync::Arc;
+
+use baton_store::Queue;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::bounce::{self, BounceConfig};
+use crate::policy::{self, PolicyConfig};
+use crate::worker::{self, WorkerConfig};
+use crate::{Disposition, Ports, StageError};
+
+/// The dead-letter queue of each stage queue.
+#[derive(Clone)]
+pub struct DeadLetters {
+    pub intake: Arc<dyn Queue>,
+    pub sign: Arc<dyn Queue>,
+    pub deliver: Arc<dyn Queue>,
+    pub bounce: Arc<dyn Queue>,
+}
+
+/// A stage handler as the runtime sees it.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync + 'static {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError>;
+}
+
+pub struct PolicyStage(pub PolicyConfig);
+pub struct BounceStage(pub BounceConfig);
+
+#[async_trait::async_trait]
+impl Stage for PolicyStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        policy::handle(ports, &self.0, message).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for BounceStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        bounce::handle(ports, &self.0, message).await
+    }
+}
+
+pub struct Stages {
+    pub policy: Arc<dyn Stage>,
+    pub sign: Arc<dyn Stage>,
+    pub deliver: Arc<dyn Stage>,
+    pub bounce: Arc<dyn Stage>,
+}
+
+/// Starts one worker per stage. They stop, finishing their batch, when `shutdown` is true.
+pub fn spawn(
+    ports: Ports,
+    dead: DeadLetters,
+    stages: Stages,
+    config: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let plan = [
+        (ports.intake.clone(), dead.intake, stages.policy),
+        (ports.sign.clone(), dead.sign, stages.sign),
+        (ports.deliver.clone(), dead.deliver, stages.deliver),
+        (ports.bounce.clone(), dead.bounce, stages.bounce),
+    ];
+    for (queue, dlq, stage) in plan {
+        let ports = ports.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        set.spawn(async move {
+            worker::run(queue, dlq, config, shutdown, move |m| {
+                let (ports, stage) = (ports.clone(), stage.clone());
+                async move { stage.handle(&ports, &m).await }
+            })
+            .await;
+        });
+    }
+    set
+}
