@@ -8,7 +8,9 @@ use baton_config::Settings;
 use baton_domain::{Domain, Envelope, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
-use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user, queues};
+use baton_pipeline::job::Job;
+use baton_pipeline::{queue_names, records};
+use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user};
 use serde::Serialize;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -71,48 +73,93 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
 }
 
 #[derive(Serialize)]
+struct RcptView {
+    address: String,
+    status: String,
+    attempts: u32,
+    last_reply: String,
+}
+
+#[derive(Serialize)]
 struct Listed {
     id: String,
     state: &'static str,
     from: String,
     recipients: Vec<String>,
+    recipient_states: Vec<RcptView>,
     size: u64,
     received_at: i64,
     tenant: Option<String>,
 }
 
+/// An intake record is an envelope; later stages carry a job around it.
+fn envelope_of(body: &[u8]) -> Option<Envelope> {
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .or_else(|| serde_json::from_slice::<Job>(body).ok().map(|j| j.envelope))
+}
+
 pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let backend = open(settings)?;
-    let dead_letter = format!("{}-dlq", queues::INTAKE);
+    let ledger = backend.ledger();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let mut listed = Vec::new();
     runtime()?.block_on(async {
-        for (queue, dead) in [(queues::INTAKE, false), (dead_letter.as_str(), true)] {
-            for entry in backend.list_queue(queue).await? {
-                let envelope: Envelope = serde_json::from_slice(&entry.body)
-                    .with_context(|| format!("queue entry {} is not an envelope", entry.id))?;
-                let state = if dead {
-                    "dead"
-                } else if entry.in_flight {
-                    "in-flight"
-                } else {
-                    "queued"
-                };
-                listed.push(Listed {
-                    id: envelope.queue_id.to_string(),
-                    state,
-                    from: envelope
-                        .mail_from
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    recipients: envelope
-                        .recipients
-                        .iter()
-                        .map(|r| r.address.to_string())
-                        .collect(),
-                    size: envelope.size,
-                    received_at: envelope.received_at,
-                    tenant: envelope.tenant.map(|t| t.0),
-                });
+        let stages = [
+            (queue_names::INTAKE, "queued"),
+            (queue_names::SIGN, "signing"),
+            (queue_names::DELIVER, "delivering"),
+        ];
+        for (queue, label) in stages {
+            for (name, dead) in [
+                (queue.to_string(), false),
+                (queue_names::dead_letter(queue), true),
+            ] {
+                for entry in backend.list_queue(&name).await? {
+                    let envelope = envelope_of(&entry.body).with_context(|| {
+                        format!("queue entry {} of {name} is not a message", entry.id)
+                    })?;
+                    let state = if dead {
+                        "dead"
+                    } else if entry.in_flight {
+                        "in-flight"
+                    } else if queue == queue_names::DELIVER && entry.visible_at > now_ms {
+                        "deferred"
+                    } else {
+                        label
+                    };
+                    let states = records::rcpt_states(&ledger, &envelope.queue_id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    listed.push(Listed {
+                        id: envelope.queue_id.to_string(),
+                        state,
+                        from: envelope
+                            .mail_from
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        recipients: envelope
+                            .recipients
+                            .iter()
+                            .map(|r| r.address.to_string())
+                            .collect(),
+                        recipient_states: states
+                            .into_iter()
+                            .map(|(address, s)| RcptView {
+                                address,
+                                status: format!("{:?}", s.status).to_lowercase(),
+                                attempts: s.attempts,
+                                last_reply: s.last_reply,
+                            })
+                            .collect(),
+                        size: envelope.size,
+                        received_at: envelope.received_at,
+                        tenant: envelope.tenant.map(|t| t.0),
+                    });
+                }
             }
         }
         anyhow::Ok(())
@@ -129,16 +176,64 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
             } else {
                 m.from.as_str()
             };
-            writeln!(
-                out,
-                "{}  {:<9}  {}  {}",
-                m.id,
-                m.state,
-                from,
-                m.recipients.join(",")
-            )
+            writeln!(out, "{}  {:<10}  {}", m.id, m.state, from)?;
+            if m.recipient_states.is_empty() {
+                return writeln!(out, "    {}", m.recipients.join(", "));
+            }
+            m.recipient_states.iter().try_for_each(|r| {
+                writeln!(
+                    out,
+                    "    {:<32} {:<10} attempts={} {}",
+                    r.address, r.status, r.attempts, r.last_reply
+                )
+            })
         })
     };
+    quiet_on_closed_pipe(written)
+}
+
+pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
+    let id: baton_domain::QueueId = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
+    let backend = open(settings)?;
+    let ledger = backend.ledger();
+    let (states, events) = runtime()?
+        .block_on(async {
+            let states = records::rcpt_states(&ledger, &id).await?;
+            let events = records::timeline(&ledger, &id).await?;
+            Ok::<_, baton_pipeline::StageError>((states, events))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if states.is_empty() && events.is_empty() {
+        bail!("no record of message {id}");
+    }
+    let mut out = std::io::stdout().lock();
+    let written = (|| -> std::io::Result<()> {
+        writeln!(out, "message {id}")?;
+        writeln!(out, "recipients:")?;
+        for (address, s) in &states {
+            writeln!(
+                out,
+                "  {address:<32} {:<10} attempts={} {}",
+                format!("{:?}", s.status).to_lowercase(),
+                s.attempts,
+                s.last_reply
+            )?;
+        }
+        writeln!(out, "timeline:")?;
+        for e in &events {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| e.at.to_string());
+            writeln!(out, "  {at}  {:<8} {:<22} {}", e.stage, e.what, e.detail)?;
+        }
+        Ok(())
+    })();
     quiet_on_closed_pipe(written)
 }
 

@@ -35,6 +35,15 @@ enum Command {
     /// Inspect the queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Inspect one message.
+    #[command(subcommand)]
+    Message(MessageCommand),
+}
+
+#[derive(Subcommand)]
+enum MessageCommand {
+    /// Per-recipient state and the timeline: accepted, policy, signed, each delivery attempt.
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +104,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
+        Command::Message(MessageCommand::Show { id }) => admin::message_show(&settings, &id),
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -61,6 +61,34 @@ pub async fn handle(
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
+    // The gateway writes nothing but the body and the queue entry (its hot path); the
+    // timeline's first line is recorded here, stamped with the time of acceptance.
+    let accepted = format!(
+        "from <{}> by {} [{}]{}{}, {} octets",
+        envelope
+            .mail_from
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        envelope.helo,
+        envelope.client_ip,
+        if envelope.tls { " over TLS" } else { "" },
+        envelope
+            .auth_user
+            .as_deref()
+            .map(|u| format!(" as {u}"))
+            .unwrap_or_default(),
+        envelope.size
+    );
+    record_event(
+        ledger,
+        &id,
+        envelope.received_at * 1000,
+        "gateway",
+        "accepted",
+        accepted,
+    )
+    .await?;
     let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
     let facts = header_facts(&head);
 
