@@ -46,7 +46,9 @@ class Relay:
             "listen": {k: f"127.0.0.1:{p}" for k, p in self.ports.items()},
             "relay": {"accept_domains": [], "allow_networks": []},
             "limits": {"auth_failure_delay": "50ms"},
-            "log": {"filter": "info,baton_gateway=debug"},
+            "log": {"filter": "info,baton_gateway=debug,baton_pipeline=debug"},
+            # Gateway tests look at what was accepted; pipeline tests switch the stages on.
+            "pipeline": {"run_stages": False},
         }
         for key, value in overrides.items():
             section, _, name = key.partition(".")

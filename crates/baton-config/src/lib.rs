@@ -52,6 +52,27 @@ pub struct Config {
     pub storage: Storage,
     pub log: Log,
     pub delivery: Delivery,
+    pub pipeline: Pipeline,
+}
+
+/// The in-process pipeline workers of `baton serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    /// Run policy, signing, delivery and bounces in this process. Off: accept and queue only
+    /// (another process, or Lambda functions, consume the queues).
+    pub run_stages: bool,
+    /// Messages a worker takes from its queue at once.
+    pub batch: usize,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline {
+            run_stages: true,
+            batch: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +227,7 @@ impl Default for Config {
             storage: Storage::default(),
             log: Log::default(),
             delivery: Delivery::default(),
+            pipeline: Pipeline::default(),
         }
     }
 }

@@ -237,6 +237,30 @@ pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
     quiet_on_closed_pipe(written)
 }
 
+/// Lists a ledger table of JSON records (bounces, suppression), each with its key.
+pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Result<()> {
+    let backend = open(settings)?;
+    let rows = runtime()?.block_on(baton_store::Ledger::scan(&backend.ledger(), table, ""))?;
+    let mut values = Vec::with_capacity(rows.len());
+    for (key, bytes) in rows {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("record {key} of {table}"))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("key".into(), key.into());
+        }
+        values.push(value);
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &values)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        values.iter().try_for_each(|v| writeln!(out, "{v}"))
+    };
+    quiet_on_closed_pipe(written)
+}
+
 /// `baton queue list | head` must not end with an error when `head` stops reading.
 fn quiet_on_closed_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
     match result {

@@ -38,6 +38,21 @@ enum Command {
     /// Inspect one message.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Bounce records (recipients that failed permanently or expired).
+    #[command(subcommand)]
+    Bounce(ListCommand),
+    /// The suppression list (recipients that hard-bounced).
+    #[command(subcommand)]
+    Suppression(ListCommand),
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// All records, newest last.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +120,12 @@ fn main() -> std::process::ExitCode {
         Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
         Command::Message(MessageCommand::Show { id }) => admin::message_show(&settings, &id),
+        Command::Bounce(ListCommand::List { json }) => {
+            admin::table_list(&settings, "bounces", json)
+        }
+        Command::Suppression(ListCommand::List { json }) => {
+            admin::table_list(&settings, "suppression", json)
+        }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
