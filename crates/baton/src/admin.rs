@@ -9,7 +9,7 @@ use baton_domain::{Domain, Envelope, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
 use baton_pipeline::job::Job;
-use baton_pipeline::{queue_names, records};
+use baton_pipeline::{dkim, queue_names, records};
 use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user};
 use serde::Serialize;
 
@@ -64,11 +64,100 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
         bail!("a sending domain must be a name, not an address literal");
     }
     let backend = open(settings)?;
+    let ledger = backend.ledger();
     let record = DomainRecord {
         tenant: TenantId(tenant.to_string()),
     };
-    runtime()?.block_on(put_domain(&backend.ledger(), &domain, &record))?;
+    let name = domain.to_string();
+    let keys = runtime()?.block_on(async {
+        put_domain(&ledger, &domain, &record).await?;
+        let mut keys = dkim::active_keys(&ledger, &name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if keys.is_empty() {
+            keys = new_dkim_keys(&ledger, &name).await?;
+        }
+        anyhow::Ok(keys)
+    })?;
     println!("domain {domain} registered for tenant {tenant}");
+    print_dns_records(&name, &keys);
+    Ok(())
+}
+
+/// A new RSA-2048 and Ed25519 selector pair, stored; both sign from now on.
+async fn new_dkim_keys(
+    ledger: &baton_embedded::SqliteLedger,
+    domain: &str,
+) -> anyhow::Result<Vec<dkim::DkimKey>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut keys = Vec::new();
+    for (algorithm, suffix) in [
+        (dkim::Algorithm::RsaSha256, "r"),
+        (dkim::Algorithm::Ed25519Sha256, "e"),
+    ] {
+        let selector = format!("b{now}{suffix}");
+        let key = dkim::generate_key(domain, &selector, algorithm, now)?;
+        dkim::put_key(ledger, &key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn print_dns_records(domain: &str, keys: &[dkim::DkimKey]) {
+    println!("\nPublish these DNS records:");
+    for r in dkim::dns_records(domain, keys) {
+        println!("{}  {}  \"{}\"", r.name, r.rtype, r.value);
+    }
+}
+
+/// Adds a new selector pair; the old selectors keep signing until retired, so receivers
+/// that cached the old key still verify during the switch.
+pub fn domain_rotate_dkim(settings: &Settings, domain: &str) -> anyhow::Result<()> {
+    let domain =
+        Domain::parse(domain).map_err(|e| anyhow::anyhow!("invalid domain {domain:?}: {e}"))?;
+    let name = domain.to_string();
+    let backend = open(settings)?;
+    let ledger = backend.ledger();
+    let keys = runtime()?.block_on(async {
+        if baton_store::get_domain(&ledger, &domain).await?.is_none() {
+            bail!("domain {name} is not registered (baton domain add)");
+        }
+        new_dkim_keys(&ledger, &name).await?;
+        dkim::active_keys(&ledger, &name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    println!(
+        "new DKIM selectors added for {name}; retire old ones with `baton domain retire-dkim {name} SELECTOR`"
+    );
+    print_dns_records(&name, &keys);
+    Ok(())
+}
+
+pub fn domain_retire_dkim(settings: &Settings, domain: &str, selector: &str) -> anyhow::Result<()> {
+    let backend = open(settings)?;
+    let ledger = backend.ledger();
+    let domain = domain.to_lowercase();
+    runtime()?.block_on(async {
+        let keys = dkim::all_keys(&ledger, &domain)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(mut key) = keys.into_iter().find(|k| k.selector == selector) else {
+            bail!("no selector {selector} for {domain}");
+        };
+        key.retired = true;
+        dkim::put_key(&ledger, &key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    println!(
+        "selector {selector} of {domain} retired: it no longer signs (keep its DNS record a few days)"
+    );
     Ok(())
 }
 
@@ -170,23 +259,22 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
+        // One line per message (the contract in docs/SMTP-REPLIES.md); per-recipient detail
+        // is in --json and `baton message show`.
         listed.iter().try_for_each(|m| {
             let from = if m.from.is_empty() {
                 "<>"
             } else {
                 m.from.as_str()
             };
-            writeln!(out, "{}  {:<10}  {}", m.id, m.state, from)?;
-            if m.recipient_states.is_empty() {
-                return writeln!(out, "    {}", m.recipients.join(", "));
-            }
-            m.recipient_states.iter().try_for_each(|r| {
-                writeln!(
-                    out,
-                    "    {:<32} {:<10} attempts={} {}",
-                    r.address, r.status, r.attempts, r.last_reply
-                )
-            })
+            writeln!(
+                out,
+                "{}  {:<10}  {}  {}",
+                m.id,
+                m.state,
+                from,
+                m.recipients.join(",")
+            )
         })
     };
     quiet_on_closed_pipe(written)

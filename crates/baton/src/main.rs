@@ -77,12 +77,17 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum DomainCommand {
-    /// Register a sending domain for a tenant.
+    /// Register a sending domain for a tenant; generates its DKIM keys (RSA-2048 and
+    /// Ed25519) and prints the DNS records to publish.
     Add {
         domain: String,
         #[arg(long)]
         tenant: String,
     },
+    /// Add a new DKIM selector pair; the old selectors keep signing until retired.
+    RotateDkim { domain: String },
+    /// Stop signing with a selector.
+    RetireDkim { domain: String, selector: String },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +121,12 @@ fn main() -> std::process::ExitCode {
         }) => admin::user_add(&settings, &name, &tenant),
         Command::Domain(DomainCommand::Add { domain, tenant }) => {
             admin::domain_add(&settings, &domain, &tenant)
+        }
+        Command::Domain(DomainCommand::RotateDkim { domain }) => {
+            admin::domain_rotate_dkim(&settings, &domain)
+        }
+        Command::Domain(DomainCommand::RetireDkim { domain, selector }) => {
+            admin::domain_retire_dkim(&settings, &domain, &selector)
         }
         Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),

@@ -7,11 +7,104 @@ use anyhow::Context;
 use baton_config::Settings;
 use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
 use baton_gateway::{Gateway, GatewayDeps};
-use baton_store::queues;
+use baton_pipeline::bounce::BounceConfig;
+use baton_pipeline::deliver;
+use baton_pipeline::outbound::{
+    ClientConfig, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
+};
+use baton_pipeline::policy::PolicyConfig;
+use baton_pipeline::runtime::{
+    self, BounceStage, DeadLetters, DeliverStage, PolicyStage, SignStage, Stages,
+};
+use baton_pipeline::worker::WorkerConfig;
+use baton_pipeline::{Ports, SystemClock, queue_names};
+use baton_store::Queue;
 use baton_telemetry::Format;
+use std::time::Duration;
+use tokio::sync::watch;
 
-/// Receptions of an intake message before it is parked in the dead-letter queue.
-const INTAKE_MAX_RECEIVES: u32 = 10;
+/// Receptions of a stage message before it is parked in the dead-letter queue.
+const MAX_RECEIVES: u32 = 10;
+
+fn pipeline_ports(backend: &EmbeddedBackend) -> (Ports, DeadLetters) {
+    let queue = |name: &str| -> Arc<dyn Queue> {
+        Arc::new(backend.queue(name, MAX_RECEIVES, Some(&queue_names::dead_letter(name))))
+    };
+    let dead_letter = |name: &str| -> Arc<dyn Queue> {
+        Arc::new(backend.queue(&queue_names::dead_letter(name), u32::MAX, None))
+    };
+    let ports = Ports {
+        blobs: Arc::new(backend.blob_store()),
+        ledger: Arc::new(backend.ledger()),
+        intake: queue(queue_names::INTAKE),
+        sign: queue(queue_names::SIGN),
+        deliver: queue(queue_names::DELIVER),
+        bounce: queue(queue_names::BOUNCE),
+        clock: Arc::new(SystemClock),
+    };
+    let dead = DeadLetters {
+        intake: dead_letter(queue_names::INTAKE),
+        sign: dead_letter(queue_names::SIGN),
+        deliver: dead_letter(queue_names::DELIVER),
+        bounce: dead_letter(queue_names::BOUNCE),
+    };
+    (ports, dead)
+}
+
+fn stages(settings: &Settings) -> anyhow::Result<Stages> {
+    let raw = &settings.raw;
+    let d = &raw.delivery;
+    let resolver: Arc<dyn MxResolver> = if d.nameservers.is_empty() {
+        Arc::new(HickoryMxResolver::system().context("DNS resolver")?)
+    } else {
+        Arc::new(HickoryMxResolver::with_nameservers(&d.nameservers).context("DNS resolver")?)
+    };
+    let routes = d
+        .routes
+        .iter()
+        .map(|r| Route {
+            pattern: r.pattern.clone(),
+            target: r.target.as_deref().and_then(|t| {
+                let (host, port) = t.rsplit_once(':')?;
+                Some((host.to_string(), port.parse().ok()?))
+            }),
+            require_tls: r.require_tls,
+        })
+        .collect();
+    let helo = if d.helo_name.is_empty() {
+        raw.hostname.clone()
+    } else {
+        d.helo_name.clone()
+    };
+    let deliver = deliver::DeliverStage {
+        resolver,
+        client: ClientConfig {
+            helo_name: helo,
+            port: d.port,
+            connect_timeout: d.connect_timeout,
+            command_timeout: d.command_timeout,
+            data_timeout: d.data_timeout,
+            tls: opportunistic_tls().context("TLS client")?,
+        },
+        routes,
+        retry: deliver::RetryPolicy {
+            initial: d.retry_initial,
+            max: d.retry_max,
+            max_age: d.max_age,
+            delay_notice_after: d.delay_notice_after,
+        },
+    };
+    Ok(Stages {
+        policy: Arc::new(PolicyStage(PolicyConfig {
+            hostname: raw.hostname.clone(),
+        })),
+        sign: Arc::new(SignStage),
+        deliver: Arc::new(DeliverStage(deliver)),
+        bounce: Arc::new(BounceStage(BounceConfig {
+            hostname: raw.hostname.clone(),
+        })),
+    })
+}
 
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let format = match settings.raw.log.format.as_str() {
@@ -48,15 +141,39 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     backend.recover().await.context("recovering the spool")?;
-    let dead_letter = format!("{}-dlq", queues::INTAKE);
+    let (ports, dead) = pipeline_ports(&backend);
     let deps = GatewayDeps {
-        blobs: Arc::new(backend.blob_store()),
-        queue: Arc::new(backend.queue(queues::INTAKE, INTAKE_MAX_RECEIVES, Some(&dead_letter))),
-        ledger: Arc::new(backend.ledger()),
+        blobs: ports.blobs.clone(),
+        queue: ports.intake.clone(),
+        ledger: ports.ledger.clone(),
     };
     let gateway = Gateway::bind(&settings, deps).await?;
-    tracing::info!(data_dir = %data_dir.display(), backend = "embedded", "baton started");
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let mut workers = if settings.raw.pipeline.run_stages {
+        let stages = stages(&settings)?;
+        let config = WorkerConfig {
+            batch: settings.raw.pipeline.batch,
+            ..WorkerConfig::default()
+        };
+        Some(runtime::spawn(ports, dead, stages, config, workers_stopped))
+    } else {
+        None
+    };
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        backend = "embedded",
+        stages = settings.raw.pipeline.run_stages,
+        "baton started"
+    );
     gateway.run(shutdown_signal()).await?;
+    if let Some(workers) = workers.as_mut() {
+        let _ = stop_workers.send(true);
+        // Each worker finishes the batch in hand; delivery attempts are bounded by their timeouts.
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+    }
     drop(lock);
     Ok(())
 }

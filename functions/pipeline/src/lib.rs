@@ -6,12 +6,16 @@
 //! bounce ──bounce──▶ bounce records, suppression, DSN (back into intake)
 
 pub mod bounce;
+pub mod deliver;
+pub mod dkim;
 pub mod driver;
 mod error;
 pub mod job;
+pub mod outbound;
 pub mod policy;
 pub mod records;
 pub mod runtime;
+pub mod sign;
 pub mod worker;
 
 use std::sync::Arc;

@@ -31,7 +31,31 @@ pub trait Stage: Send + Sync + 'static {
 }
 
 pub struct PolicyStage(pub PolicyConfig);
+pub struct SignStage;
+pub struct DeliverStage(pub crate::deliver::DeliverStage);
 pub struct BounceStage(pub BounceConfig);
+
+#[async_trait::async_trait]
+impl Stage for SignStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        crate::sign::handle(ports, message).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for DeliverStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        crate::deliver::handle(ports, &self.0, message).await
+    }
+}
 
 #[async_trait::async_trait]
 impl Stage for PolicyStage {

@@ -1,0 +1,281 @@
+//! Delivery: one SMTP transaction per destination domain with all its pending recipients;
+//! per-recipient outcomes; retries with exponential backoff and jitter; expiry; bounces.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Route};
+use baton_store::QueueMessage;
+use rand::Rng;
+
+use crate::job::{BounceAction, BounceJob, Failure, Job, decode, encode};
+use crate::records::{RcptState, RcptStatus, rcpt_state, record_event, set_rcpt_state};
+use crate::{Disposition, Ports, StageError};
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Give up after this long since acceptance.
+    pub max_age: Duration,
+    /// Tell the sender once after this long.
+    pub delay_notice_after: Duration,
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempt + 1`: initial × 2^(attempt-1), capped, ±20 % jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+        let capped = base.min(self.max.as_secs_f64());
+        let jitter = rand::thread_rng().gen_range(0.8..1.2);
+        Duration::from_secs_f64((capped * jitter).max(0.1))
+    }
+}
+
+pub struct DeliverStage {
+    pub resolver: Arc<dyn MxResolver>,
+    pub client: ClientConfig,
+    pub routes: Vec<Route>,
+    pub retry: RetryPolicy,
+}
+
+pub async fn handle(
+    ports: &Ports,
+    stage: &DeliverStage,
+    message: &QueueMessage,
+) -> Result<Disposition, StageError> {
+    let job: Job = decode(&message.body)?;
+    let envelope = &job.envelope;
+    let id = envelope.queue_id;
+    let ledger = ports.ledger.as_ref();
+    let now = ports.clock.unix_ms();
+
+    // Idempotent per recipient: whatever reached a final state is never sent again.
+    let mut pending = Vec::new();
+    for rcpt in job.pending_recipients() {
+        let done = rcpt_state(ledger, &id, &rcpt)
+            .await?
+            .is_some_and(|s| s.status.is_final());
+        if !done {
+            pending.push(rcpt);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(Disposition::Done);
+    }
+
+    let stored = ports.blobs.read(&id.to_string()).await?;
+    let mut body = Vec::with_capacity(job.prefix.len() + stored.len());
+    body.extend_from_slice(job.prefix.as_bytes());
+    body.extend_from_slice(&stored);
+    drop(stored);
+
+    let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for rcpt in &pending {
+        let domain = rcpt
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default();
+        by_domain.entry(domain).or_default().push(rcpt.clone());
+    }
+
+    let attempt = job.attempt + 1;
+    let mut failures = Vec::new();
+    let mut deferred = Vec::new();
+    let sender = envelope.mail_from.as_ref().map(ToString::to_string);
+    for (domain, rcpts) in by_domain {
+        let specs = rcpts
+            .iter()
+            .map(|r| {
+                let original = envelope
+                    .recipients
+                    .iter()
+                    .find(|x| x.address.to_string().eq_ignore_ascii_case(r));
+                RcptSpec {
+                    address: r.clone(),
+                    notify: original.and_then(|o| o.notify).map(notify_param),
+                    orcpt: original.and_then(|o| o.orcpt.clone()),
+                }
+            })
+            .collect();
+        let msg = Message {
+            mail_from: sender.as_deref(),
+            recipients: specs,
+            body: &body,
+            smtputf8: envelope.smtputf8,
+            eight_bit: envelope.body == baton_domain::BodyType::EightBitMime,
+            envid: envelope.envid.as_deref(),
+            ret_hdrs: envelope.ret.map(|r| r == baton_domain::Ret::Hdrs),
+        };
+        let results = crate::outbound::deliver(
+            &domain,
+            &msg,
+            stage.resolver.as_ref(),
+            &stage.routes,
+            &stage.client,
+        )
+        .await;
+        for r in results {
+            let reply = format!(
+                "{} {} {}",
+                r.code,
+                r.enhanced.as_deref().unwrap_or(""),
+                r.text
+            )
+            .replace("  ", " ");
+            let status = match r.outcome {
+                Outcome::Delivered => RcptStatus::Delivered,
+                Outcome::Failed => RcptStatus::Failed,
+                Outcome::Deferred => RcptStatus::Deferred,
+            };
+            let state = RcptState {
+                status,
+                attempts: attempt,
+                last_reply: reply.clone(),
+                remote_mta: r.remote_host.clone(),
+                updated_at: now,
+            };
+            set_rcpt_state(ledger, &id, &r.address, &state).await?;
+            let what = match r.outcome {
+                Outcome::Delivered => "delivered",
+                Outcome::Failed => "failed",
+                Outcome::Deferred => "deferred",
+            };
+            let via = r
+                .remote_host
+                .as_deref()
+                .map(|h| format!(" via {h}"))
+                .unwrap_or_default();
+            record_event(
+                ledger,
+                &id,
+                now,
+                "deliver",
+                what,
+                format!("{}{via}: {reply} (attempt {attempt})", r.address),
+            )
+            .await?;
+            let failure = Failure {
+                recipient: r.address.clone(),
+                code: r.code,
+                enhanced: r
+                    .enhanced
+                    .clone()
+                    .unwrap_or_else(|| default_enhanced(r.code)),
+                text: r.text.clone(),
+                remote_mta: r.remote_host.clone(),
+            };
+            match r.outcome {
+                Outcome::Delivered => {}
+                Outcome::Failed => failures.push(failure),
+                Outcome::Deferred => deferred.push(failure),
+            }
+        }
+    }
+
+    let age = Duration::from_millis((now - envelope.received_at * 1000).max(0) as u64);
+    let mut delay_notified = job.delay_notified;
+    if !deferred.is_empty() && age >= stage.retry.max_age {
+        // Expired: the last temporary reply becomes a permanent failure (RFC 3463 4.4.7).
+        for f in &mut deferred {
+            let state = RcptState {
+                status: RcptStatus::Failed,
+                attempts: attempt,
+                last_reply: format!(
+                    "expired after {attempt} attempts: {} {} {}",
+                    f.code, f.enhanced, f.text
+                ),
+                remote_mta: f.remote_mta.clone(),
+                updated_at: now,
+            };
+            set_rcpt_state(ledger, &id, &f.recipient, &state).await?;
+            f.enhanced = "4.4.7".into();
+            f.text = format!(
+                "Message expired after {attempt} attempts; last reply: {}",
+                f.text
+            );
+        }
+        record_event(
+            ledger,
+            &id,
+            now,
+            "deliver",
+            "expired",
+            format!("{} recipient(s)", deferred.len()),
+        )
+        .await?;
+        failures.append(&mut deferred);
+    } else if !deferred.is_empty() {
+        if !delay_notified && age >= stage.retry.delay_notice_after {
+            let job = BounceJob {
+                envelope: envelope.clone(),
+                action: BounceAction::Delayed,
+                failures: deferred.clone(),
+            };
+            ports
+                .bounce
+                .send(&encode(&job)?, message.attributes.clone(), Duration::ZERO)
+                .await?;
+            delay_notified = true;
+        }
+        let delay = stage.retry.delay(attempt);
+        let next = Job {
+            envelope: envelope.clone(),
+            prefix: job.prefix.clone(),
+            pending: deferred.iter().map(|f| f.recipient.clone()).collect(),
+            attempt,
+            delay_notified,
+        };
+        ports
+            .deliver
+            .send(&encode(&next)?, message.attributes.clone(), delay)
+            .await?;
+        record_event(
+            ledger,
+            &id,
+            now,
+            "deliver",
+            "retry scheduled",
+            format!("in {}s", delay.as_secs()),
+        )
+        .await?;
+    }
+    if !failures.is_empty() {
+        let job = BounceJob {
+            envelope: envelope.clone(),
+            action: BounceAction::Failed,
+            failures,
+        };
+        ports
+            .bounce
+            .send(&encode(&job)?, message.attributes.clone(), Duration::ZERO)
+            .await?;
+    }
+    Ok(Disposition::Done)
+}
+
+fn notify_param(n: baton_domain::NotifyOn) -> String {
+    if n.never {
+        return "NEVER".into();
+    }
+    let mut parts = Vec::new();
+    if n.success {
+        parts.push("SUCCESS");
+    }
+    if n.failure {
+        parts.push("FAILURE");
+    }
+    if n.delay {
+        parts.push("DELAY");
+    }
+    parts.join(",")
+}
+
+fn default_enhanced(code: u16) -> String {
+    match code {
+        200..=299 => "2.0.0".into(),
+        400..=499 => "4.0.0".into(),
+        _ => "5.0.0".into(),
+    }
+}

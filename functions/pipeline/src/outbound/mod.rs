@@ -1,0 +1,84 @@
+//! Outbound SMTP: MX resolution (RFC 5321 §5.1, RFC 7505), routes, and a client that makes one
+//! transaction per destination with every pending recipient, reporting per-recipient outcomes.
+
+mod client;
+mod mx;
+mod tls;
+
+pub use client::{ClientConfig, Message, Outcome, RcptResult, RcptSpec, deliver};
+pub use mx::{HickoryMxResolver, MxHost, MxResolver, ResolveError};
+pub use tls::opportunistic_tls;
+
+/// Like a Postfix transport map entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// "example.com", "*.example.com" or "*".
+    pub pattern: String,
+    /// A smarthost (host, port) instead of the MX lookup.
+    pub target: Option<(String, u16)>,
+    /// Never send in plaintext: a host without STARTTLS means "try later".
+    pub require_tls: bool,
+}
+
+/// The most specific route for `domain`: exact, then the longest `*.suffix`, then `*`.
+pub fn route_for<'a>(routes: &'a [Route], domain: &str) -> Option<&'a Route> {
+    let domain = domain.to_ascii_lowercase();
+    if let Some(r) = routes
+        .iter()
+        .find(|r| r.pattern.eq_ignore_ascii_case(&domain))
+    {
+        return Some(r);
+    }
+    routes
+        .iter()
+        .filter_map(|r| {
+            let suffix = r.pattern.strip_prefix("*.")?;
+            let suffix = suffix.to_ascii_lowercase();
+            domain
+                .ends_with(&format!(".{suffix}"))
+                .then_some((suffix.len(), r))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, r)| r)
+        .or_else(|| routes.iter().find(|r| r.pattern == "*"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(p: &str) -> Route {
+        Route {
+            pattern: p.into(),
+            target: None,
+            require_tls: false,
+        }
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let routes = [
+            route("*"),
+            route("*.example.com"),
+            route("*.eu.example.com"),
+            route("example.com"),
+        ];
+        assert_eq!(
+            route_for(&routes, "Example.com").map(|r| r.pattern.as_str()),
+            Some("example.com")
+        );
+        assert_eq!(
+            route_for(&routes, "mx.eu.example.com").map(|r| r.pattern.as_str()),
+            Some("*.eu.example.com")
+        );
+        assert_eq!(
+            route_for(&routes, "a.example.com").map(|r| r.pattern.as_str()),
+            Some("*.example.com")
+        );
+        assert_eq!(
+            route_for(&routes, "other.org").map(|r| r.pattern.as_str()),
+            Some("*")
+        );
+        assert_eq!(route_for(&routes[1..], "other.org"), None);
+    }
+}

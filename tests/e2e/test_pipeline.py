@@ -1,0 +1,204 @@
+"""The whole relay: swaks submits to `baton serve`, the pipeline signs and delivers to real
+MXs (smtp-sink on 127.0.0.x found through a test DNS server), retries, bounces, suppresses."""
+
+import json
+import re
+import subprocess
+import time
+
+import dkim
+import pytest
+
+from conftest import code, open_transaction
+from mailnet import Sink, TestDns, free_port_for
+
+GOOD, TEMPFAIL, HARDFAIL, SENDER_MX, DEAD = "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
+
+
+@pytest.fixture
+def net():
+    dns = TestDns()
+    port = free_port_for([GOOD, TEMPFAIL, HARDFAIL, SENDER_MX])
+    sinks = {
+        "good": Sink(GOOD, port).start(),
+        "tempfail": Sink(TEMPFAIL, port, ["-r", "rcpt"]).start(),
+        "hardfail": Sink(HARDFAIL, port, ["-f", "rcpt"]).start(),
+        "sender": Sink(SENDER_MX, port).start(),
+    }
+    for domain, ip in (
+        ("example.org", GOOD),
+        ("tempfail.test", TEMPFAIL),
+        ("hardfail.test", HARDFAIL),
+        ("acme.test", SENDER_MX),
+    ):
+        dns.mx(domain, (10, f"mx.{domain}"))
+        dns.a(f"mx.{domain}", ip)
+    dns.mx("backup.test", (10, "down.backup.test"), (20, "up.backup.test"))
+    dns.a("down.backup.test", DEAD)
+    dns.a("up.backup.test", GOOD)
+    dns.mx("nullmx.test", (0, "."))
+    yield dns, port, sinks
+    for s in sinks.values():
+        s.cleanup()
+    dns.stop()
+
+
+@pytest.fixture
+def relay(spawn_relay, net):
+    dns, port, _ = net
+    r = spawn_relay(
+        **{
+            "pipeline.run_stages": True,
+            "delivery.port": port,
+            "delivery.nameservers": [dns.addr],
+            "delivery.retry_initial": "1s",
+            "delivery.retry_max": "2s",
+            "delivery.command_timeout": "10s",
+            "delivery.connect_timeout": "2s",
+            "relay.allow_networks": ["127.0.0.0/8"],
+        }
+    )
+    r.add_user("alice", "acme", "s3cret")
+    out = r.cli("domain", "add", "acme.test", "--tenant", "acme").stdout
+    # Publish what `domain add` told us to publish.
+    for name, value in re.findall(r'^(\S+)\s+TXT\s+"(.*)"\s*$', out, re.M):
+        dns.txt(name, value.replace('" "', ""))
+    return r
+
+
+def submit(relay, rcpt, subject="hello", sender="news@acme.test"):
+    r = subprocess.run(
+        [
+            "swaks", "--server", "%s:%d" % relay.addr("submission"), "--tls", "--auth", "PLAIN",
+            "--auth-user", "alice", "--auth-password", "s3cret", "--from", sender, "--to", rcpt,
+            "--h-From", sender, "--h-Subject", subject,
+        ],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return re.search(r"queued as (\S+)", r.stdout).group(1)
+
+
+def show(relay, queue_id):
+    # Before policy has run there is no record yet: that reads as an empty timeline.
+    return relay.cli("message", "show", queue_id, check=False).stdout
+
+
+def wait_show(relay, queue_id, needle, timeout=30):
+    """The message's timeline once it contains `needle`."""
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = show(relay, queue_id)
+        if needle in text:
+            return text
+        time.sleep(0.3)
+    raise AssertionError(f"{needle!r} never appeared in the timeline:\n{text}")
+
+
+def wait_for(predicate, timeout=30, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def dkim_verify(message, dns):
+    def dnsfunc(name, timeout=5):
+        records = dns.lookup_txt(name.decode() if isinstance(name, bytes) else name)
+        return records[0] if records else None
+
+    # smtp-sink prepends its own trace fields; DKIM does not cover them.
+    results = []
+    d = dkim.DKIM(message)
+    sigs = [h for h in d.headers if h[0].lower() == b"dkim-signature"]
+    for i in range(len(sigs)):
+        results.append(d.verify(idx=i, dnsfunc=dnsfunc))
+    return results, sigs
+
+
+def test_submitted_message_is_signed_and_delivered(relay, net):
+    dns, _, sinks = net
+    queue_id = submit(relay, "bob@example.org")
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"X-Rcpt-Args: <bob@example.org>" in msg
+    results, sigs = dkim_verify(msg, dns)
+    assert len(sigs) == 2, "RSA and Ed25519 signatures expected"
+    assert results == [True, True], results
+    algos = b" ".join(s[1] for s in sigs)
+    assert b"a=rsa-sha256" in algos and b"a=ed25519-sha256" in algos
+    timeline = wait_show(relay, queue_id, "delivered")
+    for step in ("accepted", "passed", "signed", "delivered"):
+        assert step in timeline, timeline
+    assert relay.queue_list() == []
+
+
+def test_header_added_after_signing_breaks_the_signature(relay, net):
+    dns, _, sinks = net
+    submit(relay, "carol@example.org")
+    [msg] = sinks["good"].wait_messages(1)
+    tampered = msg.replace(b"Subject: hello", b"Subject: hello\r\nSubject: phishing", 1)
+    results, _ = dkim_verify(tampered, dns)
+    assert results == [False, False]
+
+
+def test_temporary_failure_is_retried_until_delivered(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "dave@tempfail.test")
+    wait_show(relay, queue_id, "deferred")
+    [m] = relay.queue_list()
+    assert m["recipient_states"][0]["status"] == "deferred"
+    assert m["recipient_states"][0]["last_reply"].startswith("450")
+    sinks["tempfail"].restart([])
+    [msg] = sinks["tempfail"].wait_messages(1)
+    assert b"X-Rcpt-Args: <dave@tempfail.test>" in msg
+    timeline = wait_show(relay, queue_id, "delivered")
+    assert timeline.count("deferred") >= 1
+
+
+def test_permanent_failure_bounces_with_dsn_and_suppresses(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "erin@hardfail.test")
+    [dsn] = sinks["sender"].wait_messages(1)
+    assert b"X-Mail-Args: <>" in dsn, "a DSN goes out from the null sender"
+    assert b"X-Rcpt-Args: <news@acme.test>" in dsn
+    for needle in (b"multipart/report", b"report-type=delivery-status", b"Action: failed",
+                   b"Final-Recipient: rfc822; erin@hardfail.test", b"Status: 5.", b"text/rfc822-headers"):
+        assert needle in dsn, needle
+    bounces = json.loads(relay.cli("bounce", "list", "--json").stdout)
+    [b] = [b for b in bounces if b["queue_id"] == queue_id]
+    assert b["recipient"] == "erin@hardfail.test" and b["hard"] and b["code"] >= 500
+    # Now suppressed: the next message to erin is dropped at policy, with a reason, and never sent.
+    second = submit(relay, "erin@hardfail.test", subject="again")
+    timeline = wait_show(relay, second, "suppress")
+    assert "suppression list" in timeline
+
+
+def test_null_mx_fails_at_once(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "frank@nullmx.test")
+    timeline = wait_show(relay, queue_id, "failed")
+    assert "5.1.10" in timeline or "null MX" in timeline.lower(), timeline
+    [dsn] = sinks["sender"].wait_messages(1)
+    assert b"frank@nullmx.test" in dsn
+
+
+def test_unreachable_first_mx_falls_back_to_the_next(relay, net):
+    _, _, sinks = net
+    submit(relay, "gina@backup.test")
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"X-Rcpt-Args: <gina@backup.test>" in msg
+
+
+def test_dsn_parameters_never_means_no_dsn(relay, net):
+    _, _, sinks = net
+    c = open_transaction(relay, rcpts=0)
+    assert code(c.cmd("RCPT TO:<hank@hardfail.test> NOTIFY=NEVER")) == "250 2.1.5"
+    c.cmd("DATA")
+    reply = c.cmd("From: a@sender.test\r\nSubject: x\r\n\r\ny\r\n.")
+    queue_id = reply.rsplit(" ", 1)[-1].strip()
+    wait_show(relay, queue_id, "no DSN")
+    assert sinks["sender"].messages() == []
