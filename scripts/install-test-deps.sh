@@ -5,8 +5,14 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
-command -v smtp-source >/dev/null || need_apt+=(postfix)
+# smtp-source/smtp-sink live in /usr/sbin, which a non-login PATH may lack.
+[ -x /usr/sbin/smtp-source ] || command -v smtp-source >/dev/null || need_apt+=(postfix)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v chattr >/dev/null || need_apt+=(e2fsprogs)
+# swaks needs Net::SSLeay for --tls/--tlsc; venv needs ensurepip (python3-venv on Debian).
+dpkg -s libnet-ssleay-perl >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # Postfix's SMTP client needs the Cyrus PLAIN module to authenticate to Baton (e2e test).
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need_apt+=(libsasl2-modules)
 if ((${#need_apt[@]})); then
@@ -16,7 +22,14 @@ if ((${#need_apt[@]})); then
     # only need its tools (smtp-source, smtp-sink, postconf).
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections || true
     apt-get update -qq || true
+    postfix_was_installed=0
+    dpkg -s postfix >/dev/null 2>&1 && postfix_was_installed=1
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # Only its tools are needed: if installing postfix just started its daemon, stop it so
+    # nothing is left bound to port 25. (A postfix that was already there is left alone.)
+    if [ "$postfix_was_installed" = 0 ] && command -v postfix >/dev/null; then
+        if postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
+    fi
 fi
 
 if [ ! -x .venv-tests/bin/pytest ]; then
