@@ -56,7 +56,13 @@ class Relay:
         lines = ['hostname = "relay.test"', f"data_dir = {toml_value(str(self.data_dir))}"]
         for section, values in sections.items():
             lines.append(f"[{section}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+            tables = {k: v for k, v in values.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+            lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if k not in tables]
+            # Lists of dicts are arrays of tables, e.g. [[delivery.routes]].
+            for name, items in tables.items():
+                for item in items:
+                    lines.append(f"[[{section}.{name}]]")
+                    lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
         self.config = tmp / "baton.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.log_path = tmp / "baton.log"

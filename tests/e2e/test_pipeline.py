@@ -13,23 +13,31 @@ from conftest import code, open_transaction
 from mailnet import Sink, TestDns, free_port_for
 
 GOOD, TEMPFAIL, HARDFAIL, SENDER_MX, DEAD = "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
+SLOW, DROP = "127.0.0.15", "127.0.0.16"
 
 
 @pytest.fixture
 def net():
     dns = TestDns()
-    port = free_port_for([GOOD, TEMPFAIL, HARDFAIL, SENDER_MX])
+    port = free_port_for([GOOD, TEMPFAIL, HARDFAIL, SENDER_MX, SLOW, DROP])
     sinks = {
         "good": Sink(GOOD, port).start(),
         "tempfail": Sink(TEMPFAIL, port, ["-r", "rcpt"]).start(),
         "hardfail": Sink(HARDFAIL, port, ["-f", "rcpt"]).start(),
         "sender": Sink(SENDER_MX, port).start(),
+        # Waits 5 s before answering DATA; the relay's command timeout is 2 s.
+        "slow": Sink(SLOW, port, ["-w", "5"]).start(),
+        # Hangs up after the end of the message without a reply.
+        "drop": Sink(DROP, port, ["-q", "."]).start(),
     }
     for domain, ip in (
         ("example.org", GOOD),
         ("tempfail.test", TEMPFAIL),
         ("hardfail.test", HARDFAIL),
         ("acme.test", SENDER_MX),
+        ("slow.test", SLOW),
+        ("drop.test", DROP),
+        ("tlsonly.test", GOOD),
     ):
         dns.mx(domain, (10, f"mx.{domain}"))
         dns.a(f"mx.{domain}", ip)
@@ -53,7 +61,10 @@ def relay(spawn_relay, net):
             "delivery.nameservers": [dns.addr],
             "delivery.retry_initial": "1s",
             "delivery.retry_max": "2s",
-            "delivery.command_timeout": "10s",
+            "delivery.command_timeout": "2s",
+            "delivery.data_timeout": "2s",
+            # smtp-sink offers no STARTTLS: mail for tlsonly.test must wait, never go in clear.
+            "delivery.routes": [{"pattern": "tlsonly.test", "require_tls": True}],
             "delivery.connect_timeout": "2s",
             "relay.allow_networks": ["127.0.0.0/8"],
         }
@@ -202,3 +213,28 @@ def test_dsn_parameters_never_means_no_dsn(relay, net):
     queue_id = reply.rsplit(" ", 1)[-1].strip()
     wait_show(relay, queue_id, "no DSN")
     assert sinks["sender"].messages() == []
+
+
+def test_tls_required_route_never_sends_in_plaintext(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "ivan@tlsonly.test")
+    timeline = wait_show(relay, queue_id, "deferred")
+    assert "TLS required but not offered" in timeline, timeline
+    assert all(b"ivan@tlsonly.test" not in m for m in sinks["good"].messages())
+
+
+def test_slow_peer_times_out_and_is_deferred(relay, net):
+    queue_id = submit(relay, "judy@slow.test")
+    timeline = wait_show(relay, queue_id, "deferred", timeout=40)
+    assert "timed out" in timeline, timeline
+
+
+def test_disconnect_after_data_is_deferred_not_bounced(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "kim@drop.test")
+    timeline = wait_show(relay, queue_id, "deferred")
+    assert "4.4.2" in timeline, timeline
+    assert "failed" not in timeline.split("timeline:")[1], "a lost connection must never bounce"
+    # Once the MX behaves, the retry delivers it.
+    sinks["drop"].restart([])
+    wait_show(relay, queue_id, "delivered", timeout=40)
