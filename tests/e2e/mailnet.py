@@ -38,6 +38,7 @@ class ZoneResolver(BaseResolver):
 
 
 class TestDns:
+    __test__ = False  # a fixture class, not a test
     """DNS on 127.0.0.1:<free port>, UDP and TCP."""
 
     def __init__(self):
