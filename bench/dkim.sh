@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-3}
 command -v openssl >/dev/null || { echo "openssl missing: apt-get install openssl" >&2; exit 1; }
 cargo build -q --release -p baton-pipeline --example dkim_bench
-echo "== Baton (mail-auth + ring), one core"
+echo "== Baton sign stage (mail-auth on aws-lc-rs), one core"
 baton=$(target/release/examples/dkim_bench "$secs")
 echo "$baton"
 echo "== openssl speed -seconds $secs rsa2048 ed25519 (one core)"

@@ -2,11 +2,14 @@
 //! ledger (table `dkim_keys`, key `<domain>/<selector>`); a domain may have an RSA and an
 //! Ed25519 key active at once (dual signing) and older selectors kept until retired.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use baton_store::Ledger;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::generate::DkimKeyPair;
-use mail_auth::dkim::{Canonicalization, DkimSigner};
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rustls::pki_types::PrivateKeyDer;
 use serde::{Deserialize, Serialize};
 
@@ -164,41 +167,74 @@ pub fn dns_records(domain: &str, keys: &[DkimKey]) -> Vec<DnsRecord> {
     out
 }
 
+/// A key parsed into a ready signer. Parsing an RSA key costs more than signing with it,
+/// so parsed signers are kept.
+enum Signer {
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+}
+
+/// Keyed by the public key itself: unique per key, whatever the selector names.
+type SignerCache = Mutex<HashMap<String, Arc<Signer>>>;
+
+fn signer_cache() -> &'static SignerCache {
+    static CACHE: OnceLock<SignerCache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn signer(key: &DkimKey) -> Result<Arc<Signer>, DkimError> {
+    let id = format!("{}/{}/{}", key.domain, key.selector, key.public_key_b64);
+    if let Some(s) = signer_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+    {
+        return Ok(s.clone());
+    }
+    let bad = |reason: String| DkimError::Key {
+        selector: key.selector.clone(),
+        reason,
+    };
+    let der = unb64(&key.private_key_b64).ok_or_else(|| bad("private key is not base64".into()))?;
+    // The builder is a typestate per key type, hence the macro rather than a function.
+    macro_rules! build {
+        ($k:expr) => {
+            DkimSigner::from_key($k)
+                .domain(key.domain.clone())
+                .selector(key.selector.clone())
+                .headers(SIGNED_HEADERS.iter().copied())
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Relaxed)
+        };
+    }
+    let signer = match key.algorithm {
+        Algorithm::RsaSha256 => Signer::Rsa(build!(
+            RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(der.into()))
+                .map_err(|e| bad(e.to_string()))?
+        )),
+        Algorithm::Ed25519Sha256 => Signer::Ed25519(build!(
+            Ed25519Key::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?
+        )),
+    };
+    let signer = Arc::new(signer);
+    let mut cache = signer_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(id, signer.clone());
+    Ok(signer)
+}
+
 /// DKIM-Signature fields (each ending in CRLF) for `chunks` (the message, possibly in
 /// parts: prefix headers, then the stored body), one per key; t= is now.
 pub fn sign(chunks: &[&[u8]], keys: &[DkimKey]) -> Result<String, DkimError> {
     let mut out = String::new();
     for key in keys.iter().filter(|k| !k.retired) {
-        let bad = |reason: String| DkimError::Key {
-            selector: key.selector.clone(),
-            reason,
-        };
-        let der =
-            unb64(&key.private_key_b64).ok_or_else(|| bad("private key is not base64".into()))?;
-        // The builder is a typestate per key type, hence the macro rather than a function.
-        macro_rules! sign_with {
-            ($k:expr) => {
-                DkimSigner::from_key($k)
-                    .domain(key.domain.clone())
-                    .selector(key.selector.clone())
-                    .headers(SIGNED_HEADERS.iter().copied())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed)
-                    .sign_chained(chunks.iter().copied())
-                    .map_err(|e| DkimError::Sign(e.to_string()))?
-            };
+        let signature = match signer(key)?.as_ref() {
+            Signer::Rsa(s) => s.sign_chained(chunks.iter().copied()),
+            Signer::Ed25519(s) => s.sign_chained(chunks.iter().copied()),
         }
-        let signature = match key.algorithm {
-            Algorithm::RsaSha256 => {
-                sign_with!(
-                    RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(der.clone().into()))
-                        .map_err(|e| bad(e.to_string()))?
-                )
-            }
-            Algorithm::Ed25519Sha256 => {
-                sign_with!(Ed25519Key::from_pkcs8_der(&der).map_err(|e| bad(e.to_string()))?)
-            }
-        };
+        .map_err(|e| DkimError::Sign(e.to_string()))?;
         out.push_str(&signature.to_header());
     }
     Ok(out)
