@@ -1,0 +1,180 @@
+//! The deliver stage against a real receiving MX (Postfix's smtp-sink) through a route.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_domain::{BodyType, Envelope, Mailbox, QueueId, Recipient};
+use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
+use baton_pipeline::deliver::{self, DeliverStage, RetryPolicy};
+use baton_pipeline::job::Job;
+use baton_pipeline::outbound::{
+    ClientConfig, MxHost, MxResolver, ResolveError, Route, opportunistic_tls,
+};
+use baton_pipeline::records::{self, RcptStatus};
+use baton_pipeline::{Ports, SystemClock, queue_names};
+use baton_store::{Queue, QueueMessage};
+
+struct Sink {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_sink(addr: SocketAddr) -> Sink {
+    let exe = ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("smtp-sink is missing: run scripts/install-test-deps.sh");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let template = format!("{}/%M.", dir.path().display());
+    let child = Command::new(exe)
+        .args(["-u", "postfix", "-d", &template, &addr.to_string(), "10"])
+        .spawn()
+        .expect("start smtp-sink");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Sink { child, dir };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("smtp-sink did not listen on {addr}");
+}
+
+fn dumped(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Routes carry the target, so DNS is never asked.
+struct NoDns;
+
+#[async_trait]
+impl MxResolver for NoDns {
+    async fn resolve(&self, _: &str) -> Result<Vec<MxHost>, ResolveError> {
+        Err(ResolveError::Temporary("no DNS in this test".into()))
+    }
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        host.parse()
+            .map(|ip| vec![ip])
+            .map_err(|_| ResolveError::NoAddress)
+    }
+}
+
+#[tokio::test]
+async fn a_job_handled_twice_is_delivered_once() {
+    let port = TcpListener::bind("127.0.0.21:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr: SocketAddr = format!("127.0.0.21:{port}").parse().expect("addr");
+    let sink = smtp_sink(addr);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = EmbeddedBackend::open(dir.path(), EmbeddedOptions::default()).expect("backend");
+    let q = |n: &str| -> Arc<dyn Queue> { Arc::new(backend.queue(n, 5, None)) };
+    let ports = Ports {
+        blobs: Arc::new(backend.blob_store()),
+        ledger: Arc::new(backend.ledger()),
+        intake: q(queue_names::INTAKE),
+        sign: q(queue_names::SIGN),
+        deliver: q(queue_names::DELIVER),
+        bounce: q(queue_names::BOUNCE),
+        clock: Arc::new(SystemClock),
+    };
+    let id = QueueId::generate();
+    let mut w = ports.blobs.create(&id.to_string()).await.expect("create");
+    w.write(b"From: news@acme.test\r\nSubject: once\r\n\r\n.leading dot\r\n")
+        .await
+        .expect("write");
+    w.commit().await.expect("commit");
+    let envelope = Envelope {
+        queue_id: id,
+        mail_from: Some(Mailbox::parse("news@acme.test").expect("from")),
+        recipients: vec![Recipient {
+            address: Mailbox::parse("bob@example.org").expect("rcpt"),
+            notify: None,
+            orcpt: None,
+        }],
+        tenant: None,
+        auth_user: None,
+        ret: None,
+        envid: None,
+        body: BodyType::SevenBit,
+        smtputf8: false,
+        client_ip: "127.0.0.1".parse().expect("ip"),
+        helo: "c".into(),
+        tls: false,
+        size: 0,
+        received_at: 1_700_000_000,
+    };
+    let message = QueueMessage {
+        id: "d1".into(),
+        receipt: "rd1".into(),
+        body: serde_json::to_vec(&Job::new(envelope, String::new())).expect("json"),
+        attributes: Default::default(),
+        receive_count: 1,
+    };
+    let stage = DeliverStage {
+        resolver: Arc::new(NoDns),
+        client: ClientConfig {
+            helo_name: "relay.test".into(),
+            port: 25,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            data_timeout: Duration::from_secs(10),
+            tls: opportunistic_tls().expect("tls"),
+        },
+        routes: vec![Route {
+            pattern: "*".into(),
+            target: Some(("127.0.0.21".into(), port)),
+            require_tls: false,
+        }],
+        retry: RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+            max_age: Duration::from_secs(5 * 86400),
+            delay_notice_after: Duration::from_secs(4 * 3600),
+        },
+    };
+    // At-least-once queues may hand the same job over twice (a crash before the delete).
+    deliver::handle(&ports, &stage, &message)
+        .await
+        .expect("first");
+    deliver::handle(&ports, &stage, &message)
+        .await
+        .expect("second");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let files = dumped(sink.dir.path());
+    assert_eq!(files.len(), 1, "delivered {} times", files.len());
+    let dump = std::fs::read_to_string(&files[0]).expect("dump");
+    assert!(dump.contains("X-Rcpt-Args: <bob@example.org>"));
+    assert!(
+        dump.contains("\r\n.leading dot\r\n") || dump.contains("\n.leading dot\n"),
+        "dot-stuffing undone by the sink: {dump}"
+    );
+    let state = records::rcpt_state(ports.ledger.as_ref(), &id, "bob@example.org")
+        .await
+        .expect("state")
+        .expect("exists");
+    assert_eq!(state.status, RcptStatus::Delivered);
+    assert_eq!(state.attempts, 1);
+}
