@@ -42,13 +42,17 @@ fn smtp_sink(addr: SocketAddr) -> Sink {
     )
     .expect("chmod");
     let template = format!("{}/%M.", dir.path().display());
-    let child = Command::new(exe)
-        .args(["-u", "postfix", "-d", &template, &addr.to_string(), "10"])
-        .spawn()
-        .expect("start smtp-sink");
+    // Wrapped at once: dropping the Sink kills and reaps the process on every path.
+    let sink = Sink {
+        child: Command::new(exe)
+            .args(["-u", "postfix", "-d", &template, &addr.to_string(), "10"])
+            .spawn()
+            .expect("start smtp-sink"),
+        dir,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(addr).is_ok() {
-            return Sink { child, dir };
+            return sink;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
