@@ -61,6 +61,7 @@ def relay(spawn_relay, net):
             "delivery.nameservers": [dns.addr],
             "delivery.retry_initial": "1s",
             "delivery.retry_max": "2s",
+            "delivery.delay_notice_after": "3s",
             "delivery.command_timeout": "2s",
             "delivery.data_timeout": "2s",
             # smtp-sink offers no STARTTLS: mail for tlsonly.test must wait, never go in clear.
@@ -238,3 +239,16 @@ def test_disconnect_after_data_is_deferred_not_bounced(relay, net):
     # Once the MX behaves, the retry delivers it.
     sinks["drop"].restart([])
     wait_show(relay, queue_id, "delivered", timeout=40)
+
+
+def test_long_deferral_sends_one_delay_notice(relay, net):
+    _, _, sinks = net
+    queue_id = submit(relay, "leo@tempfail.test")
+    timeline = wait_show(relay, queue_id, "DSN sent (delayed)", timeout=40)
+    [notice] = sinks["sender"].wait_messages(1)
+    for needle in (b"Action: delayed", b"Final-Recipient: rfc822; leo@tempfail.test", b"Status: 4.", b"Delayed Mail"):
+        assert needle in notice, needle
+    # Still retrying, and only one notice however many attempts follow.
+    time.sleep(4)
+    assert "delivered" not in timeline
+    assert len(sinks["sender"].messages()) == 1
