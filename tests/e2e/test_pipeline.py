@@ -252,3 +252,16 @@ def test_long_deferral_sends_one_delay_notice(relay, net):
     time.sleep(4)
     assert "delivered" not in timeline
     assert len(sinks["sender"].messages()) == 1
+
+
+def test_over_quota_mail_is_deferred_not_dropped(relay, net):
+    _, _, sinks = net
+    relay.cli("tenant", "quota", "acme", "--per-day", "1")
+    first = submit(relay, "mia@example.org")
+    second = submit(relay, "ned@example.org")
+    wait_show(relay, first, "delivered")
+    timeline = wait_show(relay, second, "over the daily quota")
+    assert "deferred" in timeline
+    listed = {m["id"]: m for m in relay.queue_list()}
+    assert listed[second]["state"] == "deferred", "still queued, for tomorrow"
+    assert len(sinks["good"].messages()) == 1

@@ -9,7 +9,7 @@ use baton_domain::{Domain, Envelope, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
 use baton_pipeline::job::Job;
-use baton_pipeline::{dkim, queue_names, records};
+use baton_pipeline::{dkim, queue_names, quota, records};
 use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user};
 use serde::Serialize;
 
@@ -161,6 +161,42 @@ pub fn domain_retire_dkim(settings: &Settings, domain: &str, selector: &str) -> 
     Ok(())
 }
 
+pub fn tenant_quota(
+    settings: &Settings,
+    tenant: &str,
+    per_second: Option<u64>,
+    per_day: Option<u64>,
+) -> anyhow::Result<()> {
+    check_name("tenant", tenant)?;
+    let backend = open(settings)?;
+    let ledger = backend.ledger();
+    let tenant = TenantId(tenant.to_string());
+    let settings = runtime()?
+        .block_on(async {
+            let mut s = quota::tenant_settings(&ledger, &tenant).await?;
+            if let Some(n) = per_second {
+                s.max_per_second = (n > 0).then_some(n);
+            }
+            if let Some(n) = per_day {
+                s.max_per_day = (n > 0).then_some(n);
+            }
+            quota::put_tenant_settings(&ledger, &tenant, &s).await?;
+            Ok::<_, baton_pipeline::StageError>(s)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let show = |v: Option<u64>| {
+        v.map(|n| n.to_string())
+            .unwrap_or_else(|| "unlimited".into())
+    };
+    println!(
+        "tenant {}: {} messages/s, {} messages/day",
+        tenant.0,
+        show(settings.max_per_second),
+        show(settings.max_per_day)
+    );
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct RcptView {
     address: String,
@@ -215,7 +251,7 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
                         "dead"
                     } else if entry.in_flight {
                         "in-flight"
-                    } else if queue == queue_names::DELIVER && entry.visible_at > now_ms {
+                    } else if entry.visible_at > now_ms {
                         "deferred"
                     } else {
                         label

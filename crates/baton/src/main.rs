@@ -32,6 +32,9 @@ enum Command {
     /// Manage sending domains.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Tenant settings.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Inspect the queue.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -91,6 +94,18 @@ enum DomainCommand {
 }
 
 #[derive(Subcommand)]
+enum TenantCommand {
+    /// Set sending quotas; over-quota mail is deferred, not dropped. 0 removes a limit.
+    Quota {
+        tenant: String,
+        #[arg(long)]
+        per_second: Option<u64>,
+        #[arg(long)]
+        per_day: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum QueueCommand {
     /// Queued messages with id, state, sender and recipients.
     List {
@@ -128,6 +143,11 @@ fn main() -> std::process::ExitCode {
         Command::Domain(DomainCommand::RetireDkim { domain, selector }) => {
             admin::domain_retire_dkim(&settings, &domain, &selector)
         }
+        Command::Tenant(TenantCommand::Quota {
+            tenant,
+            per_second,
+            per_day,
+        }) => admin::tenant_quota(&settings, &tenant, per_second, per_day),
         Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
         Command::Message(MessageCommand::Show { id }) => admin::message_show(&settings, &id),

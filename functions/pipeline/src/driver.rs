@@ -71,8 +71,18 @@ async fn settle(
             }
         },
         Ok(Disposition::RetryAfter(after)) => {
-            if let Err(e) = queue.change_visibility(&message.receipt, after).await {
-                tracing::warn!(error = %e, "cannot postpone message");
+            // Postponing is not failing: a fresh copy with a delay keeps the receive count
+            // (and so the dead-letter threshold) for real failures.
+            match queue
+                .send(&message.body, message.attributes.clone(), after)
+                .await
+            {
+                Ok(_) => {
+                    let _ = queue.delete(&message.receipt).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot postpone message; it comes back after its visibility timeout");
+                }
             }
             Settled::Retry
         }

@@ -13,6 +13,7 @@ mod error;
 pub mod job;
 pub mod outbound;
 pub mod policy;
+pub mod quota;
 pub mod records;
 pub mod runtime;
 pub mod sign;

@@ -89,6 +89,20 @@ pub async fn handle(
         accepted,
     )
     .await?;
+    if let Some(tenant) = &envelope.tenant
+        && let Some(over) = crate::quota::take(ledger, tenant, now).await?
+    {
+        record_event(
+            ledger,
+            &id,
+            now,
+            "policy",
+            "deferred",
+            format!("{}: retry in {:?}", over.reason, over.retry_after),
+        )
+        .await?;
+        return Ok(Disposition::RetryAfter(over.retry_after));
+    }
     let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
     let facts = header_facts(&head);
 

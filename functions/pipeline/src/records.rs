@@ -55,6 +55,33 @@ pub async fn record_event(
     Ok(())
 }
 
+/// Records an event that must appear once however often its stage runs (e.g. "accepted",
+/// when an over-quota message comes back to policy).
+pub async fn record_event_once(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    at: i64,
+    stage: &str,
+    what: &str,
+    detail: impl Into<String>,
+) -> Result<(), StageError> {
+    let event = Event {
+        at,
+        stage: stage.into(),
+        what: what.into(),
+        detail: detail.into(),
+    };
+    let key = format!("{id}/{at:013}-000000-{stage}-{what}");
+    ledger
+        .put_if_absent(
+            tables::EVENTS,
+            &key,
+            &serde_json::to_vec(&event).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
 pub async fn timeline(ledger: &dyn Ledger, id: &QueueId) -> Result<Vec<Event>, StageError> {
     let mut out = Vec::new();
     for (key, value) in ledger.scan(tables::EVENTS, &format!("{id}/")).await? {

@@ -1,0 +1,172 @@
+//! Per-tenant sending quotas. Over-quota mail is deferred (the intake message comes back
+//! later), never dropped.
+//!
+//! Counters live in the ledger as read-then-write: exact with the embedded backend's single
+//! policy worker; concurrent workers (Lambda) need a conditional update instead.
+
+use std::time::Duration;
+
+use baton_domain::TenantId;
+use baton_store::Ledger;
+use serde::{Deserialize, Serialize};
+
+use crate::StageError;
+
+pub const TENANTS: &str = "tenants";
+const COUNTERS: &str = "quota_counters";
+
+/// A tenant's settings; absent limits mean unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_day: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Counter {
+    window: i64,
+    count: u64,
+}
+
+pub async fn tenant_settings(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+) -> Result<TenantSettings, StageError> {
+    match ledger.get(TENANTS, &tenant.0).await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map_err(|e| StageError::Permanent(format!("tenant {}: {e}", tenant.0))),
+        None => Ok(TenantSettings::default()),
+    }
+}
+
+pub async fn put_tenant_settings(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+    s: &TenantSettings,
+) -> Result<(), StageError> {
+    ledger
+        .put(
+            TENANTS,
+            &tenant.0,
+            &serde_json::to_vec(s).unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a message must wait, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverQuota {
+    pub reason: &'static str,
+    pub retry_after: Duration,
+}
+
+/// Counts one message against the tenant's quotas, or says how long it must wait.
+pub async fn take(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+    now_ms: i64,
+) -> Result<Option<OverQuota>, StageError> {
+    let settings = tenant_settings(ledger, tenant).await?;
+    let second = now_ms / 1000;
+    let day = second / 86_400;
+    let checks = [
+        (
+            settings.max_per_second,
+            "s",
+            second,
+            "over the per-second quota",
+            Duration::from_millis((1000 - now_ms % 1000) as u64),
+        ),
+        (
+            settings.max_per_day,
+            "d",
+            day,
+            "over the daily quota",
+            Duration::from_secs((86_400 - second % 86_400) as u64),
+        ),
+    ];
+    let mut updates = Vec::new();
+    for (limit, kind, window, reason, retry_after) in checks {
+        let Some(limit) = limit else { continue };
+        let key = format!("{}/{kind}", tenant.0);
+        let current: Counter = match ledger.get(COUNTERS, &key).await? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => Counter::default(),
+        };
+        let count = if current.window == window {
+            current.count
+        } else {
+            0
+        };
+        if count >= limit {
+            return Ok(Some(OverQuota {
+                reason,
+                retry_after,
+            }));
+        }
+        updates.push((
+            key,
+            Counter {
+                window,
+                count: count + 1,
+            },
+        ));
+    }
+    for (key, counter) in updates {
+        ledger
+            .put(
+                COUNTERS,
+                &key,
+                &serde_json::to_vec(&counter).unwrap_or_default(),
+            )
+            .await?;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_store::memory::MemoryLedger;
+
+    #[tokio::test]
+    async fn daily_and_per_second_limits() {
+        let ledger = MemoryLedger::default();
+        let t = TenantId("acme".into());
+        assert_eq!(
+            take(&ledger, &t, 0).await.expect("take"),
+            None,
+            "no quota set"
+        );
+        let s = TenantSettings {
+            max_per_second: Some(2),
+            max_per_day: Some(3),
+        };
+        put_tenant_settings(&ledger, &t, &s).await.expect("put");
+        let t0 = 86_400_000 * 10;
+        assert_eq!(take(&ledger, &t, t0).await.expect("1"), None);
+        assert_eq!(take(&ledger, &t, t0 + 10).await.expect("2"), None);
+        let over = take(&ledger, &t, t0 + 20)
+            .await
+            .expect("3")
+            .expect("per second");
+        assert_eq!(over.retry_after, Duration::from_millis(980));
+        assert_eq!(
+            take(&ledger, &t, t0 + 1000).await.expect("4"),
+            None,
+            "next second"
+        );
+        let over = take(&ledger, &t, t0 + 2000)
+            .await
+            .expect("5")
+            .expect("per day");
+        assert_eq!(over.reason, "over the daily quota");
+        assert_eq!(
+            take(&ledger, &t, t0 + 86_400_000).await.expect("next day"),
+            None
+        );
+    }
+}
