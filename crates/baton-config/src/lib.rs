@@ -64,13 +64,19 @@ pub struct Pipeline {
     pub run_stages: bool,
     /// Messages a worker takes from its queue at once.
     pub batch: usize,
+    /// Concurrent delivery workers (each one SMTP transaction at a time).
+    pub deliver_workers: usize,
+    /// Concurrent signing workers.
+    pub sign_workers: usize,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             run_stages: true,
-            batch: 16,
+            batch: 4,
+            deliver_workers: 16,
+            sign_workers: 2,
         }
     }
 }

@@ -10,7 +10,7 @@ use baton_gateway::{Gateway, GatewayDeps};
 use baton_pipeline::bounce::BounceConfig;
 use baton_pipeline::deliver;
 use baton_pipeline::outbound::{
-    ClientConfig, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
+    ClientConfig, ConnectionPool, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
 };
 use baton_pipeline::policy::PolicyConfig;
 use baton_pipeline::runtime::{
@@ -85,6 +85,8 @@ fn stages(settings: &Settings) -> anyhow::Result<Stages> {
             command_timeout: d.command_timeout,
             data_timeout: d.data_timeout,
             tls: opportunistic_tls().context("TLS client")?,
+            // Like Postfix's connection cache: a few idle sessions per address, briefly.
+            pool: Some(Arc::new(ConnectionPool::new(Duration::from_secs(5), 8))),
         },
         routes,
         retry: deliver::RetryPolicy {
@@ -155,7 +157,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             batch: settings.raw.pipeline.batch,
             ..WorkerConfig::default()
         };
-        Some(runtime::spawn(ports, dead, stages, config, workers_stopped))
+        let concurrency = runtime::Concurrency {
+            sign: settings.raw.pipeline.sign_workers,
+            deliver: settings.raw.pipeline.deliver_workers,
+        };
+        Some(runtime::spawn(
+            ports,
+            dead,
+            stages,
+            config,
+            concurrency,
+            workers_stopped,
+        ))
     } else {
         None
     };

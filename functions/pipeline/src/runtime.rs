@@ -87,31 +87,63 @@ pub struct Stages {
 }
 
 /// Starts one worker per stage. They stop, finishing their batch, when `shutdown` is true.
+/// How many workers poll each stage's queue. Policy stays at one: its quota counters are
+/// read-then-write. Delivery waits on the network, so it gets many.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    pub sign: usize,
+    pub deliver: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency {
+            sign: 2,
+            deliver: 16,
+        }
+    }
+}
+
+/// Starts the workers. They stop, finishing their batch, when `shutdown` is true.
 pub fn spawn(
     ports: Ports,
     dead: DeadLetters,
     stages: Stages,
     config: WorkerConfig,
+    concurrency: Concurrency,
     shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
     let plan = [
-        (ports.intake.clone(), dead.intake, stages.policy),
-        (ports.sign.clone(), dead.sign, stages.sign),
-        (ports.deliver.clone(), dead.deliver, stages.deliver),
-        (ports.bounce.clone(), dead.bounce, stages.bounce),
+        (ports.intake.clone(), dead.intake, stages.policy, 1),
+        (
+            ports.sign.clone(),
+            dead.sign,
+            stages.sign,
+            concurrency.sign.max(1),
+        ),
+        (
+            ports.deliver.clone(),
+            dead.deliver,
+            stages.deliver,
+            concurrency.deliver.max(1),
+        ),
+        (ports.bounce.clone(), dead.bounce, stages.bounce, 1),
     ];
-    for (queue, dlq, stage) in plan {
-        let ports = ports.clone();
-        let config = config.clone();
-        let shutdown = shutdown.clone();
-        set.spawn(async move {
-            worker::run(queue, dlq, config, shutdown, move |m| {
-                let (ports, stage) = (ports.clone(), stage.clone());
-                async move { stage.handle(&ports, &m).await }
-            })
-            .await;
-        });
+    for (queue, dlq, stage, workers) in plan {
+        for _ in 0..workers {
+            let (ports, stage, queue, dlq) =
+                (ports.clone(), stage.clone(), queue.clone(), dlq.clone());
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            set.spawn(async move {
+                worker::run(queue, dlq, config, shutdown, move |m| {
+                    let (ports, stage) = (ports.clone(), stage.clone());
+                    async move { stage.handle(&ports, &m).await }
+                })
+                .await;
+            });
+        }
     }
     set
 }

@@ -146,6 +146,7 @@ async fn a_job_handled_twice_is_delivered_once() {
             command_timeout: Duration::from_secs(10),
             data_timeout: Duration::from_secs(10),
             tls: opportunistic_tls().expect("tls"),
+            pool: None,
         },
         routes: vec![Route {
             pattern: "*".into(),

@@ -22,6 +22,8 @@ pub struct ClientConfig {
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub tls: Arc<rustls::ClientConfig>,
+    /// Keeps sessions open between messages to the same address; `None` closes each.
+    pub pool: Option<Arc<ConnectionPool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +130,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 struct Conn {
     io: BufReader<Box<dyn Io>>,
     command_timeout: Duration,
+    tls: bool,
 }
 
 impl Conn {
@@ -176,6 +179,7 @@ impl Conn {
     }
 }
 
+#[derive(Clone)]
 struct Extensions {
     pipelining: bool,
     starttls: bool,
@@ -303,20 +307,33 @@ async fn attempt(
     cfg: &ClientConfig,
     require_tls: bool,
 ) -> Attempt {
+    let label = format!("{host}[{}]", addr.ip());
+    // A cached session to this address first: RSET proves it is still alive.
+    while let Some((mut conn, ext)) = cfg.pool.as_ref().and_then(|p| p.take(addr, require_tls)) {
+        if !matches!(conn.command("RSET").await, Ok(r) if r.code == 250) {
+            continue;
+        }
+        if let Ok((attempt, reusable)) =
+            mail_transaction(&mut conn, host, msg, &ext, cfg, &label).await
+        {
+            finish(cfg, addr, conn, ext, reusable).await;
+            return attempt;
+        }
+    }
     let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return Attempt::NextHost(Reply::local(
                 451,
                 "4.4.1",
-                format!("connect to {host}[{addr}] failed: {e}"),
+                format!("connect to {label} failed: {e}"),
             ));
         }
         Err(_) => {
             return Attempt::NextHost(Reply::local(
                 451,
                 "4.4.1",
-                format!("connect to {host}[{addr}] timed out"),
+                format!("connect to {label} timed out"),
             ));
         }
     };
@@ -324,35 +341,103 @@ async fn attempt(
     let mut conn = Conn {
         io: BufReader::new(Box::new(tcp) as Box<dyn Io>),
         command_timeout: cfg.command_timeout,
+        tls: false,
     };
-    let label = format!("{host}[{}]", addr.ip());
-    match transaction(&mut conn, host, msg, cfg, require_tls, &label).await {
-        Ok(a) => a,
-        Err(e) => Attempt::NextHost(Reply::local(
+    let lost = |e: io::Error| {
+        Attempt::NextHost(Reply::local(
             451,
             "4.4.2",
             format!("lost connection with {label}: {e}"),
-        )),
+        ))
+    };
+    let ext = match open_session(&mut conn, host, cfg, require_tls, &label).await {
+        Ok(Ok(ext)) => ext,
+        Ok(Err(reply)) => return Attempt::NextHost(reply),
+        Err(e) => return lost(e),
+    };
+    match mail_transaction(&mut conn, host, msg, &ext, cfg, &label).await {
+        Ok((attempt, reusable)) => {
+            finish(cfg, addr, conn, ext, reusable).await;
+            attempt
+        }
+        Err(e) => lost(e),
     }
 }
 
-async fn transaction(
+/// Parks a clean session for the next message to the same address, or says goodbye.
+async fn finish(
+    cfg: &ClientConfig,
+    addr: SocketAddr,
+    mut conn: Conn,
+    ext: Extensions,
+    reusable: bool,
+) {
+    match &cfg.pool {
+        Some(pool) if reusable => pool.put(addr, conn, ext),
+        _ => {
+            let _ = conn.command("QUIT").await;
+        }
+    }
+}
+
+/// Idle SMTP sessions kept for reuse by address, like Postfix's connection cache.
+pub struct ConnectionPool {
+    idle: std::sync::Mutex<
+        std::collections::HashMap<SocketAddr, Vec<(Conn, Extensions, std::time::Instant)>>,
+    >,
+    max_idle: Duration,
+    max_per_address: usize,
+}
+
+impl ConnectionPool {
+    pub fn new(max_idle: Duration, max_per_address: usize) -> Self {
+        ConnectionPool {
+            idle: Default::default(),
+            max_idle,
+            max_per_address,
+        }
+    }
+
+    /// A session idle for less than `max_idle`; only TLS ones when TLS is required.
+    fn take(&self, addr: SocketAddr, require_tls: bool) -> Option<(Conn, Extensions)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&addr)?;
+        while let Some((conn, ext, since)) = list.pop() {
+            if since.elapsed() < self.max_idle && (conn.tls || !require_tls) {
+                return Some((conn, ext));
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, conn: Conn, ext: Extensions) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(addr).or_default();
+        list.retain(|(_, _, since)| since.elapsed() < self.max_idle);
+        // Dropping a surplus session closes it without QUIT; the peer copes.
+        if list.len() < self.max_per_address {
+            list.push((conn, ext, std::time::Instant::now()));
+        }
+    }
+}
+
+/// Greeting, EHLO, STARTTLS: a session ready for MAIL, or why this host will not do.
+async fn open_session(
     conn: &mut Conn,
     host: &str,
-    msg: &Message<'_>,
     cfg: &ClientConfig,
     require_tls: bool,
     label: &str,
-) -> io::Result<Attempt> {
+) -> io::Result<Result<Extensions, Reply>> {
     let greeting = conn.read_reply(cfg.command_timeout).await?;
     if greeting.code != 220 {
-        return Ok(Attempt::NextHost(greeting));
+        return Ok(Err(greeting));
     }
     let mut ehlo = conn.command(&format!("EHLO {}", cfg.helo_name)).await?;
     if ehlo.code != 250 {
         ehlo = conn.command(&format!("HELO {}", cfg.helo_name)).await?;
         if ehlo.code != 250 {
-            return Ok(Attempt::NextHost(ehlo));
+            return Ok(Err(ehlo));
         }
     }
     let mut ext = extensions(&ehlo);
@@ -375,13 +460,14 @@ async fn transaction(
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
             conn.io = BufReader::new(Box::new(tls));
+            conn.tls = true;
             ehlo = conn.command(&format!("EHLO {}", cfg.helo_name)).await?;
             if ehlo.code != 250 {
-                return Ok(Attempt::NextHost(ehlo));
+                return Ok(Err(ehlo));
             }
             ext = extensions(&ehlo);
         } else if require_tls {
-            return Ok(Attempt::NextHost(Reply::local(
+            return Ok(Err(Reply::local(
                 451,
                 "4.7.5",
                 format!("TLS required but {label} refused STARTTLS"),
@@ -389,13 +475,26 @@ async fn transaction(
         }
     } else if require_tls {
         let _ = conn.command("QUIT").await;
-        return Ok(Attempt::NextHost(Reply::local(
+        return Ok(Err(Reply::local(
             451,
             "4.7.4",
             format!("TLS required but not offered by {label}"),
         )));
     }
 
+    Ok(Ok(ext))
+}
+
+/// One mail transaction on an open session. Also says whether the session is clean enough
+/// to be reused for the next message.
+async fn mail_transaction(
+    conn: &mut Conn,
+    host: &str,
+    msg: &Message<'_>,
+    ext: &Extensions,
+    cfg: &ClientConfig,
+    label: &str,
+) -> io::Result<(Attempt, bool)> {
     let needs_utf8 = msg.smtputf8
         || !msg.mail_from.unwrap_or("").is_ascii()
         || msg.recipients.iter().any(|r| !r.address.is_ascii());
@@ -406,7 +505,10 @@ async fn transaction(
             "5.6.7",
             format!("{label} does not support SMTPUTF8, needed for this message"),
         );
-        return Ok(Attempt::Done(results(&msg.recipients, &reply, Some(host))));
+        return Ok((
+            Attempt::Done(results(&msg.recipients, &reply, Some(host))),
+            false,
+        ));
     }
 
     let mut mail = format!("MAIL FROM:<{}>", msg.mail_from.unwrap_or(""));
@@ -470,10 +572,11 @@ async fn transaction(
     };
     if mail_reply.code != 250 {
         let _ = conn.command("QUIT").await;
-        return Ok(match mail_reply.outcome() {
+        let attempt = match mail_reply.outcome() {
             Outcome::Failed => Attempt::Done(results(&msg.recipients, &mail_reply, Some(host))),
             _ => Attempt::NextHost(mail_reply),
-        });
+        };
+        return Ok((attempt, false));
     }
 
     let mut out = Vec::new();
@@ -487,13 +590,13 @@ async fn transaction(
     }
     if accepted.is_empty() {
         let _ = conn.command("QUIT").await;
-        return Ok(Attempt::Done(out));
+        return Ok((Attempt::Done(out), false));
     }
     let data = conn.command("DATA").await?;
     if data.code != 354 {
         let _ = conn.command("QUIT").await;
         out.extend(results(&accepted, &data, Some(host)));
-        return Ok(Attempt::Done(out));
+        return Ok((Attempt::Done(out), false));
     }
     conn.send(&dot_stuff(msg.body)).await?;
     let final_reply = match conn.read_reply(cfg.data_timeout).await {
@@ -506,9 +609,10 @@ async fn transaction(
             format!("no reply from {label} after the message body: {e}"),
         ),
     };
-    let _ = conn.command("QUIT").await;
+    // A session that answered the body is clean: it can carry the next message.
+    let reusable = final_reply.lines.iter().any(|l| !l.is_empty());
     out.extend(results(&accepted, &final_reply, Some(host)));
-    Ok(Attempt::Done(out))
+    Ok((Attempt::Done(out), reusable))
 }
 
 /// RFC 5321 §4.5.2: a line starting with "." gets one more; the body ends with CRLF.CRLF.

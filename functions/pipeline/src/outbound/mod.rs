@@ -5,7 +5,7 @@ mod client;
 mod mx;
 mod tls;
 
-pub use client::{ClientConfig, Message, Outcome, RcptResult, RcptSpec, deliver};
+pub use client::{ClientConfig, ConnectionPool, Message, Outcome, RcptResult, RcptSpec, deliver};
 pub use mx::{HickoryMxResolver, MxHost, MxResolver, ResolveError};
 pub use tls::opportunistic_tls;
 
