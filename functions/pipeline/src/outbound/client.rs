@@ -380,11 +380,12 @@ async fn finish(
     }
 }
 
+/// A parked session: the connection, what its server offers, since when it idles.
+type IdleSession = (Conn, Extensions, std::time::Instant);
+
 /// Idle SMTP sessions kept for reuse by address, like Postfix's connection cache.
 pub struct ConnectionPool {
-    idle: std::sync::Mutex<
-        std::collections::HashMap<SocketAddr, Vec<(Conn, Extensions, std::time::Instant)>>,
-    >,
+    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<IdleSession>>>,
     max_idle: Duration,
     max_per_address: usize,
 }
