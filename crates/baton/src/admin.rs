@@ -295,21 +295,35 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        // One line per message (the contract in docs/SMTP-REPLIES.md); per-recipient detail
-        // is in --json and `baton message show`.
+        // One line per message (the contract in docs/SMTP-REPLIES.md); a recipient that has
+        // moved past "pending" shows its state, e.g. `bob@example.org(deferred)`.
         listed.iter().try_for_each(|m| {
             let from = if m.from.is_empty() {
                 "<>"
             } else {
                 m.from.as_str()
             };
+            let rcpts: Vec<String> = m
+                .recipients
+                .iter()
+                .map(|r| {
+                    match m
+                        .recipient_states
+                        .iter()
+                        .find(|s| s.address.eq_ignore_ascii_case(r))
+                    {
+                        Some(s) if s.status != "pending" => format!("{r}({})", s.status),
+                        _ => r.clone(),
+                    }
+                })
+                .collect();
             writeln!(
                 out,
                 "{}  {:<10}  {}  {}",
                 m.id,
                 m.state,
                 from,
-                m.recipients.join(",")
+                rcpts.join(",")
             )
         })
     };
