@@ -9,7 +9,7 @@ use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Rout
 use baton_store::QueueMessage;
 use rand::Rng;
 
-use crate::job::{BounceAction, BounceJob, Failure, Job, decode, encode};
+use crate::job::{BounceAction, Failure, Job, decode, encode, send_bounce};
 use crate::records::{RcptState, RcptStatus, rcpt_state, record_event, set_rcpt_state};
 use crate::{Disposition, Ports, StageError};
 
@@ -208,15 +208,14 @@ pub async fn handle(
         failures.append(&mut deferred);
     } else if !deferred.is_empty() {
         if !delay_notified && age >= stage.retry.delay_notice_after {
-            let job = BounceJob {
-                envelope: envelope.clone(),
-                action: BounceAction::Delayed,
-                failures: deferred.clone(),
-            };
-            ports
-                .bounce
-                .send(&encode(&job)?, message.attributes.clone(), Duration::ZERO)
-                .await?;
+            send_bounce(
+                ports,
+                envelope,
+                BounceAction::Delayed,
+                deferred.clone(),
+                &message.attributes,
+            )
+            .await?;
             delay_notified = true;
         }
         let delay = stage.retry.delay(attempt);
@@ -242,15 +241,14 @@ pub async fn handle(
         .await?;
     }
     if !failures.is_empty() {
-        let job = BounceJob {
-            envelope: envelope.clone(),
-            action: BounceAction::Failed,
+        send_bounce(
+            ports,
+            envelope,
+            BounceAction::Failed,
             failures,
-        };
-        ports
-            .bounce
-            .send(&encode(&job)?, message.attributes.clone(), Duration::ZERO)
-            .await?;
+            &message.attributes,
+        )
+        .await?;
     }
     Ok(Disposition::Done)
 }

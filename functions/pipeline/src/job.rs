@@ -91,3 +91,27 @@ pub struct BounceJob {
     pub action: BounceAction,
     pub failures: Vec<Failure>,
 }
+
+/// Hands failures (or delays) of `envelope` to the bounce stage.
+pub async fn send_bounce(
+    ports: &crate::Ports,
+    envelope: &Envelope,
+    action: BounceAction,
+    failures: Vec<Failure>,
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> Result<(), StageError> {
+    let job = BounceJob {
+        envelope: envelope.clone(),
+        action,
+        failures,
+    };
+    ports
+        .bounce
+        .send(
+            &encode(&job)?,
+            attributes.clone(),
+            std::time::Duration::ZERO,
+        )
+        .await?;
+    Ok(())
+}

@@ -4,7 +4,7 @@
 use baton_domain::{Domain, Envelope};
 use baton_store::{QueueMessage, get_domain};
 
-use crate::job::{BounceAction, BounceJob, Failure, Job, decode, encode};
+use crate::job::{BounceAction, Failure, Job, decode, encode, send_bounce};
 use crate::records::{
     RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, set_rcpt_state, suppressed,
 };
@@ -175,19 +175,14 @@ pub async fn handle(
     }
 
     if !failures.is_empty() {
-        let job = BounceJob {
-            envelope: envelope.clone(),
-            action: BounceAction::Failed,
+        send_bounce(
+            ports,
+            &envelope,
+            BounceAction::Failed,
             failures,
-        };
-        ports
-            .bounce
-            .send(
-                &encode(&job)?,
-                message.attributes.clone(),
-                Default::default(),
-            )
-            .await?;
+            &message.attributes,
+        )
+        .await?;
     }
     if !pass.is_empty() {
         let mut prefix = String::new();

@@ -29,6 +29,45 @@ pub struct Event {
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
+async fn get_json<T: for<'de> Deserialize<'de>>(
+    ledger: &dyn Ledger,
+    table: &str,
+    key: &str,
+) -> Result<Option<T>, StageError> {
+    match ledger.get(table, key).await? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StageError::Permanent(format!("{table}/{key}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+async fn put_json<T: Serialize>(
+    ledger: &dyn Ledger,
+    table: &str,
+    key: &str,
+    value: &T,
+) -> Result<(), StageError> {
+    ledger
+        .put(table, key, &serde_json::to_vec(value).unwrap_or_default())
+        .await?;
+    Ok(())
+}
+
+async fn scan_json<T: for<'de> Deserialize<'de>>(
+    ledger: &dyn Ledger,
+    table: &str,
+    prefix: &str,
+) -> Result<Vec<(String, T)>, StageError> {
+    let mut out = Vec::new();
+    for (key, value) in ledger.scan(table, prefix).await? {
+        let v = serde_json::from_slice(&value)
+            .map_err(|e| StageError::Permanent(format!("{table}/{key}: {e}")))?;
+        out.push((key, v));
+    }
+    Ok(out)
+}
+
 pub async fn record_event(
     ledger: &dyn Ledger,
     id: &QueueId,
@@ -37,22 +76,15 @@ pub async fn record_event(
     what: &str,
     detail: impl Into<String>,
 ) -> Result<(), StageError> {
-    let event = Event {
-        at,
-        stage: stage.into(),
-        what: what.into(),
-        detail: detail.into(),
-    };
     let seq = EVENT_SEQ.fetch_add(1, Ordering::Relaxed) % 1_000_000;
     let key = format!("{id}/{at:013}-{seq:06}-{}", std::process::id());
-    ledger
-        .put(
-            tables::EVENTS,
-            &key,
-            &serde_json::to_vec(&event).unwrap_or_default(),
-        )
-        .await?;
-    Ok(())
+    put_json(
+        ledger,
+        tables::EVENTS,
+        &key,
+        &event(at, stage, what, detail),
+    )
+    .await
 }
 
 /// Records an event that must appear once however often its stage runs (e.g. "accepted",
@@ -65,32 +97,27 @@ pub async fn record_event_once(
     what: &str,
     detail: impl Into<String>,
 ) -> Result<(), StageError> {
-    let event = Event {
+    let key = format!("{id}/{at:013}-000000-{stage}-{what}");
+    let bytes = serde_json::to_vec(&event(at, stage, what, detail)).unwrap_or_default();
+    ledger.put_if_absent(tables::EVENTS, &key, &bytes).await?;
+    Ok(())
+}
+
+fn event(at: i64, stage: &str, what: &str, detail: impl Into<String>) -> Event {
+    Event {
         at,
         stage: stage.into(),
         what: what.into(),
         detail: detail.into(),
-    };
-    let key = format!("{id}/{at:013}-000000-{stage}-{what}");
-    ledger
-        .put_if_absent(
-            tables::EVENTS,
-            &key,
-            &serde_json::to_vec(&event).unwrap_or_default(),
-        )
-        .await?;
-    Ok(())
+    }
 }
 
 pub async fn timeline(ledger: &dyn Ledger, id: &QueueId) -> Result<Vec<Event>, StageError> {
-    let mut out = Vec::new();
-    for (key, value) in ledger.scan(tables::EVENTS, &format!("{id}/")).await? {
-        out.push(
-            serde_json::from_slice(&value)
-                .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?,
-        );
-    }
-    Ok(out)
+    Ok(scan_json(ledger, tables::EVENTS, &format!("{id}/"))
+        .await?
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,13 +160,7 @@ pub async fn rcpt_state(
     id: &QueueId,
     rcpt: &str,
 ) -> Result<Option<RcptState>, StageError> {
-    let key = rcpt_key(id, rcpt);
-    match ledger.get(tables::RECIPIENTS, &key).await? {
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StageError::Permanent(format!("{key}: {e}"))),
-        None => Ok(None),
-    }
+    get_json(ledger, tables::RECIPIENTS, &rcpt_key(id, rcpt)).await
 }
 
 pub async fn set_rcpt_state(
@@ -148,14 +169,7 @@ pub async fn set_rcpt_state(
     rcpt: &str,
     state: &RcptState,
 ) -> Result<(), StageError> {
-    ledger
-        .put(
-            tables::RECIPIENTS,
-            &rcpt_key(id, rcpt),
-            &serde_json::to_vec(state).unwrap_or_default(),
-        )
-        .await?;
-    Ok(())
+    put_json(ledger, tables::RECIPIENTS, &rcpt_key(id, rcpt), state).await
 }
 
 /// Creates the state only if there is none: a redelivered intake message must not reset
@@ -189,13 +203,11 @@ pub async fn rcpt_states(
     id: &QueueId,
 ) -> Result<Vec<(String, RcptState)>, StageError> {
     let prefix = format!("{id}/");
-    let mut out = Vec::new();
-    for (key, value) in ledger.scan(tables::RECIPIENTS, &prefix).await? {
-        let state = serde_json::from_slice(&value)
-            .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?;
-        out.push((key[prefix.len()..].to_string(), state));
-    }
-    Ok(out)
+    Ok(scan_json(ledger, tables::RECIPIENTS, &prefix)
+        .await?
+        .into_iter()
+        .map(|(key, state)| (key[prefix.len()..].to_string(), state))
+        .collect())
 }
 
 /// A recipient that failed permanently or expired.
@@ -223,14 +235,7 @@ pub async fn put_bounce(ledger: &dyn Ledger, b: &BounceRecord) -> Result<(), Sta
         b.queue_id,
         b.recipient.to_lowercase()
     );
-    ledger
-        .put(
-            tables::BOUNCES,
-            &key,
-            &serde_json::to_vec(b).unwrap_or_default(),
-        )
-        .await?;
-    Ok(())
+    put_json(ledger, tables::BOUNCES, &key, b).await
 }
 
 pub async fn bounces(
@@ -238,14 +243,11 @@ pub async fn bounces(
     tenant: Option<&TenantId>,
 ) -> Result<Vec<BounceRecord>, StageError> {
     let prefix = format!("{}/", tenant_key(tenant));
-    let mut out = Vec::new();
-    for (key, value) in ledger.scan(tables::BOUNCES, &prefix).await? {
-        out.push(
-            serde_json::from_slice(&value)
-                .map_err(|e| StageError::Permanent(format!("{key}: {e}")))?,
-        );
-    }
-    Ok(out)
+    Ok(scan_json(ledger, tables::BOUNCES, &prefix)
+        .await?
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,14 +267,13 @@ pub async fn suppress(
     rcpt: &str,
     s: &Suppression,
 ) -> Result<(), StageError> {
-    ledger
-        .put(
-            tables::SUPPRESSION,
-            &suppression_key(tenant, rcpt),
-            &serde_json::to_vec(s).unwrap_or_default(),
-        )
-        .await?;
-    Ok(())
+    put_json(
+        ledger,
+        tables::SUPPRESSION,
+        &suppression_key(tenant, rcpt),
+        s,
+    )
+    .await
 }
 
 pub async fn suppressed(
@@ -280,11 +281,5 @@ pub async fn suppressed(
     tenant: Option<&TenantId>,
     rcpt: &str,
 ) -> Result<Option<Suppression>, StageError> {
-    let key = suppression_key(tenant, rcpt);
-    match ledger.get(tables::SUPPRESSION, &key).await? {
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StageError::Permanent(format!("{key}: {e}"))),
-        None => Ok(None),
-    }
+    get_json(ledger, tables::SUPPRESSION, &suppression_key(tenant, rcpt)).await
 }

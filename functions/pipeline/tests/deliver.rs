@@ -1,5 +1,7 @@
 //! The deliver stage against a real receiving MX (Postfix's smtp-sink) through a route.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -8,15 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_domain::{BodyType, Envelope, Mailbox, QueueId, Recipient};
-use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
 use baton_pipeline::deliver::{self, DeliverStage, RetryPolicy};
 use baton_pipeline::job::Job;
 use baton_pipeline::outbound::{
     ClientConfig, MxHost, MxResolver, ResolveError, Route, opportunistic_tls,
 };
 use baton_pipeline::records::{self, RcptStatus};
-use baton_pipeline::{Ports, SystemClock, queue_names};
-use baton_store::{Queue, QueueMessage};
+use baton_store::QueueMessage;
 
 struct Sink {
     child: Child,
@@ -93,17 +93,7 @@ async fn a_job_handled_twice_is_delivered_once() {
     let sink = smtp_sink(addr);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = EmbeddedBackend::open(dir.path(), EmbeddedOptions::default()).expect("backend");
-    let q = |n: &str| -> Arc<dyn Queue> { Arc::new(backend.queue(n, 5, None)) };
-    let ports = Ports {
-        blobs: Arc::new(backend.blob_store()),
-        ledger: Arc::new(backend.ledger()),
-        intake: q(queue_names::INTAKE),
-        sign: q(queue_names::SIGN),
-        deliver: q(queue_names::DELIVER),
-        bounce: q(queue_names::BOUNCE),
-        clock: Arc::new(SystemClock),
-    };
+    let ports = common::embedded_ports(dir.path());
     let id = QueueId::generate();
     let mut w = ports.blobs.create(&id.to_string()).await.expect("create");
     w.write(b"From: news@acme.test\r\nSubject: once\r\n\r\n.leading dot\r\n")

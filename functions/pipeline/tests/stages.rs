@@ -1,13 +1,13 @@
 //! Policy and bounce stages on the embedded backend (real SQLite and spool).
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use baton_domain::{BodyType, Domain, Envelope, Mailbox, QueueId, Recipient, TenantId};
-use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
 use baton_pipeline::job::{BounceAction, BounceJob, Failure, Job};
 use baton_pipeline::records::{self, RcptStatus, Suppression};
-use baton_pipeline::{Disposition, Ports, SystemClock, bounce, policy, queue_names};
+use baton_pipeline::{Disposition, Ports, bounce, policy};
 use baton_store::{DomainRecord, Queue, QueueMessage, put_domain};
 
 struct Env {
@@ -17,18 +17,10 @@ struct Env {
 
 fn setup() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = EmbeddedBackend::open(dir.path(), EmbeddedOptions::default()).expect("backend");
-    let q = |n: &str| -> Arc<dyn Queue> { Arc::new(backend.queue(n, 5, None)) };
-    let ports = Ports {
-        blobs: Arc::new(backend.blob_store()),
-        ledger: Arc::new(backend.ledger()),
-        intake: q(queue_names::INTAKE),
-        sign: q(queue_names::SIGN),
-        deliver: q(queue_names::DELIVER),
-        bounce: q(queue_names::BOUNCE),
-        clock: Arc::new(SystemClock),
-    };
-    Env { ports, _dir: dir }
+    Env {
+        ports: common::embedded_ports(dir.path()),
+        _dir: dir,
+    }
 }
 
 async fn accept(ports: &Ports, body: &str, rcpts: &[&str]) -> (Envelope, QueueMessage) {
