@@ -64,10 +64,12 @@ pub struct Pipeline {
     pub run_stages: bool,
     /// Messages a worker takes from its queue at once.
     pub batch: usize,
-    /// Concurrent delivery workers (each one SMTP transaction at a time).
-    pub deliver_workers: usize,
+    /// Concurrent policy workers.
+    pub policy_workers: usize,
     /// Concurrent signing workers.
     pub sign_workers: usize,
+    /// Concurrent delivery workers (each one SMTP transaction at a time).
+    pub deliver_workers: usize,
 }
 
 impl Default for Pipeline {
@@ -75,8 +77,9 @@ impl Default for Pipeline {
         Pipeline {
             run_stages: true,
             batch: 4,
-            deliver_workers: 16,
-            sign_workers: 2,
+            policy_workers: 8,
+            sign_workers: 8,
+            deliver_workers: 32,
         }
     }
 }

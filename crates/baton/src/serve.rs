@@ -158,6 +158,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             ..WorkerConfig::default()
         };
         let concurrency = runtime::Concurrency {
+            policy: settings.raw.pipeline.policy_workers,
             sign: settings.raw.pipeline.sign_workers,
             deliver: settings.raw.pipeline.deliver_workers,
         };

@@ -1,8 +1,9 @@
 //! Per-tenant sending quotas. Over-quota mail is deferred (the intake message comes back
 //! later), never dropped.
 //!
-//! Counters live in the ledger as read-then-write: exact with the embedded backend's single
-//! policy worker; concurrent workers (Lambda) need a conditional update instead.
+//! Counters live in the ledger as read-then-write, serialised within one process (all of
+//! `baton serve`'s policy workers); workers in several processes (Lambda) need a conditional
+//! update instead.
 
 use std::time::Duration;
 

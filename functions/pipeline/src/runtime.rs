@@ -87,10 +87,11 @@ pub struct Stages {
 }
 
 /// Starts one worker per stage. They stop, finishing their batch, when `shutdown` is true.
-/// How many workers poll each stage's queue. Policy stays at one: its quota counters are
-/// read-then-write. Delivery waits on the network, so it gets many.
+/// How many workers poll each stage's queue. Every stage waits on storage commits, and
+/// delivery on the network, so each gets several.
 #[derive(Debug, Clone)]
 pub struct Concurrency {
+    pub policy: usize,
     pub sign: usize,
     pub deliver: usize,
 }
@@ -98,8 +99,9 @@ pub struct Concurrency {
 impl Default for Concurrency {
     fn default() -> Self {
         Concurrency {
-            sign: 2,
-            deliver: 16,
+            policy: 8,
+            sign: 8,
+            deliver: 32,
         }
     }
 }
@@ -115,7 +117,12 @@ pub fn spawn(
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
     let plan = [
-        (ports.intake.clone(), dead.intake, stages.policy, 1),
+        (
+            ports.intake.clone(),
+            dead.intake,
+            stages.policy,
+            concurrency.policy.max(1),
+        ),
         (
             ports.sign.clone(),
             dead.sign,
