@@ -1,56 +1,24 @@
 """A real Postfix as the receiving MX: Baton finds it through DNS, upgrades with STARTTLS
 (opportunistic TLS) and Postfix stores the message in a mailbox."""
 
-import os
 import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from mailnet import TestDns, free_port_for
+from private_postfix import private_postfix
 
 MX_IP = "127.0.0.17"
 
-MASTER_CF = """\
-{listen} inet n  -       n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-virtual   unix  -       n       n       -       -       virtual
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
+MX_MAIN_CF = """\
 myhostname = mx.postfix-mx.test
-mydestination =
 # 127.0.0.17 is routed to lo but not an interface address, which inet_interfaces insists on;
 # master.cf binds the listener to it instead.
 inet_interfaces = all
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = {dir}/maillog
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {dir}/etc/cert.pem
 smtpd_tls_key_file = {dir}/etc/key.pem
@@ -58,37 +26,28 @@ smtpd_tls_received_header = yes
 virtual_mailbox_domains = postfix-mx.test
 virtual_mailbox_base = {dir}/mail
 virtual_mailbox_maps = static:inbox
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-smtp_dns_support_level = disabled
+virtual_uid_maps = static:UID
+virtual_gid_maps = static:GID
 """
 
 
-@pytest.fixture
-def postfix_mx():
-    base = Path(tempfile.mkdtemp(prefix="baton-e2e-postfix-mx-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    for sub in ("etc", "queue", "data", "mail"):
-        (base / sub).mkdir()
-    pw = pwd.getpwnam("postfix")
-    shutil.chown(base / "data", "postfix", "postfix")
+def make_mailbox_and_certificate(base):
+    (base / "mail").mkdir()
     shutil.chown(base / "mail", "postfix", "postfix")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.postfix-mx.test",
          "-keyout", str(base / "etc" / "key.pem"), "-out", str(base / "etc" / "cert.pem")],
         check=True, capture_output=True,
     )
+
+
+@pytest.fixture
+def postfix_mx():
+    pw = pwd.getpwnam("postfix")
     port = free_port_for([MX_IP])
-    (base / "etc" / "main.cf").write_text(MAIN_CF.format(dir=base, ip=MX_IP, uid=pw.pw_uid, gid=pw.pw_gid))
-    (base / "etc" / "master.cf").write_text(MASTER_CF.format(listen=f"{MX_IP}:{port}"))
-    r = subprocess.run(["postfix", "-c", str(base / "etc"), "check"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    subprocess.run(["postfix", "-c", str(base / "etc"), "start"], check=True, capture_output=True)
-    try:
+    main_cf = MX_MAIN_CF.replace("UID", str(pw.pw_uid)).replace("GID", str(pw.pw_gid))
+    with private_postfix(f"{MX_IP}:{port}", main_cf, setup=make_mailbox_and_certificate) as base:
         yield port, base
-    finally:
-        subprocess.run(["postfix", "-c", str(base / "etc"), "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_delivery_to_a_real_postfix_over_starttls(spawn_relay, postfix_mx):

@@ -1,59 +1,18 @@
 """A real Postfix relaying through Baton as its smarthost: STARTTLS required, SASL AUTH PLAIN
 with the tenant's credentials, then the message sits in Baton's queue with Postfix's trace."""
 
-import os
-import shutil
 import smtplib
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import free_port
+from private_postfix import private_postfix
 
-MASTER_CF = """\
-{port} inet n  -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
+UPSTREAM_MAIN_CF = """\
 myhostname = upstream.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
 inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = {dir}/maillog
 smtpd_relay_restrictions = permit_mynetworks, reject
-smtp_dns_support_level = disabled
 relayhost = [127.0.0.1]:{baton_port}
 smtp_tls_security_level = encrypt
 smtp_sasl_auth_enable = yes
@@ -66,26 +25,11 @@ smtp_sasl_mechanism_filter = plain
 
 @pytest.fixture
 def postfix_upstream(tenant_relay):
-    for tool in ("postfix", "postconf"):
-        assert shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}"), f"{tool} missing: run scripts/install-test-deps.sh"
-    # Postfix's daemons run as the postfix user and must reach their directories; pytest's
-    # tmp_path lives under a root-only 0700 directory.
-    base = Path(tempfile.mkdtemp(prefix="baton-e2e-postfix-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    for sub in ("etc", "queue", "data"):
-        (base / sub).mkdir()
-    shutil.chown(base / "data", "postfix", "postfix")
     port = free_port()
-    (base / "etc" / "main.cf").write_text(MAIN_CF.format(dir=base, baton_port=tenant_relay.ports["submission"]))
-    (base / "etc" / "master.cf").write_text(MASTER_CF.format(port=f"127.0.0.1:{port}"))
-    r = subprocess.run(["postfix", "-c", str(base / "etc"), "check"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    subprocess.run(["postfix", "-c", str(base / "etc"), "start"], check=True, capture_output=True)
-    try:
+    # {dir} stays a template for private_postfix; only the port is filled in here.
+    main_cf = UPSTREAM_MAIN_CF.replace("{baton_port}", str(tenant_relay.ports["submission"]))
+    with private_postfix(f"127.0.0.1:{port}", main_cf) as base:
         yield ("127.0.0.1", port), base
-    finally:
-        subprocess.run(["postfix", "-c", str(base / "etc"), "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_postfix_relays_through_baton_with_starttls_and_auth(tenant_relay, postfix_upstream):
