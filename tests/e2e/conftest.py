@@ -20,10 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 BATON = os.environ.get("E2E_BATON_BIN", str(REPO / "target" / "release" / "baton"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port  # noqa: E402,F401  (re-exported for tests)
 
 
 def toml_value(v):
@@ -36,11 +33,22 @@ def toml_value(v):
     return json.dumps(str(v))
 
 
+class PortInUse(RuntimeError):
+    pass
+
+
 class Relay:
     def __init__(self, tmp: Path, overrides: dict):
         self.dir = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.data_dir = tmp / "data"
+        self.overrides = overrides
+        self.log_path = tmp / "baton.log"
+        self.proc = None
+        self.write_config()
+
+    def write_config(self):
+        tmp, overrides = self.dir, self.overrides
         self.ports = {k: free_port() for k in ("submission", "submissions", "relay")}
         sections = {
             "listen": {k: f"127.0.0.1:{p}" for k, p in self.ports.items()},
@@ -65,11 +73,19 @@ class Relay:
                     lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
         self.config = tmp / "baton.toml"
         self.config.write_text("\n".join(lines) + "\n")
-        self.log_path = tmp / "baton.log"
-        self.proc = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self):
+        # A port can still be taken between our check and baton's bind; try fresh ones.
+        for attempt in range(3):
+            try:
+                return self.start_once()
+            except PortInUse:
+                if attempt == 2:
+                    raise
+                self.write_config()
+
+    def start_once(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [BATON, "--config", str(self.config), "serve"],
@@ -81,7 +97,10 @@ class Relay:
         pending = set(self.ports.values())
         while pending and time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"baton exited early:\n{self.log_text()}")
+                text = self.log_text()
+                if "Address already in use" in (text.splitlines() or [""])[-1]:
+                    raise PortInUse(text)
+                raise RuntimeError(f"baton exited early:\n{text}")
             for port in list(pending):
                 try:
                     # Listening is enough: the implicit-TLS port sends nothing before a handshake.

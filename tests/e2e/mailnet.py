@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dnslib import AAAA, MX, QTYPE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
+from ports import free_port
 
 
 class ZoneResolver(BaseResolver):
@@ -43,9 +44,7 @@ class TestDns:
 
     def __init__(self):
         self.zone = ZoneResolver()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port(udp=True)
         self.udp = DNSServer(self.zone, port=self.port, address="127.0.0.1")
         self.tcp = DNSServer(self.zone, port=self.port, address="127.0.0.1", tcp=True)
         self.udp.start_thread()
@@ -133,18 +132,4 @@ class Sink:
 
 def free_port_for(ips):
     """A TCP port free on every one of `ips`."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((ips[0], 0))
-            port = s.getsockname()[1]
-        ok = True
-        for ip in ips[1:]:
-            with socket.socket() as t:
-                try:
-                    t.bind((ip, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
+    return free_port(ips=tuple(ips))
