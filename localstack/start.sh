@@ -46,10 +46,13 @@ if [ "$what" = all ] || [ "$what" = dynamodb ]; then
     pidfile=$LOCALSTACK_STATE_DIR/dynamodb.pid
     if ! running "$pidfile"; then
         jar=$LOCALSTACK_DIR/.dynamodb/jar
+        # It writes a metadata file into its working directory: keep that in the state dir.
+        cd "$LOCALSTACK_STATE_DIR"
         setsid java -Xmx512m -Djava.library.path="$jar/DynamoDBLocal_lib" -jar "$jar/DynamoDBLocal.jar" \
             -inMemory -port "$DYNAMODB_PORT" \
             >"$LOCALSTACK_STATE_DIR/dynamodb.log" 2>&1 </dev/null &
         echo $! >"$pidfile"
+        cd - >/dev/null
     fi
 fi
 
