@@ -53,6 +53,56 @@ pub struct Config {
     pub log: Log,
     pub delivery: Delivery,
     pub pipeline: Pipeline,
+    pub aws: Aws,
+}
+
+/// Where bodies, queues and the ledger live when `storage.backend = "aws"`. Credentials
+/// and (when `region` is empty) the region come from the standard AWS chain; endpoints
+/// from here or from `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` (LocalStack).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Aws {
+    pub region: String,
+    /// One endpoint for S3, SQS and DynamoDB; empty uses the SDK's own resolution.
+    pub endpoint_url: String,
+    /// DynamoDB's endpoint when it differs (DynamoDB Local beside LocalStack).
+    pub dynamodb_endpoint_url: String,
+    /// Path-style S3 addressing (LocalStack, MinIO).
+    pub force_path_style: bool,
+    /// Bucket for message bodies (`messages/<queue id>`).
+    pub bucket: String,
+    /// Names queues `<prefix>-<stage>` (and `-dlq`) and tables `<prefix>-<table>`.
+    pub prefix: String,
+    /// Bodies larger than this go up as a multipart upload in parts of this size, so a
+    /// session holds at most one part in memory. S3 needs at least 5 MiB.
+    pub part_size: usize,
+    /// Deadline of one AWS call attempt.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Message bodies expire (S3 lifecycle) after this many days: longer than
+    /// `delivery.max_age`, the backstop for anything the sweeper missed.
+    pub retention_days: u32,
+    /// A body this old that no stage has seen, while the intake queue and its dead-letter
+    /// queue are empty, was never queued: the sweeper deletes it.
+    #[serde(with = "humantime_serde")]
+    pub orphan_after: Duration,
+}
+
+impl Default for Aws {
+    fn default() -> Self {
+        Aws {
+            region: String::new(),
+            endpoint_url: String::new(),
+            dynamodb_endpoint_url: String::new(),
+            force_path_style: false,
+            bucket: "baton-messages".into(),
+            prefix: "baton".into(),
+            part_size: 8 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            retention_days: 14,
+            orphan_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The in-process pipeline workers of `baton serve`.
@@ -146,6 +196,8 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
+    /// `embedded` (spool + SQLite in `data_dir`) or `aws` (S3, SQS, DynamoDB: see `[aws]`).
+    pub backend: String,
     pub group_commit_max_batch: usize,
     #[serde(with = "humantime_serde")]
     pub group_commit_max_delay: Duration,
@@ -237,6 +289,7 @@ impl Default for Config {
             log: Log::default(),
             delivery: Delivery::default(),
             pipeline: Pipeline::default(),
+            aws: Aws::default(),
         }
     }
 }
@@ -282,6 +335,7 @@ impl Default for Limits {
 impl Default for Storage {
     fn default() -> Self {
         Storage {
+            backend: "embedded".into(),
             group_commit_max_batch: 512,
             group_commit_max_delay: Duration::ZERO,
             inline_body_max: 128 * 1024,
@@ -448,6 +502,34 @@ impl Config {
                 reason: "retry_initial and max_age must be longer than 0s".into(),
             });
         }
+        if !matches!(self.storage.backend.as_str(), "embedded" | "aws") {
+            return Err(ConfigError::Invalid {
+                key: "storage.backend",
+                reason: format!("{:?}: use \"embedded\" or \"aws\"", self.storage.backend),
+            });
+        }
+        let aws = &self.aws;
+        if aws.part_size < 5 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "aws.part_size",
+                reason: "S3 multipart parts must be at least 5 MiB".into(),
+            });
+        }
+        let max_age_days = self.delivery.max_age.as_secs().div_ceil(86_400);
+        if u64::from(aws.retention_days) <= max_age_days {
+            return Err(ConfigError::Invalid {
+                key: "aws.retention_days",
+                reason: format!(
+                    "must exceed delivery.max_age ({max_age_days} days): bodies of queued mail would expire"
+                ),
+            });
+        }
+        if aws.bucket.is_empty() || aws.prefix.is_empty() || aws.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "aws",
+                reason: "bucket, prefix and request_timeout must be set".into(),
+            });
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 key: "log.format",
@@ -547,6 +629,9 @@ mod tests {
         assert!(load_str("[relay]\nallow_networks = [\"10.0.0.0/33\"]\n", &[]).is_err());
         assert!(load_str("[tls]\ncert = \"/x.pem\"\n", &[]).is_err());
         assert!(load_str("[listen]\nrelay = \"nonsense\"\n", &[]).is_err());
+        assert!(load_str("[storage]\nbackend = \"s3\"\n", &[]).is_err());
+        assert!(load_str("[aws]\npart_size = 1024\n", &[]).is_err());
+        assert!(load_str("[aws]\nretention_days = 3\n", &[]).is_err());
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub async fn ledger(ledger: &dyn Ledger) {
 
 /// `queue` must move a message to `dead_letter` after it was received twice.
 pub async fn queue(queue: &dyn Queue, dead_letter: &dyn Queue) {
+    queue_with_tick(queue, dead_letter, Duration::from_millis(100)).await
+}
+
+/// [`queue`] with every timeout a multiple of `tick`, for queues whose visibility timeouts
+/// have a coarser granularity (SQS: whole seconds).
+pub async fn queue_with_tick(queue: &dyn Queue, dead_letter: &dyn Queue, tick: Duration) {
     let attrs = BTreeMap::from([("tenant".to_string(), "acme".to_string())]);
     queue
         .send(b"one", attrs.clone(), Duration::ZERO)
@@ -74,7 +80,7 @@ pub async fn queue(queue: &dyn Queue, dead_letter: &dyn Queue) {
         .await
         .unwrap();
 
-    let got = queue.receive(10, Duration::from_millis(200)).await.unwrap();
+    let got = queue.receive(10, tick * 2).await.unwrap();
     assert_eq!(got.len(), 1, "delayed message delivered early");
     assert_eq!(got[0].body, b"one");
     assert_eq!(got[0].attributes, attrs);
@@ -88,8 +94,8 @@ pub async fn queue(queue: &dyn Queue, dead_letter: &dyn Queue) {
         "in-flight message redelivered"
     );
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = queue.receive(10, Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(tick * 3).await;
+    let again = queue.receive(10, tick / 2).await.unwrap();
     assert_eq!(
         again.len(),
         1,
@@ -97,7 +103,7 @@ pub async fn queue(queue: &dyn Queue, dead_letter: &dyn Queue) {
     );
     assert_eq!(again[0].receive_count, 2);
 
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(tick * 3 / 2).await;
     assert!(
         queue
             .receive(10, Duration::from_secs(1))

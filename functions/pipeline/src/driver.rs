@@ -24,6 +24,17 @@ pub fn transient_backoff(receive_count: u32) -> Duration {
     Duration::from_secs(secs.min(15 * 60))
 }
 
+/// Message attribute: unix milliseconds before which a message is not due. Queues whose
+/// delay is capped (SQS: 15 minutes) set it for longer backoffs; whoever receives such a
+/// message early sends it on again with the remaining delay instead of handling it.
+pub const NOT_BEFORE: &str = "not_before";
+
+/// How long `message` still has to wait, if it came early.
+pub fn not_yet_due(message: &QueueMessage, now_ms: i64) -> Option<Duration> {
+    let due: i64 = message.attributes.get(NOT_BEFORE)?.parse().ok()?;
+    (due > now_ms).then(|| Duration::from_millis((due - now_ms) as u64))
+}
+
 /// Runs `handler` on every message and settles each one: done → deleted; retry → made
 /// visible again later; transient error → backoff; permanent error → dead-letter queue with
 /// the reason, never retried in a loop.
@@ -45,9 +56,23 @@ where
             queue_id = message.attributes.get("queue_id").map(String::as_str).unwrap_or(""),
             message = %message.id,
         );
-        let settled = settle(queue, dead_letter, message.clone(), handler(message))
-            .instrument(span)
-            .await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let settled = match not_yet_due(&message, now_ms) {
+            Some(wait) => {
+                let early = std::future::ready(Ok(Disposition::RetryAfter(wait)));
+                settle(queue, dead_letter, message, early)
+                    .instrument(span)
+                    .await
+            }
+            None => {
+                settle(queue, dead_letter, message.clone(), handler(message))
+                    .instrument(span)
+                    .await
+            }
+        };
         out.push(settled);
     }
     out
@@ -122,6 +147,41 @@ mod tests {
     use baton_store::memory::MemoryQueue;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_message_received_before_not_before_is_passed_on_not_handled() {
+        let dlq = MemoryQueue::new("q-dlq", 0, None);
+        let q = MemoryQueue::new("q", 100, None);
+        let far = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+            + 3_600_000;
+        let attrs = [(NOT_BEFORE.to_string(), far.to_string())].into();
+        q.send(b"later", attrs, Duration::ZERO).await.expect("send");
+        let batch = q
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        let handled = std::sync::atomic::AtomicBool::new(false);
+        process_batch(&q, &dlq, batch, |_| {
+            handled.store(true, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(Disposition::Done) }
+        })
+        .await;
+        assert!(
+            !handled.load(std::sync::atomic::Ordering::SeqCst),
+            "handled before due"
+        );
+        assert_eq!(q.len(), 1, "the early message must be sent on, not dropped");
+        assert!(
+            q.receive(10, Duration::from_secs(1))
+                .await
+                .expect("again")
+                .is_empty(),
+            "sent on without the remaining delay"
+        );
+    }
 
     #[tokio::test]
     async fn outcomes_settle_messages() {

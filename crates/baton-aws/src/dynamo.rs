@@ -1,0 +1,277 @@
+//! The ledger on DynamoDB: one table per ledger table, named `<prefix>-<table>`. A ledger
+//! key `a/b/c` is stored with partition key `pk = "a"` and sort key `sk = "a/b/c"`, so the
+//! records of one message (`<queue id>/...`) or one domain (`<domain>/...`) are one
+//! partition and a prefix scan that names the partition is a Query, not a Scan. Values are
+//! binary `v`; tables with a retention get `expires_at` for DynamoDB's TTL.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use baton_store::{Ledger, StoreError};
+
+use crate::error::backend;
+
+/// A ledger table and how long its records live (`None`: until deleted).
+#[derive(Debug, Clone, Copy)]
+pub struct TableSpec {
+    pub name: &'static str,
+    pub retention: Option<Duration>,
+}
+
+const DAY: u64 = 86_400;
+
+/// Every table the gateway, the pipeline and the admin commands use.
+pub const LEDGER_TABLES: &[TableSpec] = &[
+    TableSpec {
+        name: "users",
+        retention: None,
+    },
+    TableSpec {
+        name: "domains",
+        retention: None,
+    },
+    TableSpec {
+        name: "dkim_keys",
+        retention: None,
+    },
+    TableSpec {
+        name: "tenants",
+        retention: None,
+    },
+    TableSpec {
+        name: "suppression",
+        retention: None,
+    },
+    TableSpec {
+        name: "quota_counters",
+        retention: Some(Duration::from_secs(2 * DAY)),
+    },
+    TableSpec {
+        name: "events",
+        retention: Some(Duration::from_secs(30 * DAY)),
+    },
+    TableSpec {
+        name: "recipients",
+        retention: Some(Duration::from_secs(30 * DAY)),
+    },
+    TableSpec {
+        name: "dsn_sent",
+        retention: Some(Duration::from_secs(30 * DAY)),
+    },
+    TableSpec {
+        name: "bounces",
+        retention: Some(Duration::from_secs(90 * DAY)),
+    },
+];
+
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+#[derive(Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    prefix: String,
+}
+
+/// DynamoDB key attributes cannot be empty and sort keys are at most 1024 octets.
+fn check_table_key(table: &str, key: &str) -> Result<(), StoreError> {
+    if table.is_empty() || key.is_empty() || key.starts_with('/') || key.len() > 1024 {
+        return Err(StoreError::InvalidKey(format!("{table}/{key}")));
+    }
+    Ok(())
+}
+
+fn partition(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(p, _)| p)
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn retention(table: &str) -> Option<Duration> {
+    LEDGER_TABLES
+        .iter()
+        .find(|t| t.name == table)
+        .and_then(|t| t.retention)
+}
+
+fn item_pair(
+    table: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<(String, Vec<u8>), StoreError> {
+    let key = match item.get("sk") {
+        Some(AttributeValue::S(k)) => k.clone(),
+        _ => {
+            return Err(StoreError::Corrupt {
+                key: table.to_string(),
+                reason: "item without sort key".into(),
+            });
+        }
+    };
+    let value = match item.get("v") {
+        Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
+        _ => {
+            return Err(StoreError::Corrupt {
+                key,
+                reason: "item without binary value".into(),
+            });
+        }
+    };
+    Ok((key, value))
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, prefix: String) -> Self {
+        DynamoLedger { client, prefix }
+    }
+
+    pub fn table_name(&self, table: &str) -> String {
+        format!("{}-{table}", self.prefix)
+    }
+
+    fn item(&self, table: &str, key: &str, value: &[u8]) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(partition(key))),
+            ("sk".to_string(), s(key)),
+            (
+                "v".to_string(),
+                AttributeValue::B(Blob::new(value.to_vec())),
+            ),
+        ]);
+        if let Some(keep) = retention(table) {
+            let expires = SystemTime::now()
+                .checked_add(keep)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(u64::MAX / 2);
+            item.insert(TTL_ATTRIBUTE.into(), AttributeValue::N(expires.to_string()));
+        }
+        item
+    }
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_table_key(table, key)?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table_name(table))
+            .key("pk", s(partition(key)))
+            .key("sk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend(&format!("DynamoDB GetItem {table}"), e))?;
+        match out.item() {
+            Some(item) => item_pair(table, item).map(|(_, v)| Some(v)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_table_key(table, key)?;
+        self.client
+            .put_item()
+            .table_name(self.table_name(table))
+            .set_item(Some(self.item(table, key, value)))
+            .send()
+            .await
+            .map_err(|e| backend(&format!("DynamoDB PutItem {table}"), e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(
+        &self,
+        table: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        check_table_key(table, key)?;
+        let out = self
+            .client
+            .put_item()
+            .table_name(self.table_name(table))
+            .set_item(Some(self.item(table, key, value)))
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
+        }
+    }
+
+    async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
+        check_table_key(table, key)?;
+        self.client
+            .delete_item()
+            .table_name(self.table_name(table))
+            .key("pk", s(partition(key)))
+            .key("sk", s(key))
+            .send()
+            .await
+            .map_err(|e| backend(&format!("DynamoDB DeleteItem {table}"), e))?;
+        Ok(())
+    }
+
+    async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let by_partition = prefix.contains('/');
+        loop {
+            let page = if by_partition {
+                let q = self
+                    .client
+                    .query()
+                    .table_name(self.table_name(table))
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":pk", s(partition(prefix)))
+                    .expression_attribute_values(":p", s(prefix))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| backend(&format!("DynamoDB Query {table}"), e))?;
+                (q.items.unwrap_or_default(), q.last_evaluated_key)
+            } else {
+                let mut req = self
+                    .client
+                    .scan()
+                    .table_name(self.table_name(table))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take());
+                if !prefix.is_empty() {
+                    req = req
+                        .filter_expression("begins_with(sk, :p)")
+                        .expression_attribute_values(":p", s(prefix));
+                }
+                let q = req
+                    .send()
+                    .await
+                    .map_err(|e| backend(&format!("DynamoDB Scan {table}"), e))?;
+                (q.items.unwrap_or_default(), q.last_evaluated_key)
+            };
+            for item in &page.0 {
+                out.push(item_pair(table, item)?);
+            }
+            match page.1 {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}

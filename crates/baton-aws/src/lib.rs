@@ -1,0 +1,138 @@
+//! The AWS backend of the storage ports: message bodies in S3 (multipart above
+//! `aws.part_size`), one SQS queue per stage with a dead-letter queue each, and the ledger
+//! in DynamoDB (one table per ledger table, keys split into partition and sort key so that
+//! per-message records are one partition). `provision` creates all of it; `sweeper` deletes
+//! bodies that were stored but never queued.
+
+mod dynamo;
+mod error;
+mod provision;
+mod s3;
+mod sqs;
+pub mod sweeper;
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
+use baton_config::Aws;
+
+pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec};
+pub use error::AwsError;
+pub use s3::{S3BlobStore, object_key};
+pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event, sqs_event_message};
+
+/// Delay SQS can apply to one message; longer backoffs are chained (see [`SqsQueue::send`]).
+pub const SQS_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// Clients for the three services, built once from the typed config.
+#[derive(Clone)]
+pub struct AwsBackend {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub config: Aws,
+}
+
+impl AwsBackend {
+    /// Builds the clients. Makes no request: an unreachable service shows up as errors on use.
+    pub async fn connect(config: &Aws) -> AwsBackend {
+        Self::connect_with(config, None).await
+    }
+
+    /// [`connect`](Self::connect) with fixed credentials instead of the standard chain
+    /// (tests against LocalStack, which accepts any).
+    pub async fn connect_with_static_credentials(
+        config: &Aws,
+        access_key: &str,
+        secret_key: &str,
+    ) -> AwsBackend {
+        let creds =
+            aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "static");
+        Self::connect_with(config, Some(creds)).await
+    }
+
+    async fn connect_with(
+        config: &Aws,
+        credentials: Option<aws_sdk_s3::config::Credentials>,
+    ) -> AwsBackend {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(config.request_timeout.min(Duration::from_secs(3)))
+                .operation_attempt_timeout(config.request_timeout)
+                .build(),
+        );
+        if !config.region.is_empty() {
+            loader = loader.region(Region::new(config.region.clone()));
+        }
+        if !config.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(&config.endpoint_url);
+        }
+        if let Some(creds) = credentials {
+            loader = loader.credentials_provider(creds);
+        }
+        let shared = loader.load().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style)
+            .build();
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared);
+        if !config.dynamodb_endpoint_url.is_empty() {
+            dynamodb = dynamodb.endpoint_url(&config.dynamodb_endpoint_url);
+        }
+        AwsBackend {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            config: config.clone(),
+        }
+    }
+
+    pub fn blob_store(&self) -> S3BlobStore {
+        S3BlobStore::new(
+            self.s3.clone(),
+            self.config.bucket.clone(),
+            self.config.part_size,
+        )
+    }
+
+    pub fn ledger(&self) -> DynamoLedger {
+        DynamoLedger::new(self.dynamodb.clone(), self.config.prefix.clone())
+    }
+
+    /// The SQS name of a stage queue, e.g. `baton-intake`.
+    pub fn queue_name(&self, queue: &str) -> String {
+        format!("{}-{queue}", self.config.prefix)
+    }
+
+    /// Opens an existing queue (looks up its URL).
+    pub async fn queue(&self, queue: &str) -> Result<SqsQueue, AwsError> {
+        SqsQueue::open(self.sqs.clone(), queue, &self.queue_name(queue)).await
+    }
+
+    /// Creates the bucket (with its lifecycle rules), the stage queues with their
+    /// dead-letter queues, and the ledger tables. Idempotent.
+    pub async fn provision(
+        &self,
+        queues: &[QueueSpec],
+        tables: &[TableSpec],
+    ) -> Result<(), AwsError> {
+        provision::bucket(&self.s3, &self.config).await?;
+        for q in queues {
+            provision::queue(&self.sqs, &self.queue_name(q.name), q).await?;
+        }
+        for t in tables {
+            provision::table(&self.dynamodb, &self.config.prefix, t).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A stage queue as provisioned.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSpec {
+    pub name: &'static str,
+    /// The consuming function's timeout; the queue's visibility timeout is six times it,
+    /// as AWS advises for Lambda event source mappings.
+    pub function_timeout: Duration,
+    /// Receptions before SQS moves a message to the dead-letter queue.
+    pub max_receives: u32,
+}

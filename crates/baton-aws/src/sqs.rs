@@ -1,0 +1,271 @@
+//! A stage queue on SQS. Bodies that are not UTF-8 travel base64-encoded (SQS bodies are
+//! text); backoffs longer than SQS's 15-minute delay limit are chained: the message carries
+//! `not_before` and whoever receives it early sends it on again (see the pipeline driver).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use baton_store::{Queue, QueueMessage, StoreError};
+
+use crate::SQS_MAX_DELAY;
+use crate::error::{AwsError, backend};
+
+/// Message attribute marking a base64-encoded body.
+const ENCODING: &str = "baton_encoding";
+/// Message attribute: unix milliseconds before which the message is not due.
+pub const NOT_BEFORE: &str = "not_before";
+/// SQS's longest visibility timeout.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    name: String,
+    url: String,
+    arn: String,
+}
+
+impl SqsQueue {
+    pub async fn open(client: Client, name: &str, sqs_name: &str) -> Result<SqsQueue, AwsError> {
+        let url = client
+            .get_queue_url()
+            .queue_name(sqs_name)
+            .send()
+            .await
+            .map_err(|e| AwsError::service(format!("SQS queue {sqs_name}"), e))?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
+        let arn = crate::provision::queue_arn(&client, &url).await?;
+        Ok(SqsQueue {
+            client,
+            name: name.to_string(),
+            url,
+            arn,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    /// Receives raw SQS messages (with attributes and receive count), long-polling up to
+    /// `wait`. The local runner turns them into `SqsEvent`s, as Lambda's event source
+    /// mapping would.
+    pub async fn receive_raw(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Message>, StoreError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            // Whole seconds, rounded up: a short visibility must not become none.
+            .visibility_timeout(visibility.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| backend("SQS ReceiveMessage", e))?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    /// Approximate number of messages waiting, in flight and delayed.
+    pub async fn approximate_len(&self) -> Result<u64, StoreError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| backend("SQS GetQueueAttributes", e))?;
+        Ok(out
+            .attributes()
+            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0))
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Turns a received SQS message's parts into the port's `QueueMessage`.
+fn decode(
+    id: String,
+    receipt: String,
+    body: &str,
+    mut attributes: BTreeMap<String, String>,
+    receive_count: u32,
+) -> Result<QueueMessage, StoreError> {
+    let body = match attributes.remove(ENCODING).as_deref() {
+        Some("base64") => B64.decode(body).map_err(|e| StoreError::Corrupt {
+            key: id.clone(),
+            reason: format!("bad base64 body: {e}"),
+        })?,
+        _ => body.as_bytes().to_vec(),
+    };
+    Ok(QueueMessage {
+        id,
+        receipt,
+        body,
+        attributes,
+        receive_count,
+    })
+}
+
+/// The record Lambda's SQS event source mapping would hand a function for `m`.
+pub fn sqs_event_message(m: &Message, queue_arn: &str, region: &str) -> SqsMessage {
+    let mut out = SqsMessage::default();
+    out.message_id = m.message_id().map(str::to_string);
+    out.receipt_handle = m.receipt_handle().map(str::to_string);
+    out.body = m.body().map(str::to_string);
+    out.md5_of_body = m.md5_of_body().map(str::to_string);
+    out.event_source = Some("aws:sqs".into());
+    out.event_source_arn = Some(queue_arn.to_string());
+    out.aws_region = Some(region.to_string());
+    if let Some(attrs) = m.attributes() {
+        for (k, v) in attrs {
+            out.attributes.insert(k.as_str().to_string(), v.clone());
+        }
+    }
+    if let Some(attrs) = m.message_attributes() {
+        for (k, v) in attrs {
+            let mut a = SqsMessageAttribute::default();
+            a.string_value = v.string_value().map(str::to_string);
+            a.data_type = Some(v.data_type().to_string());
+            out.message_attributes.insert(k.clone(), a);
+        }
+    }
+    out
+}
+
+/// The port's view of one record of an `SqsEvent`.
+pub fn queue_message_from_event(m: &SqsMessage) -> Result<QueueMessage, StoreError> {
+    let id = m.message_id.clone().unwrap_or_default();
+    let attributes = m
+        .message_attributes
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.string_value.clone()?)))
+        .collect();
+    let count = m
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    decode(
+        id,
+        m.receipt_handle.clone().unwrap_or_default(),
+        m.body.as_deref().unwrap_or_default(),
+        attributes,
+        count,
+    )
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(
+        &self,
+        body: &[u8],
+        mut attributes: BTreeMap<String, String>,
+        delay: Duration,
+    ) -> Result<String, StoreError> {
+        attributes.remove(NOT_BEFORE);
+        attributes.remove(ENCODING);
+        let text = match std::str::from_utf8(body) {
+            Ok(t) => t.to_string(),
+            Err(_) => {
+                attributes.insert(ENCODING.into(), "base64".into());
+                B64.encode(body)
+            }
+        };
+        if delay > SQS_MAX_DELAY {
+            let due = unix_ms(SystemTime::now() + delay);
+            attributes.insert(NOT_BEFORE.into(), due.to_string());
+        }
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(text)
+            .delay_seconds(delay.min(SQS_MAX_DELAY).as_secs_f64().ceil() as i32);
+        // SQS refuses empty attribute values.
+        for (k, v) in attributes.into_iter().filter(|(_, v)| !v.is_empty()) {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("SQS attribute {k}: {e}")))?;
+            req = req.message_attributes(k, value);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| backend("SQS SendMessage", e))?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let raw = self
+            .receive_raw(max, visibility, Duration::from_secs(1))
+            .await?;
+        let mut out = Vec::with_capacity(raw.len());
+        for m in &raw {
+            out.push(queue_message_from_event(&sqs_event_message(
+                m, &self.arn, "",
+            )));
+        }
+        out.into_iter().collect()
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| backend("SQS DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(timeout.min(MAX_VISIBILITY).as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| backend("SQS ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! The AWS backend against LocalStack (S3, SQS) and DynamoDB Local, started through the
+//! project's own scripts. Each test provisions resources under a fresh prefix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use baton_aws::{AwsBackend, QueueSpec, TableSpec};
+use baton_config::Aws;
+use baton_store::{BlobStore, Ledger, Queue, conformance};
+
+static START: Once = Once::new();
+
+fn start_localstack() {
+    START.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../localstack/start.sh");
+        let status = Command::new(&script)
+            .status()
+            .expect("running localstack/start.sh");
+        assert!(
+            status.success(),
+            "localstack/start.sh failed (run localstack/install.sh first)"
+        );
+    });
+}
+
+async fn backend(tag: &str) -> AwsBackend {
+    start_localstack();
+    let unique = format!(
+        "t{}{}",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+            .simple()
+            .to_string()
+            .get(20..)
+            .unwrap_or("x")
+    );
+    let config = Aws {
+        region: "us-east-1".into(),
+        endpoint_url: "http://127.0.0.1:4566".into(),
+        dynamodb_endpoint_url: "http://127.0.0.1:8000".into(),
+        force_path_style: true,
+        bucket: format!("{tag}-{unique}"),
+        prefix: format!("{tag}-{unique}"),
+        part_size: 5 * 1024 * 1024,
+        ..Aws::default()
+    };
+    AwsBackend::connect_with_static_credentials(&config, "test", "test").await
+}
+
+const TEST_TABLES: &[TableSpec] = &[
+    TableSpec {
+        name: "conf",
+        retention: None,
+    },
+    TableSpec {
+        name: "other",
+        retention: Some(Duration::from_secs(3600)),
+    },
+];
+
+#[tokio::test]
+async fn blob_store_ledger_and_queue_behave_like_every_backend() {
+    let aws = backend("conf").await;
+    let spec = QueueSpec {
+        name: "q",
+        function_timeout: Duration::from_secs(5),
+        max_receives: 2,
+    };
+    aws.provision(&[spec], TEST_TABLES)
+        .await
+        .expect("provision");
+    conformance::blob_store(&aws.blob_store()).await;
+    conformance::ledger(&aws.ledger()).await;
+    let q = aws.queue("q").await.expect("queue");
+    let dlq = aws.queue("q-dlq").await.expect("dlq");
+    conformance::queue_with_tick(&q, &dlq, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn large_body_goes_up_in_parts_and_reads_back_whole() {
+    let aws = backend("mpu").await;
+    aws.provision(&[], &[]).await.expect("provision");
+    let blobs = aws.blob_store();
+    // 12 MiB + a tail in odd-sized chunks: three parts of a 5 MiB part size.
+    let body: Vec<u8> = (0..12 * 1024 * 1024 + 777)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let mut w = blobs.create("big").await.expect("create");
+    for chunk in body.chunks(64 * 1024 + 3) {
+        w.write(chunk).await.expect("write");
+    }
+    assert!(blobs.read("big").await.is_err(), "visible before commit");
+    assert_eq!(w.commit().await.expect("commit"), body.len() as u64);
+    assert_eq!(blobs.read("big").await.expect("read"), body);
+    assert_eq!(blobs.read_head("big", 10).await.expect("head"), body[..10]);
+
+    let mut aborted = blobs.create("gone").await.expect("create");
+    aborted.write(&body).await.expect("write");
+    aborted.abort().await;
+    assert!(blobs.read("gone").await.is_err(), "aborted upload visible");
+}
+
+#[tokio::test]
+async fn non_utf8_bodies_and_long_delays_survive_sqs() {
+    let aws = backend("sqs").await;
+    let spec = QueueSpec {
+        name: "q",
+        function_timeout: Duration::from_secs(5),
+        max_receives: 5,
+    };
+    aws.provision(&[spec], &[]).await.expect("provision");
+    let q = aws.queue("q").await.expect("queue");
+    q.send(&[0xff, 0x00, 0xfe], BTreeMap::new(), Duration::ZERO)
+        .await
+        .expect("send binary");
+    // Beyond SQS's 15-minute limit: delayed 15 minutes and marked with when it is due.
+    q.send(b"in two hours", BTreeMap::new(), Duration::from_secs(7200))
+        .await
+        .expect("send delayed");
+    let got = q
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "the delayed message came early");
+    assert_eq!(got[0].body, [0xff, 0x00, 0xfe]);
+    assert!(!got[0].attributes.contains_key("baton_encoding"));
+}
+
+#[tokio::test]
+async fn ledger_keys_with_slashes_scan_by_partition() {
+    let aws = backend("ldg").await;
+    aws.provision(&[], TEST_TABLES).await.expect("provision");
+    let l = aws.ledger();
+    for k in ["m1/a@x", "m1/b@x", "m10/a@x", "m2/a@x"] {
+        l.put("conf", k, k.as_bytes()).await.expect("put");
+    }
+    let keys: Vec<String> = l
+        .scan("conf", "m1/")
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["m1/a@x", "m1/b@x"]);
+    assert_eq!(l.scan("conf", "").await.expect("all").len(), 4);
+    assert!(l.put("conf", "/no-partition", b"x").await.is_err());
+    assert!(
+        l.put("missing_table", "k", b"x").await.is_err(),
+        "unprovisioned table accepted"
+    );
+}
