@@ -108,6 +108,11 @@ impl AwsBackend {
         SqsQueue::open(self.sqs.clone(), queue, &self.queue_name(queue)).await
     }
 
+    /// A queue whose URL is looked up on first use.
+    pub fn lazy_queue(&self, queue: &str) -> SqsQueue {
+        SqsQueue::lazy(self.sqs.clone(), queue, &self.queue_name(queue))
+    }
+
     /// Creates the bucket (with its lifecycle rules), the stage queues with their
     /// dead-letter queues, and the ledger tables. Idempotent.
     pub async fn provision(

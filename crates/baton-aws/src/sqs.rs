@@ -3,6 +3,7 @@
 //! `not_before` and whoever receives it early sends it on again (see the pipeline driver).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeN
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use baton_store::{Queue, QueueMessage, StoreError};
+use tokio::sync::OnceCell;
 
 use crate::SQS_MAX_DELAY;
 use crate::error::{AwsError, backend};
@@ -23,40 +25,63 @@ pub const NOT_BEFORE: &str = "not_before";
 /// SQS's longest visibility timeout.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
+/// A queue is opened by name; its URL (and ARN) are looked up on first use, so building
+/// the ports costs no request (a Lambda function reaches its first invocation sooner).
 #[derive(Clone)]
 pub struct SqsQueue {
     client: Client,
     name: String,
-    url: String,
-    arn: String,
+    sqs_name: String,
+    url: Arc<OnceCell<String>>,
+    arn: Arc<OnceCell<String>>,
 }
 
 impl SqsQueue {
-    pub async fn open(client: Client, name: &str, sqs_name: &str) -> Result<SqsQueue, AwsError> {
-        let url = client
-            .get_queue_url()
-            .queue_name(sqs_name)
-            .send()
-            .await
-            .map_err(|e| AwsError::service(format!("SQS queue {sqs_name}"), e))?
-            .queue_url()
-            .unwrap_or_default()
-            .to_string();
-        let arn = crate::provision::queue_arn(&client, &url).await?;
-        Ok(SqsQueue {
+    pub fn lazy(client: Client, name: &str, sqs_name: &str) -> SqsQueue {
+        SqsQueue {
             client,
             name: name.to_string(),
-            url,
-            arn,
-        })
+            sqs_name: sqs_name.to_string(),
+            url: Arc::new(OnceCell::new()),
+            arn: Arc::new(OnceCell::new()),
+        }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Opens the queue and checks that it exists.
+    pub async fn open(client: Client, name: &str, sqs_name: &str) -> Result<SqsQueue, AwsError> {
+        let queue = Self::lazy(client, name, sqs_name);
+        queue.resolve().await?;
+        Ok(queue)
     }
 
-    pub fn arn(&self) -> &str {
-        &self.arn
+    async fn resolve(&self) -> Result<&str, AwsError> {
+        let url = self
+            .url
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(&self.sqs_name)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::service(format!("SQS queue {}", self.sqs_name), e))?;
+                Ok::<_, AwsError>(out.queue_url().unwrap_or_default().to_string())
+            })
+            .await?;
+        Ok(url)
+    }
+
+    async fn url(&self) -> Result<&str, StoreError> {
+        Ok(self.resolve().await?)
+    }
+
+    pub async fn arn(&self) -> Result<&str, StoreError> {
+        let url = self.url().await?.to_string();
+        let arn = self
+            .arn
+            .get_or_try_init(|| crate::provision::queue_arn(&self.client, &url))
+            .await?;
+        Ok(arn)
     }
 
     /// Receives raw SQS messages (with attributes and receive count), long-polling up to
@@ -71,7 +96,7 @@ impl SqsQueue {
         let out = self
             .client
             .receive_message()
-            .queue_url(&self.url)
+            .queue_url(self.url().await?)
             .max_number_of_messages(max.clamp(1, 10) as i32)
             // Whole seconds, rounded up: a short visibility must not become none.
             .visibility_timeout(visibility.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32)
@@ -90,7 +115,7 @@ impl SqsQueue {
         let out = self
             .client
             .get_queue_attributes()
-            .queue_url(&self.url)
+            .queue_url(self.url().await?)
             .attribute_names(A::ApproximateNumberOfMessages)
             .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
             .attribute_names(A::ApproximateNumberOfMessagesDelayed)
@@ -210,7 +235,7 @@ impl Queue for SqsQueue {
         let mut req = self
             .client
             .send_message()
-            .queue_url(&self.url)
+            .queue_url(self.url().await?)
             .message_body(text)
             .delay_seconds(delay.min(SQS_MAX_DELAY).as_secs_f64().ceil() as i32);
         // SQS refuses empty attribute values.
@@ -237,19 +262,15 @@ impl Queue for SqsQueue {
         let raw = self
             .receive_raw(max, visibility, Duration::from_secs(1))
             .await?;
-        let mut out = Vec::with_capacity(raw.len());
-        for m in &raw {
-            out.push(queue_message_from_event(&sqs_event_message(
-                m, &self.arn, "",
-            )));
-        }
-        out.into_iter().collect()
+        raw.iter()
+            .map(|m| queue_message_from_event(&sqs_event_message(m, "", "")))
+            .collect()
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
         self.client
             .delete_message()
-            .queue_url(&self.url)
+            .queue_url(self.url().await?)
             .receipt_handle(receipt)
             .send()
             .await
@@ -260,7 +281,7 @@ impl Queue for SqsQueue {
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError> {
         self.client
             .change_message_visibility()
-            .queue_url(&self.url)
+            .queue_url(self.url().await?)
             .receipt_handle(receipt)
             .visibility_timeout(timeout.min(MAX_VISIBILITY).as_secs() as i32)
             .send()

@@ -51,63 +51,6 @@ fn pipeline_ports(backend: &EmbeddedBackend) -> (Ports, DeadLetters) {
     (ports, dead)
 }
 
-fn stages(settings: &Settings) -> anyhow::Result<Stages> {
-    let raw = &settings.raw;
-    let d = &raw.delivery;
-    let resolver: Arc<dyn MxResolver> = if d.nameservers.is_empty() {
-        Arc::new(HickoryMxResolver::system().context("DNS resolver")?)
-    } else {
-        Arc::new(HickoryMxResolver::with_nameservers(&d.nameservers).context("DNS resolver")?)
-    };
-    let routes = d
-        .routes
-        .iter()
-        .map(|r| Route {
-            pattern: r.pattern.clone(),
-            target: r.target.as_deref().and_then(|t| {
-                let (host, port) = t.rsplit_once(':')?;
-                Some((host.to_string(), port.parse().ok()?))
-            }),
-            require_tls: r.require_tls,
-        })
-        .collect();
-    let helo = if d.helo_name.is_empty() {
-        raw.hostname.clone()
-    } else {
-        d.helo_name.clone()
-    };
-    let deliver = deliver::DeliverStage {
-        resolver,
-        client: ClientConfig {
-            helo_name: helo,
-            port: d.port,
-            connect_timeout: d.connect_timeout,
-            command_timeout: d.command_timeout,
-            data_timeout: d.data_timeout,
-            tls: opportunistic_tls().context("TLS client")?,
-            // Like Postfix's connection cache: a few idle sessions per address, briefly.
-            pool: Some(Arc::new(ConnectionPool::new(Duration::from_secs(5), 8))),
-        },
-        routes,
-        retry: deliver::RetryPolicy {
-            initial: d.retry_initial,
-            max: d.retry_max,
-            max_age: d.max_age,
-            delay_notice_after: d.delay_notice_after,
-        },
-    };
-    Ok(Stages {
-        policy: Arc::new(PolicyStage(PolicyConfig {
-            hostname: raw.hostname.clone(),
-        })),
-        sign: Arc::new(SignStage),
-        deliver: Arc::new(DeliverStage(deliver)),
-        bounce: Arc::new(BounceStage(BounceConfig {
-            hostname: raw.hostname.clone(),
-        })),
-    })
-}
-
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let format = match settings.raw.log.format.as_str() {
         "json" => Format::Json,
@@ -152,7 +95,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let gateway = Gateway::bind(&settings, deps).await?;
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = if settings.raw.pipeline.run_stages {
-        let stages = stages(&settings)?;
+        let stages = baton_pipeline::setup::stages(&settings)?;
         let config = WorkerConfig {
             batch: settings.raw.pipeline.batch,
             ..WorkerConfig::default()

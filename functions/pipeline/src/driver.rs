@@ -54,6 +54,7 @@ where
             "stage",
             stage = queue.name(),
             queue_id = message.attributes.get("queue_id").map(String::as_str).unwrap_or(""),
+            tenant = message.attributes.get("tenant").map(String::as_str).unwrap_or(""),
             message = %message.id,
         );
         let now_ms = std::time::SystemTime::now()

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod quota;
 pub mod records;
 pub mod runtime;
+pub mod setup;
 pub mod sign;
 pub mod worker;
 

@@ -1,0 +1,81 @@
+//! Builds the stages from the typed configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_config::Settings;
+
+use crate::StageError;
+use crate::bounce::BounceConfig;
+use crate::deliver;
+use crate::outbound::{
+    ClientConfig, ConnectionPool, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
+};
+use crate::policy::PolicyConfig;
+use crate::runtime::{BounceStage, DeliverStage, PolicyStage, SignStage, Stages};
+
+/// The four stages as `settings` configures them (shared by `baton serve` and the Lambda
+/// functions, so both behave alike).
+pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
+    let raw = &settings.raw;
+    let d = &raw.delivery;
+    let resolver: Arc<dyn MxResolver> = if d.nameservers.is_empty() {
+        Arc::new(
+            HickoryMxResolver::system()
+                .map_err(|e| StageError::Permanent(format!("DNS resolver: {e}")))?,
+        )
+    } else {
+        Arc::new(
+            HickoryMxResolver::with_nameservers(&d.nameservers)
+                .map_err(|e| StageError::Permanent(format!("DNS resolver: {e}")))?,
+        )
+    };
+    let routes = d
+        .routes
+        .iter()
+        .map(|r| Route {
+            pattern: r.pattern.clone(),
+            target: r.target.as_deref().and_then(|t| {
+                let (host, port) = t.rsplit_once(':')?;
+                Some((host.to_string(), port.parse().ok()?))
+            }),
+            require_tls: r.require_tls,
+        })
+        .collect();
+    let helo = if d.helo_name.is_empty() {
+        raw.hostname.clone()
+    } else {
+        d.helo_name.clone()
+    };
+    let deliver = deliver::DeliverStage {
+        resolver,
+        client: ClientConfig {
+            helo_name: helo,
+            port: d.port,
+            connect_timeout: d.connect_timeout,
+            command_timeout: d.command_timeout,
+            data_timeout: d.data_timeout,
+            tls: opportunistic_tls()
+                .map_err(|e| StageError::Permanent(format!("TLS client: {e}")))?,
+            // Like Postfix's connection cache: a few idle sessions per address, briefly.
+            pool: Some(Arc::new(ConnectionPool::new(Duration::from_secs(5), 8))),
+        },
+        routes,
+        retry: deliver::RetryPolicy {
+            initial: d.retry_initial,
+            max: d.retry_max,
+            max_age: d.max_age,
+            delay_notice_after: d.delay_notice_after,
+        },
+    };
+    Ok(Stages {
+        policy: Arc::new(PolicyStage(PolicyConfig {
+            hostname: raw.hostname.clone(),
+        })),
+        sign: Arc::new(SignStage),
+        deliver: Arc::new(DeliverStage(deliver)),
+        bounce: Arc::new(BounceStage(BounceConfig {
+            hostname: raw.hostname.clone(),
+        })),
+    })
+}
