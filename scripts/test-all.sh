@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Everything CI runs: installs the test dependencies, builds, runs the Rust tests, then the
-# end-to-end suite against the release binary with real SMTP clients.
+# Everything CI runs: installs the test dependencies (LocalStack and DynamoDB Local too),
+# builds, runs the Rust tests, then the end-to-end suite against the release binaries with
+# real SMTP clients, on the embedded backend and on LocalStack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --release --locked -p baton
+cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce
+
+# The AWS-backend tests need LocalStack and DynamoDB Local; start them unless they already
+# run, and stop what we started when done.
+if ! localstack/health.sh >/dev/null 2>&1; then
+    trap 'localstack/stop.sh' EXIT
+fi
+localstack/start.sh
 cargo test --workspace --locked
 E2E_BATON_BIN="$PWD/target/release/baton" .venv-tests/bin/pytest -q -p no:cacheprovider tests/e2e "$@"

@@ -38,8 +38,10 @@ class PortInUse(RuntimeError):
 
 
 class Relay:
-    def __init__(self, tmp: Path, overrides: dict):
+    def __init__(self, tmp: Path, overrides: dict, env=None):
         self.dir = tmp
+        self.env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        self.env.update(env or {})
         tmp.mkdir(parents=True, exist_ok=True)
         self.data_dir = tmp / "data"
         self.overrides = overrides
@@ -91,7 +93,7 @@ class Relay:
             [BATON, "--config", str(self.config), "serve"],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "RUST_LOG"},
+            env=self.env,
         )
         deadline = time.time() + 20
         pending = set(self.ports.values())
@@ -146,6 +148,7 @@ class Relay:
             capture_output=True,
             text=True,
             timeout=60,
+            env=self.env,
         )
         if check and r.returncode != 0:
             raise RuntimeError(f"baton {' '.join(args)} failed ({r.returncode}): {r.stderr}")
@@ -165,6 +168,7 @@ class Relay:
             [BATON, "--config", str(self.config), "queue", "cat", queue_id],
             capture_output=True,
             timeout=60,
+            env=self.env,
         )
         assert r.returncode == 0, r.stderr
         return r.stdout
@@ -178,11 +182,12 @@ class Relay:
 def spawn_relay(tmp_path, request):
     relays = []
 
-    def spawn(**overrides):
-        # Keys use dots for sections: spawn(**{"limits.max_recipients": 2}).
-        relay = Relay(tmp_path / f"relay{len(relays)}", overrides)
+    def spawn(env=None, start=True, **overrides):
+        # Keys use dots for sections: spawn(**{"limits.max_recipients": 2}). `env` adds
+        # environment variables; start=False returns the relay configured but not started.
+        relay = Relay(tmp_path / f"relay{len(relays)}", overrides, env)
         relays.append(relay)
-        return relay.start()
+        return relay.start() if start else relay
 
     yield spawn
     failed = getattr(request.node, "rep_call", None)
@@ -285,3 +290,7 @@ def code(reply: str) -> str:
     last = reply.strip().splitlines()[-1]
     parts = last.split(" ")
     return " ".join(parts[:2])
+
+
+# The session-wide LocalStack + DynamoDB Local fixture, for every AWS-backend test module.
+from awsnet import localstack  # noqa: E402,F401

@@ -213,6 +213,38 @@ impl Ledger for DynamoLedger {
         }
     }
 
+    async fn replace_if(
+        &self,
+        table: &str,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        check_table_key(table, key)?;
+        let out = self
+            .client
+            .put_item()
+            .table_name(self.table_name(table))
+            .set_item(Some(self.item(table, key, value)))
+            .condition_expression("v = :expected")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::B(Blob::new(expected.to_vec())),
+            )
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
+        }
+    }
+
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
         check_table_key(table, key)?;
         self.client

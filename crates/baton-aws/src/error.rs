@@ -1,3 +1,4 @@
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use baton_store::StoreError;
 use thiserror::Error;
 
@@ -31,8 +32,26 @@ impl From<AwsError> for StoreError {
     }
 }
 
-/// An SDK failure as a (transient) storage error, with the whole error chain in the text.
-pub(crate) fn backend<E: std::error::Error + 'static>(what: &str, e: E) -> StoreError {
+/// An SDK failure as a (transient) storage error: the service's error code and message, or
+/// the cause chain of a failure to reach it (timeout, connection refused).
+pub(crate) fn backend<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let detail = match &e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("service error"),
+            s.err().message().unwrap_or("")
+        ),
+        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    };
+    StoreError::Backend(format!("{what}: {detail}"))
+}
+
+/// A failure that is not an SDK call's (e.g. reading a response body).
+pub(crate) fn other<E: std::error::Error + 'static>(what: &str, e: E) -> StoreError {
     StoreError::Backend(format!(
         "{what}: {}",
         aws_sdk_s3::error::DisplayErrorContext(e)

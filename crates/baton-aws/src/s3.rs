@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use baton_store::{BlobStore, BlobWriter, StoreError, check_key};
 
-use crate::error::backend;
+use crate::error::{backend, other};
 
 /// The object key of a message body.
 pub fn object_key(key: &str) -> String {
@@ -53,7 +53,7 @@ impl S3BlobStore {
             .body
             .collect()
             .await
-            .map_err(|e| backend("S3 GetObject body", e))?;
+            .map_err(|e| other("S3 GetObject body", e))?;
         Ok(bytes.into_bytes().to_vec())
     }
 }
@@ -188,11 +188,11 @@ impl BlobWriter for S3Writer {
                 .map_err(|e| backend("S3 PutObject", e))?;
             return Ok(self.size);
         }
-        if !self.buf.is_empty() {
-            if let Err(e) = self.upload_part().await {
-                self.abort().await;
-                return Err(e);
-            }
+        if !self.buf.is_empty()
+            && let Err(e) = self.upload_part().await
+        {
+            self.abort().await;
+            return Err(e);
         }
         let Some(upload) = self.upload.take() else {
             return Err(StoreError::Backend("multipart upload missing".into()));
@@ -230,8 +230,8 @@ impl BlobWriter for S3Writer {
     async fn abort(mut self: Box<Self>) {
         // An upload left behind (crash, dropped writer) is removed by the bucket's
         // AbortIncompleteMultipartUpload lifecycle rule.
-        if let Some(upload) = self.upload.take() {
-            if let Err(e) = self
+        if let Some(upload) = self.upload.take()
+            && let Err(e) = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
@@ -239,9 +239,8 @@ impl BlobWriter for S3Writer {
                 .upload_id(&upload.id)
                 .send()
                 .await
-            {
-                tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "cannot abort multipart upload");
-            }
+        {
+            tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "cannot abort multipart upload");
         }
     }
 }

@@ -109,6 +109,30 @@ impl SqsQueue {
         Ok(out.messages.unwrap_or_default())
     }
 
+    /// Approximate numbers of messages (visible, in flight, delayed).
+    pub async fn approximate_counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url().await?)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .map_err(|e| backend("SQS GetQueueAttributes", e))?;
+        let get = |a: A| {
+            out.attributes()
+                .and_then(|m| m.get(&a))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(A::ApproximateNumberOfMessages),
+            get(A::ApproximateNumberOfMessagesNotVisible),
+            get(A::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+
     /// Approximate number of messages waiting, in flight and delayed.
     pub async fn approximate_len(&self) -> Result<u64, StoreError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;

@@ -192,6 +192,25 @@ impl Ledger for SqliteLedger {
         }
     }
 
+    async fn replace_if(
+        &self,
+        table: &str,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let op = Op::ReplaceIf {
+            table: table.to_string(),
+            key: key.to_string(),
+            expected: expected.to_vec(),
+            value: value.to_vec(),
+        };
+        match self.inner.writer.call(op).await? {
+            OpResult::Bool(wrote) => Ok(wrote),
+            other => Err(backend_err(format!("unexpected writer result {other:?}"))),
+        }
+    }
+
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
         let op = Op::DeleteRecord {
             table: table.to_string(),

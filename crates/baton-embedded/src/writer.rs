@@ -61,6 +61,12 @@ pub(crate) enum Op {
         table: String,
         key: String,
     },
+    ReplaceIf {
+        table: String,
+        key: String,
+        expected: Vec<u8>,
+        value: Vec<u8>,
+    },
     Recover,
 }
 
@@ -315,6 +321,21 @@ impl Writer {
                 let n = self
                     .conn
                     .execute(sql, params![table, key, value])
+                    .map_err(backend_err)?;
+                Ok(OpResult::Bool(n > 0))
+            }
+            Op::ReplaceIf {
+                table,
+                key,
+                expected,
+                value,
+            } => {
+                let n = self
+                    .conn
+                    .execute(
+                        "UPDATE ledger SET value = ?4 WHERE tbl = ?1 AND key = ?2 AND value = ?3",
+                        params![table, key, expected, value],
+                    )
                     .map_err(backend_err)?;
                 Ok(OpResult::Bool(n > 0))
             }

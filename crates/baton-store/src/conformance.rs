@@ -58,6 +58,27 @@ pub async fn ledger(ledger: &dyn Ledger) {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(scanned, ["a", "ab"]);
+    assert!(
+        !ledger
+            .replace_if("conf", "a", b"stale", b"5")
+            .await
+            .unwrap()
+    );
+    assert!(ledger.replace_if("conf", "a", b"1", b"5").await.unwrap());
+    assert!(
+        !ledger.replace_if("conf", "a", b"1", b"6").await.unwrap(),
+        "swapped twice"
+    );
+    assert!(
+        !ledger
+            .replace_if("conf", "missing", b"", b"7")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ledger.get("conf", "a").await.unwrap().as_deref(),
+        Some(&b"5"[..])
+    );
     ledger.delete("conf", "a").await.unwrap();
     assert_eq!(ledger.get("conf", "a").await.unwrap(), None);
 }

@@ -96,6 +96,15 @@ pub trait Ledger: Send + Sync + 'static {
     /// Writes only if `key` is absent; returns whether it wrote.
     async fn put_if_absent(&self, table: &str, key: &str, value: &[u8])
     -> Result<bool, StoreError>;
+    /// Writes only if the current value is exactly `expected` (compare-and-swap); returns
+    /// whether it wrote. With `put_if_absent` this lets concurrent workers claim a record.
+    async fn replace_if(
+        &self,
+        table: &str,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError>;
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError>;
     /// All records whose key starts with `prefix`, in key order.
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;

@@ -220,6 +220,23 @@ impl Ledger for MemoryLedger {
         Ok(true)
     }
 
+    async fn replace_if(
+        &self,
+        table: &str,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut t = lock(&self.tables);
+        match t.get_mut(&(table.to_string(), key.to_string())) {
+            Some(current) if current.as_slice() == expected => {
+                *current = value.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
         lock(&self.tables).remove(&(table.to_string(), key.to_string()));
         Ok(())

@@ -1,16 +1,19 @@
-//! Administration commands on the data directory. They work while `baton serve` runs: the
-//! SQLite store is shared between processes.
+//! Administration commands. On the embedded backend they work on the data directory while
+//! `baton serve` runs (the SQLite store is shared between processes); on the AWS backend
+//! they use the same DynamoDB tables, S3 bucket and SQS queues as the gateway and functions.
 
 use std::io::{BufRead, Write};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use baton_aws::AwsBackend;
 use baton_config::Settings;
 use baton_domain::{Domain, Envelope, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
 use baton_pipeline::job::Job;
 use baton_pipeline::{dkim, queue_names, quota, records};
-use baton_store::{BlobStore, DomainRecord, UserRecord, put_domain, put_user};
+use baton_store::{BlobStore, DomainRecord, Ledger, UserRecord, put_domain, put_user};
 use serde::Serialize;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -20,10 +23,92 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn open(settings: &Settings) -> anyhow::Result<EmbeddedBackend> {
+/// The backend `storage.backend` names, with the runtime its calls run on.
+struct Store {
+    rt: tokio::runtime::Runtime,
+    ledger: Arc<dyn Ledger>,
+    blobs: Arc<dyn BlobStore>,
+    embedded: Option<EmbeddedBackend>,
+    aws: Option<AwsBackend>,
+}
+
+impl Store {
+    fn ledger(&self) -> &dyn Ledger {
+        self.ledger.as_ref()
+    }
+}
+
+fn open(settings: &Settings) -> anyhow::Result<Store> {
+    let rt = runtime()?;
+    if settings.raw.storage.backend == "aws" {
+        let aws = rt.block_on(AwsBackend::connect(&settings.raw.aws));
+        return Ok(Store {
+            rt,
+            ledger: Arc::new(aws.ledger()),
+            blobs: Arc::new(aws.blob_store()),
+            embedded: None,
+            aws: Some(aws),
+        });
+    }
     let dir = &settings.raw.data_dir;
-    EmbeddedBackend::open_for_admin(dir)
-        .with_context(|| format!("opening data directory {}", dir.display()))
+    let backend = EmbeddedBackend::open_for_admin(dir)
+        .with_context(|| format!("opening data directory {}", dir.display()))?;
+    Ok(Store {
+        rt,
+        ledger: Arc::new(backend.ledger()),
+        blobs: Arc::new(backend.blob_store()),
+        embedded: Some(backend),
+        aws: None,
+    })
+}
+
+pub fn aws_provision(settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let Some(aws) = &store.aws else {
+        bail!("storage.backend is not aws (use --backend aws)");
+    };
+    store.rt.block_on(baton_functions::provision(aws))?;
+    println!(
+        "provisioned bucket {}, queues {}-*, tables {}-*",
+        aws.config.bucket, aws.config.prefix, aws.config.prefix
+    );
+    Ok(())
+}
+
+pub fn aws_sweep(settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let Some(aws) = &store.aws else {
+        bail!("storage.backend is not aws (use --backend aws)");
+    };
+    let report = store.rt.block_on(async {
+        let intake = aws.queue(queue_names::INTAKE).await?;
+        let dlq = aws
+            .queue(&queue_names::dead_letter(queue_names::INTAKE))
+            .await?;
+        let ledger = aws.ledger();
+        baton_aws::sweeper::sweep(
+            &aws.s3,
+            &aws.config.bucket,
+            &ledger,
+            records::tables::EVENTS,
+            &intake,
+            &dlq,
+            aws.config.orphan_after,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    if report.skipped {
+        println!("skipped: the intake queue or its dead-letter queue is not empty");
+    } else {
+        println!(
+            "examined {} bodies, deleted {} never queued: {}",
+            report.examined,
+            report.deleted.len(),
+            report.deleted.join(" ")
+        );
+    }
+    Ok(())
 }
 
 fn check_name(kind: &str, s: &str) -> anyhow::Result<()> {
@@ -51,7 +136,9 @@ pub fn user_add(settings: &Settings, name: &str, tenant: &str) -> anyhow::Result
         tenant: TenantId(tenant.to_string()),
         password_hash: hash,
     };
-    runtime()?.block_on(put_user(&backend.ledger(), name, &record))?;
+    backend
+        .rt
+        .block_on(put_user(backend.ledger(), name, &record))?;
     println!("user {name} added to tenant {tenant}");
     Ok(())
 }
@@ -69,13 +156,13 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
         tenant: TenantId(tenant.to_string()),
     };
     let name = domain.to_string();
-    let keys = runtime()?.block_on(async {
-        put_domain(&ledger, &domain, &record).await?;
-        let mut keys = dkim::active_keys(&ledger, &name)
+    let keys = backend.rt.block_on(async {
+        put_domain(ledger, &domain, &record).await?;
+        let mut keys = dkim::active_keys(ledger, &name)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if keys.is_empty() {
-            keys = new_dkim_keys(&ledger, &name).await?;
+            keys = new_dkim_keys(ledger, &name).await?;
         }
         anyhow::Ok(keys)
     })?;
@@ -85,10 +172,7 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
 }
 
 /// A new RSA-2048 and Ed25519 selector pair, stored; both sign from now on.
-async fn new_dkim_keys(
-    ledger: &baton_embedded::SqliteLedger,
-    domain: &str,
-) -> anyhow::Result<Vec<dkim::DkimKey>> {
+async fn new_dkim_keys(ledger: &dyn Ledger, domain: &str) -> anyhow::Result<Vec<dkim::DkimKey>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -123,12 +207,12 @@ pub fn domain_rotate_dkim(settings: &Settings, domain: &str) -> anyhow::Result<(
     let name = domain.to_string();
     let backend = open(settings)?;
     let ledger = backend.ledger();
-    let keys = runtime()?.block_on(async {
-        if baton_store::get_domain(&ledger, &domain).await?.is_none() {
+    let keys = backend.rt.block_on(async {
+        if baton_store::get_domain(ledger, &domain).await?.is_none() {
             bail!("domain {name} is not registered (baton domain add)");
         }
-        new_dkim_keys(&ledger, &name).await?;
-        dkim::active_keys(&ledger, &name)
+        new_dkim_keys(ledger, &name).await?;
+        dkim::active_keys(ledger, &name)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
@@ -143,15 +227,15 @@ pub fn domain_retire_dkim(settings: &Settings, domain: &str, selector: &str) -> 
     let backend = open(settings)?;
     let ledger = backend.ledger();
     let domain = domain.to_lowercase();
-    runtime()?.block_on(async {
-        let keys = dkim::all_keys(&ledger, &domain)
+    backend.rt.block_on(async {
+        let keys = dkim::all_keys(ledger, &domain)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let Some(mut key) = keys.into_iter().find(|k| k.selector == selector) else {
             bail!("no selector {selector} for {domain}");
         };
         key.retired = true;
-        dkim::put_key(&ledger, &key)
+        dkim::put_key(ledger, &key)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
@@ -171,16 +255,17 @@ pub fn tenant_quota(
     let backend = open(settings)?;
     let ledger = backend.ledger();
     let tenant = TenantId(tenant.to_string());
-    let settings = runtime()?
+    let settings = backend
+        .rt
         .block_on(async {
-            let mut s = quota::tenant_settings(&ledger, &tenant).await?;
+            let mut s = quota::tenant_settings(ledger, &tenant).await?;
             if let Some(n) = per_second {
                 s.max_per_second = (n > 0).then_some(n);
             }
             if let Some(n) = per_day {
                 s.max_per_day = (n > 0).then_some(n);
             }
-            quota::put_tenant_settings(&ledger, &tenant, &s).await?;
+            quota::put_tenant_settings(ledger, &tenant, &s).await?;
             Ok::<_, baton_pipeline::StageError>(s)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -226,13 +311,16 @@ fn envelope_of(body: &[u8]) -> Option<Envelope> {
 
 pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let backend = open(settings)?;
+    let Some(embedded) = &backend.embedded else {
+        return aws_queue_counts(&backend, json);
+    };
     let ledger = backend.ledger();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let mut listed = Vec::new();
-    runtime()?.block_on(async {
+    backend.rt.block_on(async {
         let stages = [
             (queue_names::INTAKE, "queued"),
             (queue_names::SIGN, "signing"),
@@ -243,7 +331,7 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
                 (queue.to_string(), false),
                 (queue_names::dead_letter(queue), true),
             ] {
-                for entry in backend.list_queue(&name).await? {
+                for entry in embedded.list_queue(&name).await? {
                     let envelope = envelope_of(&entry.body).with_context(|| {
                         format!("queue entry {} of {name} is not a message", entry.id)
                     })?;
@@ -256,7 +344,7 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
                     } else {
                         label
                     };
-                    let states = records::rcpt_states(&ledger, &envelope.queue_id)
+                    let states = records::rcpt_states(ledger, &envelope.queue_id)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     listed.push(Listed {
@@ -330,16 +418,62 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     quiet_on_closed_pipe(written)
 }
 
+/// SQS cannot list its messages: on AWS the queue view is the approximate counts.
+fn aws_queue_counts(store: &Store, json: bool) -> anyhow::Result<()> {
+    let Some(aws) = &store.aws else {
+        bail!("no backend");
+    };
+    #[derive(Serialize)]
+    struct Counts {
+        queue: String,
+        visible: u64,
+        in_flight: u64,
+        delayed: u64,
+    }
+    let counts = store.rt.block_on(async {
+        let mut out = Vec::new();
+        for stage in queue_names::ALL {
+            for name in [stage.to_string(), queue_names::dead_letter(stage)] {
+                let (visible, in_flight, delayed) =
+                    aws.queue(&name).await?.approximate_counts().await?;
+                out.push(Counts {
+                    queue: name,
+                    visible,
+                    in_flight,
+                    delayed,
+                });
+            }
+        }
+        anyhow::Ok(out)
+    })?;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, &counts)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        counts.iter().try_for_each(|c| {
+            writeln!(
+                out,
+                "{:<14} visible={} in-flight={} delayed={}",
+                c.queue, c.visible, c.in_flight, c.delayed
+            )
+        })
+    };
+    quiet_on_closed_pipe(written)
+}
+
 pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let id: baton_domain::QueueId = id
         .parse()
         .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
     let backend = open(settings)?;
     let ledger = backend.ledger();
-    let (states, events) = runtime()?
+    let (states, events) = backend
+        .rt
         .block_on(async {
-            let states = records::rcpt_states(&ledger, &id).await?;
-            let events = records::timeline(&ledger, &id).await?;
+            let states = records::rcpt_states(ledger, &id).await?;
+            let events = records::timeline(ledger, &id).await?;
             Ok::<_, baton_pipeline::StageError>((states, events))
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -378,7 +512,7 @@ pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
 /// Lists a ledger table of JSON records (bounces, suppression), each with its key.
 pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Result<()> {
     let backend = open(settings)?;
-    let rows = runtime()?.block_on(baton_store::Ledger::scan(&backend.ledger(), table, ""))?;
+    let rows = backend.rt.block_on(backend.ledger().scan(table, ""))?;
     let mut values = Vec::with_capacity(rows.len());
     for (key, bytes) in rows {
         let mut value: serde_json::Value =
@@ -412,6 +546,6 @@ pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
         .parse()
         .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
     let backend = open(settings)?;
-    let body = runtime()?.block_on(backend.blob_store().read(&id.to_string()))?;
+    let body = backend.rt.block_on(backend.blobs.read(&id.to_string()))?;
     quiet_on_closed_pipe(std::io::stdout().lock().write_all(&body))
 }

@@ -18,14 +18,21 @@ struct Cli {
     /// Data directory (overrides `data_dir` in the config).
     #[arg(long, global = true, env = "BATON_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Storage backend (overrides `storage.backend`): embedded or aws.
+    #[arg(long, global = true, value_parser = ["embedded", "aws"])]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the relay: SMTP listeners on the embedded backend.
+    /// Run the relay: SMTP listeners and the pipeline stages (on AWS: a local runner
+    /// feeding SQS events to the same handlers the Lambda functions wrap).
     Serve,
+    /// The AWS backend's resources.
+    #[command(subcommand)]
+    Aws(AwsCommand),
     /// Manage tenant users (SMTP AUTH credentials).
     #[command(subcommand)]
     User(UserCommand),
@@ -47,6 +54,15 @@ enum Command {
     /// The suppression list (recipients that hard-bounced).
     #[command(subcommand)]
     Suppression(ListCommand),
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create the bucket, the stage queues with their dead-letter queues and the DynamoDB
+    /// tables (idempotent; on AWS proper `infra/template.yaml` does this).
+    Provision,
+    /// Delete stored bodies that were never queued (see `aws.orphan_after`).
+    Sweep,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +138,9 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     if let Some(dir) = &cli.data_dir {
         settings.raw.data_dir = dir.clone();
     }
+    if let Some(backend) = &cli.backend {
+        settings.raw.storage.backend = backend.clone();
+    }
     Ok(settings)
 }
 
@@ -129,6 +148,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = load_settings(&cli).and_then(|settings| match cli.command {
         Command::Serve => serve::run(settings),
+        Command::Aws(AwsCommand::Provision) => admin::aws_provision(&settings),
+        Command::Aws(AwsCommand::Sweep) => admin::aws_sweep(&settings),
         Command::User(UserCommand::Add {
             name,
             tenant,

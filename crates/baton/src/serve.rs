@@ -2,26 +2,22 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use baton_aws::AwsBackend;
 use baton_config::Settings;
 use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
+use baton_functions::local_runner::{self, RunnerConfig};
+use baton_functions::{Function, Stage};
 use baton_gateway::{Gateway, GatewayDeps};
-use baton_pipeline::bounce::BounceConfig;
-use baton_pipeline::deliver;
-use baton_pipeline::outbound::{
-    ClientConfig, ConnectionPool, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
-};
-use baton_pipeline::policy::PolicyConfig;
-use baton_pipeline::runtime::{
-    self, BounceStage, DeadLetters, DeliverStage, PolicyStage, SignStage, Stages,
-};
+use baton_pipeline::runtime::{self, DeadLetters};
 use baton_pipeline::worker::WorkerConfig;
 use baton_pipeline::{Ports, SystemClock, queue_names};
 use baton_store::Queue;
 use baton_telemetry::Format;
-use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Receptions of a stage message before it is parked in the dead-letter queue.
 const MAX_RECEIVES: u32 = 10;
@@ -66,6 +62,22 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.raw.storage.backend == "aws" {
+        serve_aws(settings).await
+    } else {
+        serve_embedded(settings).await
+    }
+}
+
+fn concurrency(settings: &Settings) -> runtime::Concurrency {
+    runtime::Concurrency {
+        policy: settings.raw.pipeline.policy_workers,
+        sign: settings.raw.pipeline.sign_workers,
+        deliver: settings.raw.pipeline.deliver_workers,
+    }
+}
+
+async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.raw.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -100,17 +112,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             batch: settings.raw.pipeline.batch,
             ..WorkerConfig::default()
         };
-        let concurrency = runtime::Concurrency {
-            policy: settings.raw.pipeline.policy_workers,
-            sign: settings.raw.pipeline.sign_workers,
-            deliver: settings.raw.pipeline.deliver_workers,
-        };
         Some(runtime::spawn(
             ports,
             dead,
             stages,
             config,
-            concurrency,
+            concurrency(&settings),
             workers_stopped,
         ))
     } else {
@@ -123,7 +130,108 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "baton started"
     );
     gateway.run(shutdown_signal()).await?;
-    if let Some(workers) = workers.as_mut() {
+    stop(stop_workers, workers.as_mut()).await;
+    drop(lock);
+    Ok(())
+}
+
+/// The gateway on S3 + SQS + DynamoDB. With `pipeline.run_stages` the stages run here too,
+/// as the Lambda functions would (same `Function`s fed `SqsEvent`s by a local runner);
+/// without it, Lambda consumes the queues. A sweeper deletes bodies that were never queued.
+async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
+    let aws = AwsBackend::connect(&settings.raw.aws).await;
+    // Fail at start, not on the first message, when the resources are missing.
+    let intake = aws
+        .queue(queue_names::INTAKE)
+        .await
+        .context("opening the intake queue (create the resources with `baton aws provision`)")?;
+    let (ports, dead) = baton_functions::aws_ports(&aws);
+    let deps = GatewayDeps {
+        blobs: ports.blobs.clone(),
+        queue: Arc::new(intake.clone()),
+        ledger: ports.ledger.clone(),
+    };
+    let gateway = Gateway::bind(&settings, deps).await?;
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let mut workers = JoinSet::new();
+    if settings.raw.pipeline.run_stages {
+        let stages = baton_pipeline::setup::stages(&settings)?;
+        let c = concurrency(&settings);
+        for stage in Stage::ALL {
+            let function = Function::new(stage, ports.clone(), &dead, &stages);
+            let config = RunnerConfig {
+                batch: settings.raw.pipeline.batch,
+                concurrency: match stage {
+                    Stage::Policy => c.policy,
+                    Stage::Sign => c.sign,
+                    Stage::Deliver => c.deliver,
+                    Stage::Bounce => 1,
+                },
+                wait: Duration::from_secs(1),
+                region: settings.raw.aws.region.clone(),
+            };
+            local_runner::spawn(
+                &mut workers,
+                function,
+                aws.lazy_queue(stage.queue()),
+                config,
+                workers_stopped.clone(),
+            );
+        }
+    }
+    workers.spawn(sweep_periodically(aws.clone(), workers_stopped));
+    tracing::info!(
+        bucket = %settings.raw.aws.bucket,
+        prefix = %settings.raw.aws.prefix,
+        backend = "aws",
+        stages = settings.raw.pipeline.run_stages,
+        "baton started"
+    );
+    gateway.run(shutdown_signal()).await?;
+    stop(stop_workers, Some(&mut workers)).await;
+    Ok(())
+}
+
+async fn sweep_periodically(aws: AwsBackend, mut shutdown: watch::Receiver<bool>) {
+    let every = (aws.config.orphan_after / 4).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let (Ok(intake), Ok(dlq)) = (
+            aws.queue(queue_names::INTAKE).await,
+            aws.queue(&queue_names::dead_letter(queue_names::INTAKE))
+                .await,
+        ) else {
+            continue;
+        };
+        let ledger = aws.ledger();
+        match baton_aws::sweeper::sweep(
+            &aws.s3,
+            &aws.config.bucket,
+            &ledger,
+            baton_pipeline::records::tables::EVENTS,
+            &intake,
+            &dlq,
+            aws.config.orphan_after,
+        )
+        .await
+        {
+            Ok(r) if !r.deleted.is_empty() => {
+                tracing::warn!(
+                    deleted = r.deleted.len(),
+                    "sweeper removed bodies that were never queued"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeper failed"),
+        }
+    }
+}
+
+async fn stop(stop_workers: watch::Sender<bool>, workers: Option<&mut JoinSet<()>>) {
+    if let Some(workers) = workers {
         let _ = stop_workers.send(true);
         // Each worker finishes the batch in hand; delivery attempts are bounded by their timeouts.
         let _ = tokio::time::timeout(Duration::from_secs(60), async {
@@ -131,8 +239,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         })
         .await;
     }
-    drop(lock);
-    Ok(())
 }
 
 async fn shutdown_signal() {

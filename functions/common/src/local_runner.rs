@@ -39,16 +39,31 @@ pub fn spawn(
         let mut shutdown = shutdown.clone();
         set.spawn(async move {
             let visibility = function.stage().function_timeout() * 6;
+            let mut failing = 0u32;
             while !*shutdown.borrow() {
                 let raw = tokio::select! {
                     r = queue.receive_raw(config.batch, visibility, config.wait) => r,
                     _ = shutdown.changed() => break,
                 };
                 let raw = match raw {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        if failing > 0 {
+                            tracing::info!(queue = queue.name(), "polling the queue again");
+                        }
+                        failing = 0;
+                        r
+                    }
                     Err(e) => {
-                        tracing::warn!(queue = queue.name(), error = %e, "cannot poll queue");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // Once per outage, not once per poller and second.
+                        if failing == 0 {
+                            tracing::warn!(queue = queue.name(), error = %e, "cannot poll queue; retrying");
+                        }
+                        failing = failing.saturating_add(1);
+                        let pause = Duration::from_millis(250 << failing.min(5));
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.changed() => break,
+                        }
                         continue;
                     }
                 };

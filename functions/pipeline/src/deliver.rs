@@ -10,7 +10,7 @@ use baton_store::QueueMessage;
 use rand::Rng;
 
 use crate::job::{BounceAction, Failure, Job, decode, encode, send_bounce};
-use crate::records::{RcptState, RcptStatus, rcpt_state, record_event, set_rcpt_state};
+use crate::records::{Claim, RcptState, RcptStatus, claim_rcpt, record_event, set_rcpt_state};
 use crate::{Disposition, Ports, StageError};
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,16 @@ pub struct DeliverStage {
     pub retry: RetryPolicy,
 }
 
+impl DeliverStage {
+    /// How long a worker owns a recipient it is sending to: longer than one attempt can
+    /// take (connect, commands and DATA for each MX tried, at most a few).
+    pub fn lease(&self) -> Duration {
+        let c = &self.client;
+        ((c.connect_timeout + c.command_timeout * 6 + c.data_timeout) * 2)
+            .min(Duration::from_secs(15 * 60))
+    }
+}
+
 pub async fn handle(
     ports: &Ports,
     stage: &DeliverStage,
@@ -51,18 +61,23 @@ pub async fn handle(
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
 
-    // Idempotent per recipient: whatever reached a final state is never sent again.
+    // Idempotent per recipient: a final state is never sent again, and of two copies of
+    // this job in flight at once only the one that claims a recipient sends to it.
     let mut pending = Vec::new();
+    let mut busy = None;
     for rcpt in job.pending_recipients() {
-        let done = rcpt_state(ledger, &id, &rcpt)
-            .await?
-            .is_some_and(|s| s.status.is_final());
-        if !done {
-            pending.push(rcpt);
+        match claim_rcpt(ledger, &id, &rcpt, now, stage.lease()).await? {
+            Claim::Claimed => pending.push(rcpt),
+            Claim::Final => {}
+            Claim::Busy(left) => busy = Some(left.max(busy.unwrap_or_default())),
         }
     }
     if pending.is_empty() {
-        return Ok(Disposition::Done);
+        // Another copy owns what is left: look again once its lease ends, in case it died.
+        return Ok(match busy {
+            Some(left) => Disposition::RetryAfter(left + Duration::from_secs(1)),
+            None => Disposition::Done,
+        });
     }
 
     let stored = ports.blobs.read(&id.to_string()).await?;
@@ -135,6 +150,7 @@ pub async fn handle(
                 last_reply: reply.clone(),
                 remote_mta: r.remote_host.clone(),
                 updated_at: now,
+                lease_until: 0,
             };
             set_rcpt_state(ledger, &id, &r.address, &state).await?;
             let what = match r.outcome {
@@ -188,6 +204,7 @@ pub async fn handle(
                 ),
                 remote_mta: f.remote_mta.clone(),
                 updated_at: now,
+                lease_until: 0,
             };
             set_rcpt_state(ledger, &id, &f.recipient, &state).await?;
             f.enhanced = "4.4.7".into();

@@ -138,6 +138,8 @@ async fn settle(
             }
         }
     };
+    // One line per message and stage: the trail an operator follows in the logs.
+    tracing::info!(outcome = ?settled, receive_count = message.receive_count, "handled");
     (message.id, settled)
 }
 

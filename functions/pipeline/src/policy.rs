@@ -157,6 +157,7 @@ pub async fn handle(
                     last_reply: format!("{} {} {}", f.code, f.enhanced, f.text),
                     remote_mta: None,
                     updated_at: now,
+                    lease_until: 0,
                 };
                 set_rcpt_state(ledger, &id, &address, &state).await?;
                 record_event(

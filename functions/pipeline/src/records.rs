@@ -149,6 +149,78 @@ pub struct RcptState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_mta: Option<String>,
     pub updated_at: i64,
+    /// Unix ms until which one delivery worker owns this recipient (see [`claim_rcpt`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_until: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// What [`claim_rcpt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker owns the recipient until the lease ends: send.
+    Claimed,
+    /// Delivered, failed or suppressed: never send again.
+    Final,
+    /// Another worker holds it (a duplicate queue message in flight); look again after this.
+    Busy(std::time::Duration),
+}
+
+/// Takes the recipient for one delivery attempt with a compare-and-swap on its state, so
+/// that duplicate deliveries of the same queue message (SQS is at-least-once) send it once.
+/// A worker that dies holding a lease only delays the recipient until the lease ends.
+pub async fn claim_rcpt(
+    ledger: &dyn Ledger,
+    id: &QueueId,
+    rcpt: &str,
+    now: i64,
+    lease: std::time::Duration,
+) -> Result<Claim, StageError> {
+    let key = rcpt_key(id, rcpt);
+    for _ in 0..3 {
+        let current = ledger.get(tables::RECIPIENTS, &key).await?;
+        let mut state = match &current {
+            Some(bytes) => serde_json::from_slice::<RcptState>(bytes)
+                .map_err(|e| StageError::Permanent(format!("{}/{key}: {e}", tables::RECIPIENTS)))?,
+            None => RcptState {
+                status: RcptStatus::Pending,
+                attempts: 0,
+                last_reply: String::new(),
+                remote_mta: None,
+                updated_at: now,
+                lease_until: 0,
+            },
+        };
+        if state.status.is_final() {
+            return Ok(Claim::Final);
+        }
+        if state.lease_until > now {
+            return Ok(Claim::Busy(std::time::Duration::from_millis(
+                (state.lease_until - now) as u64,
+            )));
+        }
+        state.lease_until = now + lease.as_millis() as i64;
+        let bytes = serde_json::to_vec(&state).unwrap_or_default();
+        let won = match &current {
+            Some(old) => {
+                ledger
+                    .replace_if(tables::RECIPIENTS, &key, old, &bytes)
+                    .await?
+            }
+            None => {
+                ledger
+                    .put_if_absent(tables::RECIPIENTS, &key, &bytes)
+                    .await?
+            }
+        };
+        if won {
+            return Ok(Claim::Claimed);
+        }
+    }
+    Ok(Claim::Busy(std::time::Duration::from_secs(1)))
 }
 
 fn rcpt_key(id: &QueueId, rcpt: &str) -> String {
@@ -186,6 +258,7 @@ pub async fn init_rcpt_state(
         last_reply: String::new(),
         remote_mta: None,
         updated_at: at,
+        lease_until: 0,
     };
     ledger
         .put_if_absent(

@@ -172,4 +172,37 @@ async fn a_job_handled_twice_is_delivered_once() {
         .expect("exists");
     assert_eq!(state.status, RcptStatus::Delivered);
     assert_eq!(state.attempts, 1);
+
+    // Two copies of one job in flight at the same moment (SQS redelivers while the first is
+    // still working): the recipient claim lets only one send.
+    let id2 = QueueId::generate();
+    let mut w = ports.blobs.create(&id2.to_string()).await.expect("create");
+    w.write(b"From: news@acme.test\r\nSubject: twice at once\r\n\r\nhi\r\n")
+        .await
+        .expect("write");
+    w.commit().await.expect("commit");
+    let mut job: Job = serde_json::from_slice(&message.body).expect("job");
+    job.envelope.queue_id = id2;
+    let copy = QueueMessage {
+        body: serde_json::to_vec(&job).expect("json"),
+        ..message.clone()
+    };
+    let (a, b) = tokio::join!(
+        deliver::handle(&ports, &stage, &copy),
+        deliver::handle(&ports, &stage, &copy)
+    );
+    let outcomes = [a.expect("a"), b.expect("b")];
+    assert!(
+        outcomes.contains(&baton_pipeline::Disposition::Done)
+            && outcomes
+                .iter()
+                .any(|d| matches!(d, baton_pipeline::Disposition::RetryAfter(_))),
+        "one copy delivers, the other looks again later: {outcomes:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dumped(sink.dir.path()).len(),
+        2,
+        "the concurrent copies sent twice"
+    );
 }
