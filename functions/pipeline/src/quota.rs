@@ -1,9 +1,8 @@
 //! Per-tenant sending quotas. Over-quota mail is deferred (the intake message comes back
 //! later), never dropped.
 //!
-//! Counters live in the ledger as read-then-write, serialised within one process (all of
-//! `baton serve`'s policy workers); workers in several processes (Lambda) need a conditional
-//! update instead.
+//! Counters live in the ledger and are taken with compare-and-swap, so concurrent policy
+//! workers (in-process, or many Lambda instances on DynamoDB) never lose an increment.
 
 use std::time::Duration;
 
@@ -89,41 +88,48 @@ pub async fn take(
             Duration::from_secs((86_400 - second % 86_400) as u64),
         ),
     ];
-    let mut updates = Vec::new();
+    // Per second first: when the daily quota then refuses, the extra count only lasts for
+    // the current second.
     for (limit, kind, window, reason, retry_after) in checks {
         let Some(limit) = limit else { continue };
         let key = format!("{}/{kind}", tenant.0);
-        let current: Counter = match ledger.get(COUNTERS, &key).await? {
-            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-            None => Counter::default(),
-        };
-        let count = if current.window == window {
-            current.count
-        } else {
-            0
-        };
-        if count >= limit {
-            return Ok(Some(OverQuota {
-                reason,
-                retry_after,
-            }));
-        }
-        updates.push((
-            key,
-            Counter {
+        let mut taken = false;
+        for _ in 0..20 {
+            let old = ledger.get(COUNTERS, &key).await?;
+            let current: Counter = old
+                .as_deref()
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default();
+            let count = if current.window == window {
+                current.count
+            } else {
+                0
+            };
+            if count >= limit {
+                return Ok(Some(OverQuota {
+                    reason,
+                    retry_after,
+                }));
+            }
+            let new = serde_json::to_vec(&Counter {
                 window,
                 count: count + 1,
-            },
-        ));
-    }
-    for (key, counter) in updates {
-        ledger
-            .put(
-                COUNTERS,
-                &key,
-                &serde_json::to_vec(&counter).unwrap_or_default(),
-            )
-            .await?;
+            })
+            .unwrap_or_default();
+            let wrote = match &old {
+                Some(old) => ledger.replace_if(COUNTERS, &key, old, &new).await?,
+                None => ledger.put_if_absent(COUNTERS, &key, &new).await?,
+            };
+            if wrote {
+                taken = true;
+                break;
+            }
+        }
+        if !taken {
+            return Err(StageError::Transient(format!(
+                "quota counter {key} is contended"
+            )));
+        }
     }
     Ok(None)
 }
@@ -132,6 +138,74 @@ pub async fn take(
 mod tests {
     use super::*;
     use baton_store::memory::MemoryLedger;
+
+    /// A ledger whose reads give way to other tasks, so concurrent takes interleave between
+    /// reading a counter and writing it back.
+    struct Interleaving(MemoryLedger);
+
+    #[async_trait::async_trait]
+    impl Ledger for Interleaving {
+        async fn get(&self, t: &str, k: &str) -> Result<Option<Vec<u8>>, baton_store::StoreError> {
+            let v = self.0.get(t, k).await;
+            tokio::task::yield_now().await;
+            v
+        }
+        async fn put(&self, t: &str, k: &str, v: &[u8]) -> Result<(), baton_store::StoreError> {
+            self.0.put(t, k, v).await
+        }
+        async fn put_if_absent(
+            &self,
+            t: &str,
+            k: &str,
+            v: &[u8],
+        ) -> Result<bool, baton_store::StoreError> {
+            self.0.put_if_absent(t, k, v).await
+        }
+        async fn replace_if(
+            &self,
+            t: &str,
+            k: &str,
+            e: &[u8],
+            v: &[u8],
+        ) -> Result<bool, baton_store::StoreError> {
+            self.0.replace_if(t, k, e, v).await
+        }
+        async fn delete(&self, t: &str, k: &str) -> Result<(), baton_store::StoreError> {
+            self.0.delete(t, k).await
+        }
+        async fn scan(
+            &self,
+            t: &str,
+            p: &str,
+        ) -> Result<Vec<(String, Vec<u8>)>, baton_store::StoreError> {
+            self.0.scan(t, p).await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_takes_never_exceed_the_limit() {
+        let ledger = std::sync::Arc::new(Interleaving(MemoryLedger::default()));
+        let t = TenantId("acme".into());
+        let s = TenantSettings {
+            max_per_second: None,
+            max_per_day: Some(5),
+        };
+        put_tenant_settings(ledger.as_ref(), &t, &s)
+            .await
+            .expect("put");
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (ledger, t) = (ledger.clone(), t.clone());
+            set.spawn(async move { take(ledger.as_ref(), &t, 1_000).await });
+        }
+        let mut allowed = 0;
+        while let Some(r) = set.join_next().await {
+            if matches!(r.expect("task"), Ok(None)) {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 5, "a lost update lets more than the quota through");
+    }
 
     #[tokio::test]
     async fn daily_and_per_second_limits() {
