@@ -141,14 +141,14 @@ class Relay:
         raise RuntimeError("no VmHWM")
 
     # -- CLI ---------------------------------------------------------------------------
-    def cli(self, *args, stdin=None, check=True):
+    def cli(self, *args, stdin=None, check=True, env_extra=None):
         r = subprocess.run(
             [BATON, "--config", str(self.config), *args],
             input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
-            env=self.env,
+            env={**self.env, **(env_extra or {})},
         )
         if check and r.returncode != 0:
             raise RuntimeError(f"baton {' '.join(args)} failed ({r.returncode}): {r.stderr}")

@@ -73,6 +73,11 @@ impl AwsBackend {
         let shared = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.force_path_style)
+            // Checksums only where S3 requires them: TLS and S3's own MD5/ETag checks cover
+            // transfer integrity, and a per-part CRC costs CPU on every body.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
             .build();
         let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared);
         if !config.dynamodb_endpoint_url.is_empty() {

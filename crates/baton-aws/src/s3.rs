@@ -169,6 +169,11 @@ impl BlobWriter for S3Writer {
                 self.upload_part().await?;
             }
             let take = (self.part_size - self.buf.len()).min(chunk.len());
+            // Small bodies grow their buffer as needed; once a body is clearly large, the
+            // whole part is reserved at once, so growing never holds two copies.
+            if self.buf.len() + take > 256 * 1024 && self.buf.capacity() < self.part_size {
+                self.buf.reserve_exact(self.part_size - self.buf.len());
+            }
             self.buf.extend_from_slice(&chunk[..take]);
             chunk = &chunk[take..];
         }
