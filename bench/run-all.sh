@@ -15,5 +15,11 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "### bench/idle-rss.sh --with-postfix"
     "$ROOT/bench/idle-rss.sh" --with-postfix
+    echo
+    echo "### bench/aws-accept.sh (AWS backend on LocalStack vs raw PutObject+SendMessage)"
+    "$ROOT/bench/aws-accept.sh"
+    echo
+    echo "### bench/lambda.sh (function sizes, start to first Runtime API request)"
+    "$ROOT/bench/lambda.sh"
 } 2>&1 | tee "$OUT"
 echo "saved to $OUT"

@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use baton_store::{Ledger, StoreError};
@@ -26,47 +29,31 @@ const DAY: u64 = 86_400;
 
 /// Every table the gateway, the pipeline and the admin commands use.
 pub const LEDGER_TABLES: &[TableSpec] = &[
-    TableSpec {
-        name: "users",
-        retention: None,
-    },
-    TableSpec {
-        name: "domains",
-        retention: None,
-    },
-    TableSpec {
-        name: "dkim_keys",
-        retention: None,
-    },
-    TableSpec {
-        name: "tenants",
-        retention: None,
-    },
-    TableSpec {
-        name: "suppression",
-        retention: None,
-    },
-    TableSpec {
-        name: "quota_counters",
-        retention: Some(Duration::from_secs(2 * DAY)),
-    },
-    TableSpec {
-        name: "events",
-        retention: Some(Duration::from_secs(30 * DAY)),
-    },
-    TableSpec {
-        name: "recipients",
-        retention: Some(Duration::from_secs(30 * DAY)),
-    },
-    TableSpec {
-        name: "dsn_sent",
-        retention: Some(Duration::from_secs(30 * DAY)),
-    },
-    TableSpec {
-        name: "bounces",
-        retention: Some(Duration::from_secs(90 * DAY)),
-    },
+    keep("users"),
+    keep("domains"),
+    keep("dkim_keys"),
+    keep("tenants"),
+    keep("suppression"),
+    expire("quota_counters", 2),
+    expire("events", 30),
+    expire("recipients", 30),
+    expire("dsn_sent", 30),
+    expire("bounces", 90),
 ];
+
+const fn keep(name: &'static str) -> TableSpec {
+    TableSpec {
+        name,
+        retention: None,
+    }
+}
+
+const fn expire(name: &'static str, days: u64) -> TableSpec {
+    TableSpec {
+        name,
+        retention: Some(Duration::from_secs(days * DAY)),
+    }
+}
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
@@ -122,6 +109,23 @@ fn item_pair(
         }
     };
     Ok((key, value))
+}
+
+/// A conditional PutItem's outcome: written, or the condition did not hold.
+fn conditional<T>(
+    table: &str,
+    out: Result<T, SdkError<PutItemError, HttpResponse>>,
+) -> Result<bool, StoreError> {
+    match out {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
+    }
 }
 
 impl DynamoLedger {
@@ -201,16 +205,7 @@ impl Ledger for DynamoLedger {
             .condition_expression("attribute_not_exists(sk)")
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
-        }
+        conditional(table, out)
     }
 
     async fn replace_if(
@@ -233,16 +228,7 @@ impl Ledger for DynamoLedger {
             )
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
-        }
+        conditional(table, out)
     }
 
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {

@@ -113,6 +113,22 @@ struct S3Writer {
 }
 
 impl S3Writer {
+    /// Best effort: an upload left behind (crash, failed abort) is removed by the bucket's
+    /// AbortIncompleteMultipartUpload lifecycle rule.
+    async fn abort_upload(&self, upload_id: &str) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "cannot abort multipart upload");
+        }
+    }
+
     /// Uploads `buf` (all of it) as the next part, starting the multipart upload if needed.
     async fn upload_part(&mut self) -> Result<(), StoreError> {
         if self.upload.is_none() {
@@ -219,33 +235,15 @@ impl BlobWriter for S3Writer {
             Ok(_) => Ok(self.size),
             Err(e) => {
                 let err = backend("S3 CompleteMultipartUpload", e);
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.key)
-                    .upload_id(&upload.id)
-                    .send()
-                    .await;
+                self.abort_upload(&upload.id).await;
                 Err(err)
             }
         }
     }
 
     async fn abort(mut self: Box<Self>) {
-        // An upload left behind (crash, dropped writer) is removed by the bucket's
-        // AbortIncompleteMultipartUpload lifecycle rule.
-        if let Some(upload) = self.upload.take()
-            && let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(&upload.id)
-                .send()
-                .await
-        {
-            tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "cannot abort multipart upload");
+        if let Some(upload) = self.upload.take() {
+            self.abort_upload(&upload.id).await;
         }
     }
 }

@@ -65,6 +65,13 @@ fn fixture() -> Fixture {
     }
 }
 
+fn string_attribute(value: &str) -> SqsMessageAttribute {
+    let mut a = SqsMessageAttribute::default();
+    a.string_value = Some(value.to_string());
+    a.data_type = Some("String".into());
+    a
+}
+
 /// The event Lambda would deliver for messages received from `queue`.
 fn event_of(received: &[QueueMessage]) -> SqsEvent {
     let mut event = SqsEvent::default();
@@ -78,10 +85,7 @@ fn event_of(received: &[QueueMessage]) -> SqsEvent {
             m.receive_count.to_string(),
         );
         for (k, v) in &m.attributes {
-            let mut a = SqsMessageAttribute::default();
-            a.string_value = Some(v.clone());
-            a.data_type = Some("String".into());
-            r.message_attributes.insert(k.clone(), a);
+            r.message_attributes.insert(k.clone(), string_attribute(v));
         }
         event.records.push(r);
     }
@@ -145,12 +149,9 @@ async fn a_record_that_cannot_be_decoded_is_dead_lettered_not_retried() {
     record.message_id = Some("m-1".into());
     record.receipt_handle = Some("r-1".into());
     record.body = Some("not base64 at all!".into());
-    let mut enc = SqsMessageAttribute::default();
-    enc.string_value = Some("base64".into());
-    enc.data_type = Some("String".into());
     record
         .message_attributes
-        .insert("baton_encoding".into(), enc);
+        .insert("baton_encoding".into(), string_attribute("base64"));
     let mut event = SqsEvent::default();
     event.records.push(record);
 
