@@ -84,6 +84,10 @@ impl Gateway {
                 listener: kind,
                 limits: limits.clone(),
                 accept_domains: settings.accept_domains.clone(),
+                received: baton_smtp::ReceivedFields {
+                    auth_user: raw.submission.received_auth_user,
+                    submission_client_ip: raw.submission.received_client_ip,
+                },
             });
             listeners.push((config, listener));
         }

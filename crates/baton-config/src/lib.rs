@@ -48,6 +48,7 @@ pub struct Config {
     pub listen: Listen,
     pub tls: Tls,
     pub relay: Relay,
+    pub submission: Submission,
     pub limits: Limits,
     pub storage: Storage,
     pub log: Log,
@@ -157,6 +158,16 @@ pub struct Tls {
 pub struct Relay {
     pub accept_domains: Vec<String>,
     pub allow_networks: Vec<IpNet>,
+}
+
+/// What the `Received:` field of an authenticated submission reveals to recipients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Submission {
+    /// Add "(Authenticated sender: USER)": a valid login name for anyone who reads it.
+    pub received_auth_user: bool,
+    /// Add the submitting client's IP address.
+    pub received_client_ip: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +295,7 @@ impl Default for Config {
             listen: Listen::default(),
             tls: Tls::default(),
             relay: Relay::default(),
+            submission: Submission::default(),
             limits: Limits::default(),
             storage: Storage::default(),
             log: Log::default(),

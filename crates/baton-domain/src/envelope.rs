@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Domain, Mailbox, QueueId};
+use crate::{Domain, EnvId, Mailbox, OriginalRecipient, QueueId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -57,9 +57,9 @@ pub struct Recipient {
     /// `None` when the client gave no NOTIFY (the default behaviour then applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyOn>,
-    /// ORCPT as sent: `addr-type;xtext`.
+    /// ORCPT, decoded, with its address type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub orcpt: Option<String>,
+    pub orcpt: Option<OriginalRecipient>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<Ret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envid: Option<String>,
+    pub envid: Option<EnvId>,
     #[serde(default)]
     pub body: BodyType,
     #[serde(default)]
@@ -104,12 +104,12 @@ mod tests {
                     failure: true,
                     ..NotifyOn::default()
                 }),
-                orcpt: Some("rfc822;b@example.org".into()),
+                orcpt: Some(OriginalRecipient::from_param("rfc822;b@example.org").expect("orcpt")),
             }],
             tenant: Some(TenantId("acme".into())),
             auth_user: Some("alice".into()),
             ret: Some(Ret::Hdrs),
-            envid: Some("abc".into()),
+            envid: Some(EnvId::from_xtext("abc").expect("envid")),
             body: BodyType::EightBitMime,
             smtputf8: false,
             client_ip: "127.0.0.1".parse().expect("ip"),

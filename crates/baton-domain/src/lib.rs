@@ -2,9 +2,13 @@
 //! code never handles an unchecked address or id.
 
 mod address;
+mod author;
+mod dsn;
 mod envelope;
 mod queue_id;
 
 pub use address::{AddressError, Domain, Mailbox, Path, split_path_argument};
+pub use author::{AuthorError, HeaderFacts};
+pub use dsn::{EnvId, OriginalRecipient, ParamError, XText};
 pub use envelope::{BodyType, Envelope, Identity, NotifyOn, Recipient, Ret, TenantId};
 pub use queue_id::{QueueId, QueueIdError};

@@ -43,6 +43,15 @@ impl Reply {
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
+            // Texts may quote what the client sent: no control character reaches the wire.
+            let line: std::borrow::Cow<'_, str> = if line.chars().any(char::is_control) {
+                line.chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect::<String>()
+                    .into()
+            } else {
+                line.into()
+            };
             match self.enhanced {
                 Some(e) => {
                     let _ = write!(s, "{}{}{} {}\r\n", self.code, sep, e, line);

@@ -4,7 +4,7 @@
 use baton_domain::{Envelope, Mailbox, QueueId, Recipient, Ret};
 use baton_store::QueueMessage;
 
-use crate::job::{BounceAction, BounceJob, Failure, decode};
+use crate::job::{BounceAction, BounceJob, Failure, FailureSource, decode};
 use crate::policy::rfc2822;
 use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::{Disposition, Ports, StageError};
@@ -44,7 +44,10 @@ pub async fn handle(
                 hard: f.is_hard(),
             };
             put_bounce(ledger, &record).await?;
-            if record.hard {
+            // Only a delivery failure of a tenant's own mail suppresses: a policy refusal
+            // says nothing about the recipient, and anonymous mail must never be able to
+            // get an address suppressed.
+            if record.hard && f.source == FailureSource::Delivery && envelope.tenant.is_some() {
                 let entry = Suppression {
                     reason: format!("{} {} {}", f.code, f.enhanced, f.text),
                     queue_id: Some(id),
@@ -73,6 +76,12 @@ pub async fn handle(
         record_event(ledger, &id, now, "bounce", "no DSN", "null sender").await?;
         return Ok(Disposition::Done);
     };
+    // No backscatter: the sender of unauthenticated mail may be forged.
+    if envelope.tenant.is_none() {
+        let why = "not an authenticated submission";
+        record_event(ledger, &id, now, "bounce", "no DSN", why).await?;
+        return Ok(Disposition::Done);
+    }
     let wanted: Vec<&Failure> = job
         .failures
         .iter()
@@ -90,6 +99,12 @@ pub async fn handle(
         return Ok(Disposition::Done);
     }
 
+    // A policy refusal returns the headers only, whatever RET asked for.
+    let mut envelope = envelope.clone();
+    if wanted.iter().any(|f| f.source == FailureSource::Policy) {
+        envelope.ret = Some(Ret::Hdrs);
+    }
+    let envelope = &envelope;
     let original = match envelope.ret {
         Some(Ret::Full) => {
             ports
@@ -185,11 +200,13 @@ fn ascii(s: &str) -> String {
 }
 
 fn original_recipient(envelope: &Envelope, rcpt: &str) -> Option<String> {
+    // Decoded and printable only (a domain type), so it is safe in a DSN field.
     envelope
         .recipients
         .iter()
         .find(|r: &&Recipient| r.address.to_string().eq_ignore_ascii_case(rcpt))
-        .and_then(|r| r.orcpt.clone())
+        .and_then(|r| r.orcpt.as_ref())
+        .map(ToString::to_string)
 }
 
 /// Builds the DSN by hand rather than with a MIME builder: RFC 3464 wants the
@@ -259,7 +276,7 @@ pub fn build_dsn(
     ));
     m.push_str(&format!("Reporting-MTA: dns; {host}\r\n"));
     if let Some(envid) = &envelope.envid {
-        m.push_str(&format!("Original-Envelope-Id: {}\r\n", ascii(envid)));
+        m.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
     }
     m.push_str(&format!(
         "Arrival-Date: {}\r\n",
@@ -272,7 +289,7 @@ pub fn build_dsn(
             ascii(&f.recipient)
         ));
         if let Some(orcpt) = original_recipient(envelope, &f.recipient) {
-            m.push_str(&format!("Original-Recipient: {}\r\n", ascii(&orcpt)));
+            m.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
         }
         m.push_str(&format!("Action: {action_word}\r\n"));
         m.push_str(&format!("Status: {}\r\n", f.enhanced));
@@ -328,12 +345,15 @@ mod tests {
                     failure: true,
                     ..NotifyOn::default()
                 }),
-                orcpt: Some("rfc822;Gone@example.org".into()),
+                orcpt: Some(
+                    baton_domain::OriginalRecipient::from_param("rfc822;Gone@example.org")
+                        .expect("orcpt"),
+                ),
             }],
             tenant: None,
             auth_user: None,
             ret: Some(Ret::Hdrs),
-            envid: Some("ENV42".into()),
+            envid: Some(baton_domain::EnvId::from_xtext("ENV42").expect("envid")),
             body: Default::default(),
             smtputf8: false,
             client_ip: "127.0.0.1".parse().expect("ip"),
@@ -353,6 +373,7 @@ mod tests {
             enhanced: "5.1.1".into(),
             text: "No such user".into(),
             remote_mta: Some("mx.example.org".into()),
+            source: Default::default(),
         };
         let dsn = build_dsn(
             &BounceConfig {

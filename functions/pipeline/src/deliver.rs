@@ -120,7 +120,7 @@ pub async fn handle(
             body: &body,
             smtputf8: envelope.smtputf8,
             eight_bit: envelope.body == baton_domain::BodyType::EightBitMime,
-            envid: envelope.envid.as_deref(),
+            envid: envelope.envid.as_ref(),
             ret_hdrs: envelope.ret.map(|r| r == baton_domain::Ret::Hdrs),
         };
         let results = crate::outbound::deliver(
@@ -181,6 +181,7 @@ pub async fn handle(
                     .unwrap_or_else(|| default_enhanced(r.code)),
                 text: r.text.clone(),
                 remote_mta: r.remote_host.clone(),
+                source: Default::default(),
             };
             match r.outcome {
                 Outcome::Delivered => {}

@@ -66,6 +66,24 @@ pub struct Failure {
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_mta: Option<String>,
+    #[serde(default, skip_serializing_if = "FailureSource::is_delivery")]
+    pub source: FailureSource,
+}
+
+/// Who decided a failure. Only a delivery failure says something about the recipient
+/// (and may suppress it); a policy refusal is about the message or its sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureSource {
+    #[default]
+    Delivery,
+    Policy,
+}
+
+impl FailureSource {
+    fn is_delivery(&self) -> bool {
+        *self == FailureSource::Delivery
+    }
 }
 
 impl Failure {

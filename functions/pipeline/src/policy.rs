@@ -1,12 +1,13 @@
 //! Policy: the first stage after intake. Checks what receivers and tenants require, drops
 //! suppressed recipients with a recorded reason, and passes the rest on to signing.
 
-use baton_domain::{Domain, Envelope};
+use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
-use crate::job::{BounceAction, Failure, Job, decode, encode, send_bounce};
+use crate::job::{BounceAction, Failure, FailureSource, Job, decode, encode, send_bounce};
 use crate::records::{
-    RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, set_rcpt_state, suppressed,
+    RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, record_event_once,
+    set_rcpt_state, suppressed,
 };
 use crate::{Disposition, Ports, StageError};
 
@@ -19,39 +20,6 @@ pub struct PolicyConfig {
     pub hostname: String,
 }
 
-/// What the header section says, as far as policy cares.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct HeaderFacts {
-    pub from_count: usize,
-    pub has_date: bool,
-    pub has_message_id: bool,
-}
-
-pub fn header_facts(head: &[u8]) -> HeaderFacts {
-    // Only the header section: up to the first empty line.
-    let end = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .unwrap_or(head.len());
-    let section = &head[..end];
-    let mut facts = HeaderFacts::default();
-    for line in section.split(|&b| b == b'\n') {
-        let name = match line.iter().position(|&b| b == b':') {
-            Some(p) if !line.starts_with(b" ") && !line.starts_with(b"\t") => &line[..p],
-            _ => continue,
-        };
-        let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
-        match name.as_str() {
-            "from" => facts.from_count += 1,
-            "date" => facts.has_date = true,
-            "message-id" => facts.has_message_id = true,
-            _ => {}
-        }
-    }
-    facts
-}
-
 pub async fn handle(
     ports: &Ports,
     config: &PolicyConfig,
@@ -62,7 +30,8 @@ pub async fn handle(
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
     // The gateway writes nothing but the body and the queue entry (its hot path); the
-    // timeline's first line is recorded here, stamped with the time of acceptance.
+    // timeline's first line is recorded here, stamped with the time of acceptance, once
+    // however often a quota deferral brings the message back.
     let accepted = format!(
         "from <{}> by {} [{}]{}{}, {} octets",
         envelope
@@ -80,7 +49,7 @@ pub async fn handle(
             .unwrap_or_default(),
         envelope.size
     );
-    record_event(
+    record_event_once(
         ledger,
         &id,
         envelope.received_at * 1000,
@@ -104,18 +73,17 @@ pub async fn handle(
         return Ok(Disposition::RetryAfter(over.retry_after));
     }
     let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
-    let facts = header_facts(&head);
+    let facts = HeaderFacts::parse(&head);
 
-    let whole_message_refusal = if facts.from_count != 1 {
+    // The session refuses these before 250; this catches what reached the queue otherwise.
+    let whole_message_refusal = if let Err(e) = facts.author_check() {
         Some(Failure {
             recipient: String::new(),
             code: 550,
             enhanced: "5.6.0".into(),
-            text: format!(
-                "Message must have exactly one From header field, found {}",
-                facts.from_count
-            ),
+            text: e.to_string(),
             remote_mta: None,
+            source: FailureSource::Policy,
         })
     } else {
         sender_domain_refusal(ports, &envelope).await?
@@ -144,6 +112,7 @@ pub async fn handle(
                 enhanced: "5.7.1".into(),
                 text: format!("Recipient is on the suppression list ({})", s.reason),
                 remote_mta: None,
+                source: FailureSource::Policy,
             };
             (RcptStatus::Suppressed, Some(f))
         } else {
@@ -243,6 +212,7 @@ async fn sender_domain_refusal(
             tenant.0
         ),
         remote_mta: None,
+        source: FailureSource::Policy,
     }))
 }
 
@@ -254,27 +224,4 @@ pub fn rfc2822(unix_secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 +0000".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_facts_look_only_at_the_header_section() {
-        let f = header_facts(b"Received: x\r\nFrom: a@b\r\nDate: now\r\n\r\nFrom: in the body\r\nMessage-ID: <x>\r\n");
-        assert_eq!(
-            f,
-            HeaderFacts {
-                from_count: 1,
-                has_date: true,
-                has_message_id: false
-            }
-        );
-        assert_eq!(header_facts(b"FROM: a\r\nfrom: b\r\n\r\n").from_count, 2);
-        assert_eq!(
-            header_facts(b"Subject: x\r\n From: folded\r\n\r\n").from_count,
-            0
-        );
-    }
 }

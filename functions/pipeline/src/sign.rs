@@ -1,29 +1,45 @@
 //! Signing: DKIM signatures from the signing domain's active keys (RSA and Ed25519 at once
 //! when both exist), prepended without touching the stored body.
+//!
+//! Only a tenant's own mail is signed: the envelope must carry the tenant (set from an
+//! authenticated identity, never from anonymous input) and the author domain must be
+//! registered to that tenant. Anything else (inbound mail, allow-listed relays) goes out
+//! unsigned, so nobody can obtain our customers' signatures on mail they did not submit.
 
-use baton_store::QueueMessage;
+use baton_domain::{Domain, Envelope, HeaderFacts};
+use baton_store::{QueueMessage, get_domain};
 
 use crate::dkim;
 use crate::job::{Job, decode, encode};
 use crate::records::record_event;
 use crate::{Disposition, Ports, StageError};
 
-/// The header From's domain, so the signature aligns for DMARC; the envelope sender's when
-/// the header has no usable address.
-pub fn signing_domain(head: &[u8], job: &Job) -> Option<String> {
-    mail_parser::MessageParser::new()
-        .parse_headers(head)
-        .as_ref()
-        .and_then(|m| m.from())
-        .and_then(|f| f.first())
-        .and_then(|a| a.address())
-        .and_then(|a| a.rsplit_once('@').map(|(_, d)| d.to_lowercase()))
-        .or_else(|| {
-            job.envelope
-                .mail_from
-                .as_ref()
-                .and_then(|m| m.domain().name().map(str::to_string))
-        })
+/// Bodies above this are hashed on a blocking thread so that the async workers stay free.
+const INLINE_SIGN_MAX: usize = 64 * 1024;
+
+/// The header From's domain (DMARC alignment), decided by the parser the session and
+/// policy use. `None` when the message has no single author domain.
+pub fn signing_domain(head: &[u8]) -> Option<Domain> {
+    HeaderFacts::parse(head).author_domain().cloned()
+}
+
+/// Why a message is not signed, or `None` when `domain` may be signed for this envelope.
+async fn refusal(
+    ports: &Ports,
+    envelope: &Envelope,
+    domain: Option<&Domain>,
+) -> Result<Option<String>, StageError> {
+    let Some(tenant) = &envelope.tenant else {
+        return Ok(Some("not submitted by a tenant".into()));
+    };
+    let Some(domain) = domain else {
+        return Ok(Some("no single author domain in From".into()));
+    };
+    let owner = get_domain(ports.ledger.as_ref(), domain).await?;
+    Ok(match owner {
+        Some(r) if &r.tenant == tenant => None,
+        _ => Some(format!("{domain} is not a domain of tenant {}", tenant.0)),
+    })
 }
 
 pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition, StageError> {
@@ -32,37 +48,45 @@ pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
     let stored = ports.blobs.read(&id.to_string()).await?;
-    let domain = signing_domain(&stored, &job);
-    let keys = match &domain {
-        Some(d) => dkim::active_keys(ledger, d).await?,
-        None => Vec::new(),
+    let domain = signing_domain(&stored);
+    let keys = match refusal(ports, &job.envelope, domain.as_ref()).await? {
+        Some(why) => {
+            record_event(ledger, &id, now, "sign", "not signed", why).await?;
+            Vec::new()
+        }
+        None => {
+            let d = domain.as_ref().map(ToString::to_string).unwrap_or_default();
+            let keys = dkim::active_keys(ledger, &d).await?;
+            if keys.is_empty() {
+                let why = format!("no DKIM key for {d}");
+                record_event(ledger, &id, now, "sign", "not signed", why).await?;
+            }
+            keys
+        }
     };
-    let domain = domain.unwrap_or_default();
-    if keys.is_empty() {
-        record_event(
-            ledger,
-            &id,
-            now,
-            "sign",
-            "not signed",
-            format!("no DKIM key for {domain}"),
-        )
-        .await?;
-    } else {
-        let signatures = dkim::sign(&[job.prefix.as_bytes(), &stored], &keys)
-            .map_err(|e| StageError::Permanent(e.to_string()))?;
+    if !keys.is_empty() {
+        let prefix = job.prefix.clone();
         let selectors: Vec<String> = keys
             .iter()
             .map(|k| format!("s={} a={}", k.selector, k.algorithm.as_str()))
             .collect();
+        let signatures = if stored.len() <= INLINE_SIGN_MAX {
+            dkim::sign(&[prefix.as_bytes(), &stored], &keys)
+        } else {
+            tokio::task::spawn_blocking(move || dkim::sign(&[prefix.as_bytes(), &stored], &keys))
+                .await
+                .map_err(|e| StageError::Transient(format!("signing task failed: {e}")))?
+        }
+        .map_err(|e| StageError::Permanent(e.to_string()))?;
         job.prefix = format!("{signatures}{}", job.prefix);
+        let d = domain.map(|d| d.to_string()).unwrap_or_default();
         record_event(
             ledger,
             &id,
             now,
             "sign",
             "signed",
-            format!("d={domain} {}", selectors.join(", ")),
+            format!("d={d} {}", selectors.join(", ")),
         )
         .await?;
     }

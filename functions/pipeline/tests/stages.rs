@@ -237,6 +237,7 @@ async fn hard_bounce_records_suppresses_and_sends_one_dsn() {
             enhanced: "5.1.1".into(),
             text: "No such user".into(),
             remote_mta: Some("mx.example.org".into()),
+            source: Default::default(),
         }],
     };
     let message = QueueMessage {

@@ -1,10 +1,9 @@
 //! One handler per SMTP command, plus the end of a message body.
 
-use std::borrow::Cow;
-
 use baton_domain::{BodyType, Domain, Envelope, NotifyOn, Path, Recipient, Ret};
 use smtp_proto::{Error as ProtoError, Request};
 
+use super::params;
 use super::path::split_path;
 use super::{BodyState, Event, ListenerKind, Phase, SaslStep, Session, Transaction};
 use crate::body::{BodyDecoder, BodyInspector, ContentError, FramingError};
@@ -23,16 +22,19 @@ impl Session {
         match verb.as_deref() {
             Some("MAIL") => return self.mail(text),
             Some("RCPT") => return self.rcpt(text),
+            Some("BDAT") if text.as_bytes().get(4) == Some(&b' ') => {
+                return self.bdat_command(text);
+            }
             _ => {}
         }
         match Request::parse(&mut line.iter()) {
             Ok(Request::Ehlo { host }) => self.hello(&host, true),
             Ok(Request::Helo { host }) => self.hello(&host, false),
             Ok(Request::Data) => self.data(),
-            Ok(Request::Bdat {
-                chunk_size,
-                is_last,
-            }) => self.bdat(chunk_size, is_last),
+            // Lines starting "BDAT " are parsed by `bdat_command`.
+            Ok(Request::Bdat { .. }) => {
+                self.reply_error(Reply::new(501, "5.5.4", "Syntax: BDAT size [LAST]"))
+            }
             Ok(Request::Auth {
                 mechanism,
                 initial_response,
@@ -150,6 +152,10 @@ impl Session {
         let Some((raw_path, params)) = split_path(text, 10) else {
             return self.reply_error(Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
         };
+        let checked = match params::mail_params(params) {
+            Ok(p) => p,
+            Err(r) => return self.reply_error(r),
+        };
         let synthetic = format!("MAIL FROM:{PLACEHOLDER}{params}");
         let from = match Request::parse(&mut synthetic.as_bytes().iter()) {
             Ok(Request::Mail { from }) => from,
@@ -167,7 +173,7 @@ impl Session {
                 ));
             }
         };
-        if from.size as u64 > self.config.limits.max_message_size {
+        if checked.size.unwrap_or(0) > self.config.limits.max_message_size {
             self.reply(Reply::new(
                 552,
                 "5.3.4",
@@ -207,7 +213,7 @@ impl Session {
             mail_from: path.mailbox,
             recipients: Vec::new(),
             ret,
-            envid: from.env_id.map(Cow::into_owned),
+            envid: checked.envid,
             body_type,
             smtputf8,
             body: None,
@@ -234,6 +240,10 @@ impl Session {
         let count = txn.recipients.len();
         let Some((raw_path, params)) = split_path(text, 8) else {
             return self.reply_error(Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"));
+        };
+        let checked = match params::rcpt_params(params) {
+            Ok(p) => p,
+            Err(r) => return self.reply_error(r),
         };
         let synthetic = format!("RCPT TO:{PLACEHOLDER}{params}");
         let to = match Request::parse(&mut synthetic.as_bytes().iter()) {
@@ -277,7 +287,7 @@ impl Session {
             txn.recipients.push(Recipient {
                 address: mailbox,
                 notify,
-                orcpt: to.orcpt.map(Cow::into_owned),
+                orcpt: checked.orcpt,
             });
         }
         self.reply(Reply::new(250, "2.1.5", "Ok"));
@@ -321,6 +331,47 @@ impl Session {
         self.reply(Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
         self.phase = Phase::Data;
         Some(Event::MessageStart)
+    }
+
+    /// `BDAT size [LAST]`, parsed here so that a size that does not fit is refused rather
+    /// than wrapped.
+    fn bdat_command(&mut self, text: &str) -> Option<Event> {
+        let mut words = text
+            .trim_end_matches(['\r', '\n'])
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .skip(1);
+        let size = words.next();
+        let last = match words.next() {
+            None => false,
+            Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => {
+                return self.reply_error(Reply::new(501, "5.5.4", "Syntax: BDAT size [LAST]"));
+            }
+        };
+        if words.next().is_some() {
+            return self.reply_error(Reply::new(501, "5.5.4", "Syntax: BDAT size [LAST]"));
+        }
+        let size = match params::number(size, "BDAT chunk size") {
+            Ok(n) => n,
+            Err(r) => return self.reply_error(r),
+        };
+        if size > self.config.limits.max_message_size {
+            // The chunk cannot be skipped without reading it all: end the session instead.
+            let open = self.message_open();
+            self.txn = None;
+            self.terminate(Reply::new(
+                552,
+                "5.3.4",
+                "Chunk exceeds fixed maximum message size, closing connection",
+            ));
+            return Some(if open {
+                Event::MessageAborted
+            } else {
+                Event::Close
+            });
+        }
+        self.bdat(size as usize, last)
     }
 
     fn bdat(&mut self, size: usize, last: bool) -> Option<Event> {
@@ -433,32 +484,29 @@ impl Session {
         Event::MessageComplete(Box::new(envelope))
     }
 
-    /// An authenticated tenant may only put its own domains in From: (the envelope sender is
-    /// checked at MAIL).
+    /// Every message needs exactly one From field with valid addresses (refused here, before
+    /// 250, rather than bounced later); an authenticated tenant may only put its own domains
+    /// there (the envelope sender is checked at MAIL).
     fn header_from_refusal(&self, header: &[u8]) -> Option<Reply> {
-        let identity = self.identity.as_ref()?;
-        let message = mail_parser::MessageParser::new().parse_headers(header)?;
-        let from = message.from()?;
-        let mut any = false;
-        for addr in from.iter() {
-            any = true;
-            let owned = addr
-                .address()
-                .and_then(|a| a.rsplit_once('@'))
-                .and_then(|(_, d)| Domain::parse(d).ok())
-                .is_some_and(|d| identity.owns(&d));
-            if !owned {
-                return Some(Reply::new(
-                    553,
-                    "5.7.1",
-                    format!(
-                        "From: header address is not in a domain of tenant {}",
-                        identity.tenant.0
-                    ),
-                ));
-            }
+        let facts = baton_domain::HeaderFacts::parse(header);
+        if let Err(e) = facts.author_check() {
+            return Some(Reply::new(550, "5.6.0", e.to_string()));
         }
-        (!any).then(|| Reply::new(553, "5.7.1", "From: header has no valid address"))
+        let identity = self.identity.as_ref()?;
+        let all_owned = facts
+            .from_domains
+            .iter()
+            .all(|d| d.as_ref().is_some_and(|d| identity.owns(d)));
+        (!all_owned).then(|| {
+            Reply::new(
+                553,
+                "5.7.1",
+                format!(
+                    "From: header address is not in a domain of tenant {}",
+                    identity.tenant.0
+                ),
+            )
+        })
     }
 
     pub(super) fn framing_error(&mut self, e: FramingError) -> Event {
@@ -612,9 +660,15 @@ impl Session {
             (true, false, true) => "ESMTPA",
             (true, true, true) => "ESMTPSA",
         };
+        let show_ip = self.identity.is_none() || self.config.received.submission_client_ip;
+        let from = if show_ip {
+            format!("{helo} ([{}])", self.peer.ip)
+        } else {
+            helo
+        };
         let mut h = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Baton) with {proto} id {id}",
-            self.peer.ip, self.config.hostname
+            "Received: from {from}\r\n\tby {} (Baton) with {proto} id {id}",
+            self.config.hostname
         );
         if let Some(tls) = &self.tls {
             h.push_str(&format!(
@@ -622,7 +676,11 @@ impl Session {
                 tls.version, tls.cipher
             ));
         }
-        if let Some(i) = &self.identity {
+        if let Some(i) = self
+            .identity
+            .as_ref()
+            .filter(|_| self.config.received.auth_user)
+        {
             h.push_str(&format!(
                 "\r\n\t(Authenticated sender: {} tenant {})",
                 sanitize_comment(&i.user),

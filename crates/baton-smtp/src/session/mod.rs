@@ -1,6 +1,7 @@
 //! Session state and the input loop.
 
 mod commands;
+mod params;
 mod path;
 
 use std::net::IpAddr;
@@ -71,6 +72,16 @@ pub struct SessionConfig {
     pub limits: SessionLimits,
     /// Domains anyone may send to without authenticating (inbound).
     pub accept_domains: Vec<Domain>,
+    pub received: ReceivedFields,
+}
+
+/// What the `Received:` field of an authenticated submission tells every recipient. Both
+/// are off by default, as in Postfix: the user name is a valid login, the address is
+/// the submitter's private network location.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceivedFields {
+    pub auth_user: bool,
+    pub submission_client_ip: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +161,7 @@ struct Transaction {
     mail_from: Option<Mailbox>,
     recipients: Vec<Recipient>,
     ret: Option<baton_domain::Ret>,
-    envid: Option<String>,
+    envid: Option<baton_domain::EnvId>,
     body_type: baton_domain::BodyType,
     smtputf8: bool,
     /// Set once the body has begun (DATA or the first BDAT).

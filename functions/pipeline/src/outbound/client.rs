@@ -31,8 +31,8 @@ pub struct RcptSpec {
     pub address: String,
     /// DSN NOTIFY value, e.g. "SUCCESS,FAILURE".
     pub notify: Option<String>,
-    /// DSN ORCPT as received ("rfc822;addr").
-    pub orcpt: Option<String>,
+    /// DSN ORCPT as received, sent on xtext-encoded with its address type.
+    pub orcpt: Option<baton_domain::OriginalRecipient>,
 }
 
 pub struct Message<'a> {
@@ -43,7 +43,7 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     pub smtputf8: bool,
     pub eight_bit: bool,
-    pub envid: Option<&'a str>,
+    pub envid: Option<&'a baton_domain::EnvId>,
     pub ret_hdrs: Option<bool>,
 }
 
@@ -174,9 +174,24 @@ impl Conn {
     }
 
     async fn command(&mut self, line: &str) -> io::Result<Reply> {
-        self.send(format!("{line}\r\n").as_bytes()).await?;
+        self.send(&command_line(line)?).await?;
         self.read_reply(self.command_timeout).await
     }
+}
+
+/// Every command line we send is built here: one line, CRLF-terminated, and refused if it
+/// holds CR, LF or NUL, so no value can ever add a command to the session.
+fn command_line(line: &str) -> io::Result<Vec<u8>> {
+    if line.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to send a command line with CR, LF or NUL",
+        ));
+    }
+    let mut out = Vec::with_capacity(line.len() + 2);
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 #[derive(Clone)]
@@ -344,6 +359,11 @@ async fn attempt(
         tls: false,
     };
     let lost = |e: io::Error| {
+        if e.kind() == io::ErrorKind::InvalidInput {
+            // Our own refusal to write a line: no other host would fare better.
+            let reply = Reply::local(554, "5.6.0", e.to_string());
+            return Attempt::Done(results(&msg.recipients, &reply, None));
+        }
         Attempt::NextHost(Reply::local(
             451,
             "4.4.2",
@@ -527,7 +547,7 @@ async fn mail_transaction(
             mail.push_str(if hdrs { " RET=HDRS" } else { " RET=FULL" });
         }
         if let Some(envid) = msg.envid {
-            mail.push_str(&format!(" ENVID={envid}"));
+            mail.push_str(&format!(" ENVID={}", envid.to_xtext()));
         }
     }
     let rcpt_lines: Vec<String> = msg
@@ -540,7 +560,7 @@ async fn mail_transaction(
                     line.push_str(&format!(" NOTIFY={n}"));
                 }
                 if let Some(o) = &r.orcpt {
-                    line.push_str(&format!(" ORCPT={o}"));
+                    line.push_str(&format!(" ORCPT={}", o.to_param()));
                 }
             }
             line
@@ -549,12 +569,11 @@ async fn mail_transaction(
 
     // With PIPELINING, MAIL and every RCPT go out in one write (RFC 2920).
     let (mail_reply, rcpt_replies) = if ext.pipelining {
-        let mut batch = format!("{mail}\r\n");
+        let mut batch = command_line(&mail)?;
         for l in &rcpt_lines {
-            batch.push_str(l);
-            batch.push_str("\r\n");
+            batch.extend_from_slice(&command_line(l)?);
         }
-        conn.send(batch.as_bytes()).await?;
+        conn.send(&batch).await?;
         let mail_reply = conn.read_reply(cfg.command_timeout).await?;
         let mut replies = Vec::new();
         for _ in &rcpt_lines {
