@@ -2,92 +2,12 @@
 
 mod common;
 
-use std::time::Duration;
-
-use baton_domain::{BodyType, Domain, Envelope, Mailbox, QueueId, Recipient, TenantId};
+use baton_domain::{Envelope, TenantId};
 use baton_pipeline::job::{BounceAction, BounceJob, Failure, Job};
 use baton_pipeline::records::{self, RcptStatus, Suppression};
-use baton_pipeline::{Disposition, Ports, bounce, policy};
-use baton_store::{DomainRecord, Queue, QueueMessage, put_domain};
-
-struct Env {
-    ports: Ports,
-    _dir: tempfile::TempDir,
-}
-
-fn setup() -> Env {
-    let dir = tempfile::tempdir().expect("tempdir");
-    Env {
-        ports: common::embedded_ports(dir.path()),
-        _dir: dir,
-    }
-}
-
-async fn accept(ports: &Ports, body: &str, rcpts: &[&str]) -> (Envelope, QueueMessage) {
-    let id = QueueId::generate();
-    let mut w = ports.blobs.create(&id.to_string()).await.expect("create");
-    w.write(body.as_bytes()).await.expect("write");
-    let size = w.commit().await.expect("commit");
-    let envelope = Envelope {
-        queue_id: id,
-        mail_from: Some(Mailbox::parse("news@acme.test").expect("mailbox")),
-        recipients: rcpts
-            .iter()
-            .map(|r| Recipient {
-                address: Mailbox::parse(r).expect("rcpt"),
-                notify: None,
-                orcpt: None,
-            })
-            .collect(),
-        tenant: Some(TenantId("acme".into())),
-        auth_user: Some("alice".into()),
-        ret: None,
-        envid: None,
-        body: BodyType::SevenBit,
-        smtputf8: false,
-        client_ip: "127.0.0.1".parse().expect("ip"),
-        helo: "client".into(),
-        tls: true,
-        size,
-        received_at: 1_700_000_000,
-    };
-    let message = QueueMessage {
-        id: "m1".into(),
-        receipt: "r1".into(),
-        body: serde_json::to_vec(&envelope).expect("json"),
-        attributes: Default::default(),
-        receive_count: 1,
-    };
-    (envelope, message)
-}
-
-async fn register_acme(ports: &Ports) {
-    let d = Domain::parse("acme.test").expect("domain");
-    put_domain(
-        ports.ledger.as_ref(),
-        &d,
-        &DomainRecord {
-            tenant: TenantId("acme".into()),
-        },
-    )
-    .await
-    .expect("domain");
-}
-
-fn config() -> policy::PolicyConfig {
-    policy::PolicyConfig {
-        hostname: "relay.test".into(),
-    }
-}
-
-async fn take<T: for<'de> serde::Deserialize<'de>>(q: &dyn Queue) -> Vec<T> {
-    q.receive(10, Duration::from_secs(60))
-        .await
-        .expect("receive")
-        .into_iter()
-        .map(|m| serde_json::from_slice(&m.body).expect("decode"))
-        .collect()
-}
+use baton_pipeline::{Disposition, bounce, policy};
+use baton_store::QueueMessage;
+use common::fixtures::{accept, config, register_acme, setup, take};
 
 #[tokio::test]
 async fn policy_passes_good_mail_and_adds_missing_date_and_message_id() {

@@ -1,4 +1,7 @@
 //! Test support shared by the pipeline's integration tests.
+#![allow(dead_code)]
+
+pub mod fixtures;
 
 use std::sync::Arc;
 
