@@ -115,8 +115,9 @@ def test_duplicate_sqs_delivery_of_one_message_delivers_once(spawn_relay, net, l
     relay = spawn_relay(env=AWS_ENV, **{**aws_settings(name), **PIPELINE,
                                           "delivery.port": net[1], "delivery.nameservers": [net[0].addr]})
     wait_show(relay, queue_id, "delivered")
-    wait_for(lambda: queue_depth(name, "intake") == 0 and queue_depth(name, "sign") == 0, what="copies consumed")
-    time.sleep(3)
+    # Every copy settled, down to the last deliver job: only then can "sent once" be judged.
+    wait_for(lambda: all(queue_depth(name, q) == 0 for q in ("intake", "sign", "deliver")),
+             timeout=60, what="every copy settled")
     got = [x for x in sinks["good"].messages() if b"olga@example.org" in x]
     assert len(got) == 1, f"delivered {len(got)} times"
     [rcpt] = items(name, "recipients", queue_id)

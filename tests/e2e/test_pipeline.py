@@ -3,13 +3,14 @@ MXs (smtp-sink on 127.0.0.x found through a test DNS server), retries, bounces, 
 
 import json
 import re
+import smtplib
 import subprocess
 import time
 
 import dkim
 import pytest
 
-from conftest import code, open_transaction
+from conftest import client_tls, code, open_transaction
 from mailnet import Sink, TestDns, free_port_for
 
 GOOD, TEMPFAIL, HARDFAIL, SENDER_MX, DEAD = "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
@@ -207,12 +208,34 @@ def test_unreachable_first_mx_falls_back_to_the_next(relay, net):
 
 def test_dsn_parameters_never_means_no_dsn(relay, net):
     _, _, sinks = net
+    with smtplib.SMTP(*relay.addr("submission"), timeout=30) as s:
+        s.starttls(context=client_tls())
+        s.login("alice", "s3cret")
+        s.ehlo()
+        s.mail("news@acme.test")
+        assert s.rcpt("hank@hardfail.test", ["NOTIFY=NEVER"])[0] == 250
+        code_, reply = s.data(b"From: news@acme.test\r\nSubject: x\r\n\r\ny\r\n")
+        assert code_ == 250, reply
+    queue_id = reply.decode().rsplit(" ", 1)[-1].strip()
+    timeline = wait_show(relay, queue_id, "no DSN")
+    assert "NOTIFY excludes it" in timeline, timeline
+    assert sinks["sender"].messages() == []
+
+
+def test_unauthenticated_relay_gets_no_dsn_and_no_signature(relay, net):
+    """An allow-listed network relays, but is no tenant: its mail is not signed and its
+    failures are not bounced (the sender may be forged)."""
+    dns, _, sinks = net
     c = open_transaction(relay, rcpts=0)
-    assert code(c.cmd("RCPT TO:<hank@hardfail.test> NOTIFY=NEVER")) == "250 2.1.5"
+    assert code(c.cmd("RCPT TO:<olga@hardfail.test>")) == "250 2.1.5"
+    assert code(c.cmd("RCPT TO:<pat@example.org>")) == "250 2.1.5"
     c.cmd("DATA")
-    reply = c.cmd("From: a@sender.test\r\nSubject: x\r\n\r\ny\r\n.")
+    reply = c.cmd("From: news@acme.test\r\nSubject: x\r\n\r\ny\r\n.")
     queue_id = reply.rsplit(" ", 1)[-1].strip()
-    wait_show(relay, queue_id, "no DSN")
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"DKIM-Signature" not in msg
+    timeline = wait_show(relay, queue_id, "no DSN")
+    assert "not an authenticated submission" in timeline, timeline
     assert sinks["sender"].messages() == []
 
 
@@ -248,9 +271,15 @@ def test_long_deferral_sends_one_delay_notice(relay, net):
     [notice] = sinks["sender"].wait_messages(1)
     for needle in (b"Action: delayed", b"Final-Recipient: rfc822; leo@tempfail.test", b"Status: 4.", b"Delayed Mail"):
         assert needle in notice, needle
-    # Still retrying, and only one notice however many attempts follow.
-    time.sleep(4)
+    # Still retrying, and only one notice however many attempts follow: wait until more
+    # attempts have been made (read after them, not before), then look again.
     assert "delivered" not in timeline
+    attempts = lambda: show(relay, queue_id).count("deferred")
+    before = attempts()
+    wait_for(lambda: attempts() >= before + 2, timeout=40, what="two more attempts")
+    timeline = show(relay, queue_id)
+    assert "delivered" not in timeline, timeline
+    assert timeline.count("DSN sent (delayed)") == 1, timeline
     assert len(sinks["sender"].messages()) == 1
 
 

@@ -42,7 +42,10 @@ def test_swaks_starttls_auth_plain_and_login_are_queued(tenant_relay):
         received = body.split("\r\n", 5)
         header = "\r\n".join(received[:5])
         assert f"with ESMTPSA id {queue_id}" in header
-        assert "Authenticated sender: alice tenant acme" in header
+        # The login name and the client's address are nobody else's business (Postfix
+        # leaves them out too): no "Authenticated sender", no [127.0.0.1].
+        assert "alice" not in header and "Authenticated sender" not in header, header
+        assert "127.0.0.1" not in header, header
         assert "using TLSv1.3" in header
 
 

@@ -62,9 +62,10 @@ impl BodyDecoder {
         }
     }
 
-    /// True if the body so far ends at a line boundary (BDAT LAST must end with CRLF or be empty).
-    pub fn at_line_start(&self) -> bool {
-        self.state == State::LineStart
+    /// True if the last octet was a CR still waiting for its LF: at the end of a BDAT body
+    /// that CR is bare, and refused like any other.
+    pub fn pending_cr(&self) -> bool {
+        self.state == State::Cr
     }
 
     /// Decodes `input`, appending body octets to `out`.

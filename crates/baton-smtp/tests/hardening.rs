@@ -96,3 +96,14 @@ fn received_of_a_submission_names_neither_user_nor_client_address() {
     assert!(!received.contains("192.0.2.1"), "{body}");
     assert!(received.contains("ESMTPSA"), "{body}");
 }
+
+#[test]
+fn a_bare_cr_at_the_end_of_a_bdat_body_is_refused_not_dropped() {
+    let mut h = Harness::new(ListenerKind::Relay, false, false);
+    let out = h.send(
+        b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@inbound.test>\r\nBDAT 21 LAST\r\nFrom: a@x.test\r\n\r\nab\r",
+    );
+    assert_eq!(codes(&out).last(), Some(&"550 5.5.2"), "{out}");
+    assert!(h.stored.is_empty() && h.closed);
+    assert_eq!(h.aborted, 1);
+}

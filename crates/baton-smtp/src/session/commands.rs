@@ -436,6 +436,14 @@ impl Session {
         let Some(mut state) = txn.body.take() else {
             return Event::NeedInput;
         };
+        if state.decoder.pending_cr() {
+            self.terminate(Reply::new(
+                550,
+                "5.5.2",
+                "Bare CR or LF in message data is not allowed, closing connection",
+            ));
+            return Event::MessageAborted;
+        }
         state.inspector.finish();
         let refusal = match state.inspector.error() {
             Some(ContentError::TooBig) => Some(Reply::new(
