@@ -97,7 +97,7 @@ mod tests {
             " ENVID\r\n",
         ] {
             let r = mail_params(p).expect_err(p);
-            assert_eq!((r.code, r.enhanced.as_deref()), (501, Some("5.5.4")), "{p}");
+            assert_eq!((r.code, r.enhanced), (501, Some("5.5.4")), "{p}");
         }
         for p in [
             " ORCPT=rfc822;a+0D+0Ab\r\n",
@@ -125,7 +125,7 @@ mod tests {
             "-1",
         ] {
             let r = number(Some(v), "SIZE").expect_err(v);
-            assert_eq!((r.code, r.enhanced.as_deref()), (501, Some("5.5.4")), "{v}");
+            assert_eq!((r.code, r.enhanced), (501, Some("5.5.4")), "{v}");
         }
         let r = mail_params(" SIZE=99999999999999999999999999\r\n").expect_err("overflow");
         assert_eq!(r.code, 501);
