@@ -193,7 +193,10 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub auth_failure_delay: Duration,
+    /// Failed AUTH attempts from one address within `auth_failure_window`; then 421.
     pub max_auth_failures_per_ip: u32,
+    /// Failed AUTH attempts for one user from one address; then that pair gets 421. From
+    /// any address, failures past this count only slow that user's logins down.
     pub max_auth_failures_per_user: u32,
     #[serde(with = "humantime_serde")]
     pub auth_failure_window: Duration,
@@ -202,6 +205,9 @@ pub struct Limits {
     /// Longest time a commit to storage may take before the client gets 451.
     #[serde(with = "humantime_serde")]
     pub storage_timeout: Duration,
+    /// Longest a connection may stay open, however active; then 421 4.4.2.
+    #[serde(with = "humantime_serde")]
+    pub max_session_time: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +255,7 @@ pub struct Delivery {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub pattern: String,
@@ -258,6 +264,46 @@ pub struct RouteConfig {
     pub target: Option<String>,
     #[serde(default)]
     pub require_tls: bool,
+    /// AUTH (PLAIN or LOGIN) to the target, only ever over TLS; with `password` or
+    /// `password_env` (the name of an environment variable holding it).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+impl RouteConfig {
+    /// The password: inline, or read from the variable `password_env` names.
+    pub fn resolve_password(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.password, &self.password_env) {
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| ConfigError::Invalid {
+                key: "delivery.routes",
+                reason: format!("{}: password_env {var} is not set", self.pattern),
+            }),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                key: "delivery.routes",
+                reason: format!("{}: password and password_env both set", self.pattern),
+            }),
+        }
+    }
+}
+
+/// Never shows the password (validation errors print routes with `{:?}`).
+impl std::fmt::Debug for RouteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteConfig")
+            .field("pattern", &self.pattern)
+            .field("target", &self.target)
+            .field("require_tls", &self.require_tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .finish()
+    }
 }
 
 impl Default for Delivery {
@@ -340,6 +386,7 @@ impl Default for Limits {
             auth_failure_window: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(30),
             storage_timeout: Duration::from_secs(30),
+            max_session_time: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -372,6 +419,48 @@ pub struct Settings {
     pub submissions: Option<SocketAddr>,
     pub relay: Option<SocketAddr>,
     pub accept_domains: Vec<Domain>,
+}
+
+impl Settings {
+    /// The name we give next hops in EHLO (and DSNs in Reporting-MTA): `delivery.helo_name`,
+    /// else `hostname`.
+    pub fn helo_name(&self) -> &str {
+        if self.raw.delivery.helo_name.is_empty() {
+            &self.raw.hostname
+        } else {
+            &self.raw.delivery.helo_name
+        }
+    }
+
+    /// Delivery with a placeholder name (`baton.localhost`, anything under `localhost`, a
+    /// name without a dot) gets our mail refused or scored as spam and makes DSNs point
+    /// nowhere. It is allowed only for a local trial: `local_trial` and every listener on
+    /// loopback.
+    pub fn check_delivery_hostname(&self, local_trial: bool) -> Result<(), ConfigError> {
+        let placeholder = |name: &str| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost") || !name.contains('.')
+        };
+        let names = [&self.raw.hostname, self.helo_name()];
+        if !names.iter().any(|n| placeholder(n)) {
+            return Ok(());
+        }
+        let loopback_only = [self.submission, self.submissions, self.relay]
+            .iter()
+            .flatten()
+            .all(|a| a.ip().is_loopback());
+        if local_trial && loopback_only {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "hostname",
+            reason: format!(
+                "{:?} is a placeholder: set hostname (or delivery.helo_name) to this relay's \
+                 public DNS name before delivering mail",
+                self.helo_name()
+            ),
+        })
+    }
 }
 
 impl Config {
@@ -483,6 +572,7 @@ impl Config {
             ("limits.data_rate_window", l.data_rate_window),
             ("limits.tls_handshake_timeout", l.tls_handshake_timeout),
             ("limits.storage_timeout", l.storage_timeout),
+            ("limits.max_session_time", l.max_session_time),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Invalid {
@@ -499,6 +589,19 @@ impl Config {
                 t.rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
             });
+            // Credentials go to a smarthost: a username needs a target and one password.
+            let auth_ok = match &route.username {
+                Some(_) => route.target.is_some() && route.resolve_password()?.is_some(),
+                None => route.password.is_none() && route.password_env.is_none(),
+            };
+            if !auth_ok {
+                return Err(ConfigError::Invalid {
+                    key: "delivery.routes",
+                    reason: format!(
+                        "{route:?}: username needs a target and password or password_env"
+                    ),
+                });
+            }
             if !pattern_ok || !target_ok {
                 return Err(ConfigError::Invalid {
                     key: "delivery.routes",
@@ -665,4 +768,23 @@ mod tests {
         assert_eq!(s.raw.hostname, "mx.example.org");
         assert!(load_str("", &[("BATON_LIMITS__NOPE", "1")]).is_err());
     }
+
+    #[test]
+    fn delivery_refuses_a_placeholder_hostname_outside_a_local_trial() {
+        let local = load_str("", &[]).expect("defaults");
+        assert!(local.check_delivery_hostname(true).is_ok(), "quick start on loopback");
+        assert!(local.check_delivery_hostname(false).is_err(), "a Lambda function");
+        let public = load_str("[listen]\nrelay = \"0.0.0.0:25\"\n", &[]).expect("public");
+        let e = public.check_delivery_hostname(true).expect_err("placeholder on 0.0.0.0");
+        assert!(e.to_string().contains("baton.localhost"), "{e}");
+        let named = load_str("hostname = \"mx1.example.net\"\n", &[]).expect("named");
+        assert!(named.check_delivery_hostname(false).is_ok());
+        let helo = load_str(
+            "hostname = \"mx1.example.net\"\n[delivery]\nhelo_name = \"box\"\n",
+            &[],
+        )
+        .expect("helo");
+        assert!(helo.check_delivery_hostname(false).is_err());
+    }
+
 }
