@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::GatewayError;
@@ -86,19 +87,54 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), GatewayError> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
-    let data = std::fs::read(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    let certs = rustls_pemfile::certs(&mut data.as_slice())
+    let in_file = |e: pem::Error| tls_err(format!("{}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(in_file)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+        .map_err(in_file)?;
     if certs.is_empty() {
         return Err(tls_err(format!("{}: no certificate found", path.display())));
     }
     Ok(certs)
 }
 
+/// The first private key in the file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
-    let data = std::fs::read(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    rustls_pemfile::private_key(&mut data.as_slice())
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| tls_err(format!("{}: no private key found", path.display())))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => tls_err(format!("{}: no private key found", path.display())),
+        e => tls_err(format!("{}: {e}", path.display())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_pem_pair_loads_and_a_file_without_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate_self_signed(dir.path(), "relay.test").expect("generate");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let (_, source) =
+            server_config(Some(&cert), Some(&key), dir.path(), "relay.test").expect("config");
+        assert_eq!(source, CertSource::Configured(cert.clone()));
+        // A chain: the same certificate twice, with text around it, as bundles often have.
+        let pem = std::fs::read_to_string(&cert).expect("read");
+        let chain = dir.path().join("chain.pem");
+        std::fs::write(&chain, format!("leaf\n{pem}intermediate\n{pem}")).expect("write");
+        assert_eq!(load_certs(&chain).expect("chain").len(), 2);
+        let err = load_key(&cert).expect_err("no key in a certificate file");
+        assert!(err.to_string().contains("no private key found"), "{err}");
+        let err = load_certs(&key).expect_err("no certificate in a key file");
+        assert!(err.to_string().contains("no certificate found"), "{err}");
+        assert!(load_key(&dir.path().join("missing.pem")).is_err());
+    }
+
+    /// RUSTSEC-2025-0134: rustls-pemfile is unmaintained; PEM comes from rustls-pki-types.
+    #[test]
+    fn the_unmaintained_pem_crate_is_not_in_the_lockfile() {
+        let lock = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock");
+        let lock = std::fs::read_to_string(lock).expect("Cargo.lock");
+        assert!(!lock.contains("name = \"rustls-pemfile\""));
+    }
 }
