@@ -27,7 +27,7 @@ def test_data_timeout_gives_421_and_queues_nothing(spawn_relay):
     relay = trusted(spawn_relay, **{"limits.data_timeout": "1s"})
     c = open_transaction(relay)
     assert c.cmd("DATA").startswith("354")
-    c.send(b"Subject: stalled\r\n\r\nhalf a mess")
+    c.send(b"From: a@sender.test\r\nSubject: stalled\r\n\r\nhalf a mess")
     assert code(c.reply()) == "421 4.4.2"
     assert c.closed()
     assert relay.queue_list() == []
@@ -47,6 +47,6 @@ def test_environment_override_sets_a_limit(spawn_relay, monkeypatch):
     c = open_transaction(relay, rcpts=2)
     assert code(c.cmd("RCPT TO:<r9@example.org>")) == "452 4.5.3"
     c.cmd("DATA")
-    assert "queued as" in c.cmd("Subject: env\r\n\r\nx\r\n.")
+    assert "queued as" in c.cmd("From: a@sender.test\r\nSubject: env\r\n\r\nx\r\n.")
     [m] = relay.queue_list()
     assert m["recipients"] == ["r0@example.org", "r1@example.org"]

@@ -22,7 +22,7 @@ def test_message_over_the_limit_while_streaming(spawn_relay):
     c = open_transaction(relay)
     c.cmd("DATA")
     line = b"x" * 100 + b"\r\n"
-    c.send(b"Subject: big\r\n\r\n" + line * 200 + b".\r\n")
+    c.send(b"From: a@sender.test\r\nSubject: big\r\n\r\n" + line * 200 + b".\r\n")
     assert code(c.reply()) == "552 5.3.4"
     assert code(c.cmd("NOOP")) == "250 2.0.0", "the session stays usable"
     assert relay.queue_list() == []
@@ -33,7 +33,7 @@ def test_too_many_recipients(spawn_relay):
     c = open_transaction(relay, rcpts=3)
     assert code(c.cmd("RCPT TO:<r4@example.org>")) == "452 4.5.3"
     c.cmd("DATA")
-    assert "queued as" in c.cmd("Subject: x\r\n\r\ny\r\n.")
+    assert "queued as" in c.cmd("From: a@sender.test\r\nSubject: x\r\n\r\ny\r\n.")
     [m] = relay.queue_list()
     assert len(m["recipients"]) == 3
 
@@ -49,11 +49,11 @@ def test_text_line_over_998_octets(spawn_relay):
     relay = trusted(spawn_relay)
     c = open_transaction(relay)
     c.cmd("DATA")
-    reply = c.cmd("Subject: long\r\n\r\n" + "y" * 999 + "\r\n.")
+    reply = c.cmd("From: a@sender.test\r\nSubject: long\r\n\r\n" + "y" * 999 + "\r\n.")
     assert code(reply) == "550 5.6.0", reply
     c2 = open_transaction(relay)
     c2.cmd("DATA")
-    assert "queued as" in c2.cmd("Subject: ok\r\n\r\n" + "y" * 998 + "\r\n.")
+    assert "queued as" in c2.cmd("From: a@sender.test\r\nSubject: ok\r\n\r\n" + "y" * 998 + "\r\n.")
     assert len(relay.queue_list()) == 1
 
 
@@ -89,7 +89,7 @@ def test_slow_sender_below_the_minimum_rate_gets_421(spawn_relay):
     relay = trusted(spawn_relay, **{"limits.min_data_rate": 10000, "limits.data_rate_window": "1s"})
     c = open_transaction(relay)
     c.cmd("DATA")
-    c.send(b"Subject: slow\r\n\r\n")
+    c.send(b"From: a@sender.test\r\nSubject: slow\r\n\r\n")
     reply = ""
     for _ in range(40):
         try:

@@ -30,7 +30,7 @@ def send_raw(relay, rcpt):
     reply = c.cmd(f"RCPT TO:{rcpt}")
     data = c.cmd("DATA")
     if data.startswith("354"):
-        c.cmd("Subject: x\r\n\r\ny\r\n.")
+        c.cmd("From: a@sender.test\r\nSubject: x\r\n\r\ny\r\n.")
     c.cmd("QUIT")
     return reply, data
 

@@ -19,7 +19,7 @@ def test_pipelined_transaction_in_one_write(spawn_relay):
     replies = [c.reply() for _ in range(5)]
     assert [code(r) for r in replies[1:4]] == ["250 2.1.0", "250 2.1.5", "250 2.1.5"]
     assert replies[4].startswith("354")
-    c.send(b"Subject: pipelined\r\n\r\nhello\r\n.\r\nMAIL FROM:<a2@sender.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n")
+    c.send(b"From: a@sender.test\r\nSubject: pipelined\r\n\r\nhello\r\n.\r\nMAIL FROM:<a2@sender.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n")
     assert "queued as" in c.reply()
     assert code(c.reply()) == "250 2.1.0"
     assert code(c.reply()) == "250 2.1.5"
@@ -36,7 +36,7 @@ def test_bdat_chunks_make_one_message(spawn_relay):
     c.cmd("EHLO client.test")
     c.cmd("MAIL FROM:<a@sender.test> BODY=8BITMIME")
     c.cmd("RCPT TO:<b@example.org>")
-    parts = [b"Subject: chunked\r\n", b"\r\nline one\r\n", b".line two starts with a dot\r\n"]
+    parts = [b"From: a@sender.test\r\nSubject: chunked\r\n", b"\r\nline one\r\n", b".line two starts with a dot\r\n"]
     c.send(b"BDAT %d\r\n" % len(parts[0]) + parts[0] + b"BDAT %d\r\n" % len(parts[1]) + parts[1])
     assert c.reply() == f"250 2.0.0 {len(parts[0])} octets received\n"
     assert c.reply() == f"250 2.0.0 {len(parts[1])} octets received\n"
@@ -67,7 +67,7 @@ def test_dsn_parameters_are_kept_in_the_envelope(spawn_relay):
     assert code(c.cmd("RCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.org")) == "250 2.1.5"
     assert code(c.cmd("RCPT TO:<c@example.org> NOTIFY=NEVER")) == "250 2.1.5"
     c.cmd("DATA")
-    assert "queued as" in c.cmd("Subject: dsn\r\n\r\nx\r\n.")
+    assert "queued as" in c.cmd("From: a@sender.test\r\nSubject: dsn\r\n\r\nx\r\n.")
     [m] = relay.queue_list()
     # The envelope itself is what the pipeline reads; check it through the queue's JSON.
     raw = relay.cli("queue", "list", "--json").stdout

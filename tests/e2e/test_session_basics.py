@@ -52,7 +52,7 @@ def test_dot_stuffed_lines_are_stored_unstuffed(spawn_relay):
     relay = trusted(spawn_relay)
     c = open_transaction(relay)
     assert c.cmd("DATA").startswith("354")
-    queue_id = queued(c.cmd("Subject: dots\r\n\r\n..leading dot\r\n...\r\nplain\r\n."))
+    queue_id = queued(c.cmd("From: a@sender.test\r\nSubject: dots\r\n\r\n..leading dot\r\n...\r\nplain\r\n."))
     stored = relay.message(queue_id)
     assert stored.endswith(b"Subject: dots\r\n\r\n.leading dot\r\n..\r\nplain\r\n"), stored[-200:]
 
@@ -64,7 +64,7 @@ def test_null_sender_is_listed_with_an_empty_from(spawn_relay):
     assert code(c.cmd("MAIL FROM:<>")) == "250 2.1.0"
     assert code(c.cmd("RCPT TO:<b@example.org>")) == "250 2.1.5"
     c.cmd("DATA")
-    queue_id = queued(c.cmd("Subject: bounce\r\n\r\nnull sender\r\n."))
+    queue_id = queued(c.cmd("From: a@sender.test\r\nSubject: bounce\r\n\r\nnull sender\r\n."))
     [m] = relay.queue_list()
     assert m["id"] == queue_id and m["from"] == "" and m["state"] == "queued", m
 
@@ -74,7 +74,7 @@ def test_whole_transaction_and_quit_in_a_single_write(spawn_relay):
     c = RawClient(relay.addr("relay"))
     c.send(
         b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
-        b"Subject: one write\r\n\r\nall at once\r\n.\r\nQUIT\r\n"
+        b"From: a@sender.test\r\nSubject: one write\r\n\r\nall at once\r\n.\r\nQUIT\r\n"
     )
     replies = [c.reply() for _ in range(6)]
     assert replies[0].startswith("250-relay.test")

@@ -11,7 +11,7 @@ def test_sigterm_lets_a_transaction_finish_and_keeps_what_was_accepted(spawn_rel
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "10s"})
     done = open_transaction(relay)
     done.cmd("DATA")
-    first = done.cmd("Subject: before\r\n\r\naccepted before SIGTERM\r\n.")
+    first = done.cmd("From: a@sender.test\r\nSubject: before\r\n\r\naccepted before SIGTERM\r\n.")
     assert "queued as" in first
 
     busy = open_transaction(relay)
@@ -29,7 +29,7 @@ def test_sigterm_lets_a_transaction_finish_and_keeps_what_was_accepted(spawn_rel
     assert not accepting, "still accepting connections after SIGTERM"
 
     assert busy.cmd("DATA").startswith("354")
-    second = busy.cmd("Subject: during\r\n\r\nfinished during shutdown\r\n.")
+    second = busy.cmd("From: a@sender.test\r\nSubject: during\r\n\r\nfinished during shutdown\r\n.")
     assert "queued as" in second
     assert code(busy.reply()) == "421 4.3.2"
     assert relay.proc.wait(timeout=15) == 0
@@ -45,7 +45,7 @@ def test_grace_period_ends_unfinished_data_without_acknowledging(spawn_relay):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"], "limits.shutdown_grace": "1s"})
     c = open_transaction(relay)
     c.cmd("DATA")
-    c.send(b"Subject: never finished\r\n\r\npartial")
+    c.send(b"From: a@sender.test\r\nSubject: never finished\r\n\r\npartial")
     relay.proc.send_signal(signal.SIGTERM)
     assert code(c.reply()) == "421 4.3.2"
     assert relay.proc.wait(timeout=15) == 0

@@ -25,7 +25,7 @@ def test_smuggling_variant_is_refused_and_nothing_is_queued(spawn_relay, variant
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"]})
     c = open_transaction(relay)
     assert c.cmd("DATA").startswith("354")
-    c.send(b"Subject: first\r\n\r\nbody" + variant + SMUGGLED)
+    c.send(b"From: a@sender.test\r\nSubject: first\r\n\r\nbody" + variant + SMUGGLED)
     reply = c.reply()
     expected = "550 5.6.0" if b"\x00" in variant else "550 5.5.2"
     assert code(reply) == expected, reply
@@ -48,7 +48,7 @@ def test_bare_lf_in_a_command_line_is_refused(spawn_relay):
 def test_bare_lf_inside_bdat_is_refused(spawn_relay):
     relay = spawn_relay(**{"relay.allow_networks": ["127.0.0.0/8"]})
     c = open_transaction(relay)
-    chunk = b"Subject: x\r\n\r\na\nb\r\n"
+    chunk = b"From: a@sender.test\r\nSubject: x\r\n\r\na\nb\r\n"
     c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
     assert code(c.reply()) == "550 5.5.2"
     assert c.closed()

@@ -14,14 +14,14 @@ def test_broken_spool_gives_451_and_queues_nothing(spawn_relay):
     spool.write_text("not a directory")
     c = open_transaction(relay)
     c.cmd("DATA")
-    reply = c.cmd("Subject: doomed\r\n\r\nbody\r\n.")
+    reply = c.cmd("From: a@sender.test\r\nSubject: doomed\r\n\r\nbody\r\n.")
     assert code(reply) == "451 4.3.0", reply
     assert relay.queue_list() == []
     # A large body (streamed to its own file) fails the same way.
     c.cmd("MAIL FROM:<a@sender.test>")
     c.cmd("RCPT TO:<b@example.org>")
     c.cmd("DATA")
-    c.send(b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 300)
+    c.send(b"From: a@sender.test\r\nSubject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 300)
     assert code(c.cmd(".")) == "451 4.3.0"
     assert relay.queue_list() == []
     # Once storage is back, mail flows again without a restart.
@@ -30,5 +30,5 @@ def test_broken_spool_gives_451_and_queues_nothing(spawn_relay):
     c.cmd("MAIL FROM:<a@sender.test>")
     c.cmd("RCPT TO:<b@example.org>")
     c.cmd("DATA")
-    assert "queued as" in c.cmd("Subject: ok\r\n\r\nbody\r\n.")
+    assert "queued as" in c.cmd("From: a@sender.test\r\nSubject: ok\r\n\r\nbody\r\n.")
     assert len(relay.queue_list()) == 1
