@@ -1,10 +1,12 @@
 //! Credential checks for SMTP AUTH: argon2 hashes from the ledger, the same answer for an
 //! unknown user and a wrong password, a delay after every failure, and a lock-out per
-//! client address and per user name.
+//! client address and per (user, address) pair that parallel attempts cannot race
+//! (`throttle`).
 
-use std::collections::{HashMap, VecDeque};
+mod throttle;
+
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -13,6 +15,10 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use baton_domain::Identity;
 use baton_smtp::{AuthOutcome, Credentials};
 use baton_store::{Ledger, domains_of_tenant, get_user};
+use throttle::{Admission, Attempt, Throttle, ThrottleLimits, Verdict};
+
+/// Keys (addresses, pairs, user names) the failure table tracks at most.
+pub(crate) const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// Hashes a password for storage (argon2id, default parameters, random salt).
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -31,57 +37,107 @@ fn dummy_hash() -> &'static str {
 
 #[derive(Debug, Clone)]
 pub struct AuthPolicy {
+    /// Added to every failed attempt; also the first wait for a much-attacked user.
     pub failure_delay: Duration,
     pub max_failures_per_ip: u32,
+    /// Per (user, client address) pair; from any address this many only slow down.
     pub max_failures_per_user: u32,
     pub window: Duration,
+    pub max_tracked: usize,
 }
 
 pub struct Authenticator {
     ledger: Arc<dyn Ledger>,
     policy: AuthPolicy,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    throttle: Mutex<Throttle>,
+}
+
+/// An admitted attempt not settled yet: dropped unsettled (the session was aborted) it
+/// counts as a failure, since the password may have been checked.
+struct Pending<'a> {
+    auth: &'a Authenticator,
+    attempt: Option<Attempt>,
+}
+
+impl Pending<'_> {
+    fn settle(&mut self, verdict: Verdict) {
+        if let Some(attempt) = self.attempt.take() {
+            self.auth
+                .throttle()
+                .finish(&attempt, verdict, Instant::now());
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.settle(Verdict::Failure);
+    }
 }
 
 impl Authenticator {
     pub fn new(ledger: Arc<dyn Ledger>, policy: AuthPolicy) -> Self {
         // Computed now rather than during the first failed login.
         let _ = dummy_hash();
+        let throttle = Throttle::new(ThrottleLimits {
+            max_per_ip: policy.max_failures_per_ip,
+            max_per_pair: policy.max_failures_per_user,
+            window: policy.window,
+            base_delay: policy.failure_delay,
+            max_keys: policy.max_tracked,
+        });
         Authenticator {
             ledger,
             policy,
-            failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(throttle),
         }
     }
 
     pub async fn verify(&self, ip: IpAddr, credentials: Credentials) -> AuthOutcome {
-        let ip_key = format!("ip:{ip}");
-        let user_key = format!("user:{}", credentials.username.to_lowercase());
-        if self.failures(&ip_key) >= self.policy.max_failures_per_ip
-            || self.failures(&user_key) >= self.policy.max_failures_per_user
-        {
-            tracing::warn!(%ip, user = %credentials.username, "authentication locked out");
-            return AuthOutcome::Locked;
+        // The attempt is counted before the password is checked, in one step with the
+        // limit check: parallel attempts cannot all pass the limit.
+        let admission = self
+            .throttle()
+            .begin(ip, &credentials.username, Instant::now());
+        let (attempt, delay) = match admission {
+            Admission::Locked => {
+                tracing::warn!(%ip, user = %credentials.username, "authentication locked out");
+                return AuthOutcome::Locked;
+            }
+            Admission::Admitted { attempt, delay } => (attempt, delay),
+        };
+        let mut pending = Pending {
+            auth: self,
+            attempt: Some(attempt),
+        };
+        if !delay.is_zero() {
+            tracing::info!(user = %credentials.username, ?delay, "many failures for this user: slowing down");
+            tokio::time::sleep(delay).await;
         }
         match self.check(&credentials).await {
             Ok(Some(identity)) => {
+                pending.settle(Verdict::Success);
                 tracing::info!(user = %identity.user, tenant = %identity.tenant.0, "authenticated");
                 AuthOutcome::Success(identity)
             }
             Ok(None) => {
-                self.record_failure(&ip_key);
-                self.record_failure(&user_key);
+                pending.settle(Verdict::Failure);
                 tracing::warn!(%ip, user = %credentials.username, "authentication failed");
                 tokio::time::sleep(self.policy.failure_delay).await;
                 AuthOutcome::Failure
             }
             Err(e) => {
+                pending.settle(Verdict::Unknown);
                 // The ledger is unreachable: a wrong answer either way would be worse than
                 // a retry later. The session ends with 421.
                 tracing::error!(error = %e, "credential lookup failed");
                 AuthOutcome::Locked
             }
         }
+    }
+
+    fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn check(&self, c: &Credentials) -> Result<Option<Identity>, baton_store::StoreError> {
@@ -112,29 +168,6 @@ impl Authenticator {
             domains,
         }))
     }
-
-    fn failures(&self, key: &str) -> u32 {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = map.get_mut(key) else {
-            return 0;
-        };
-        let cutoff = Instant::now().checked_sub(self.policy.window);
-        while q.front().is_some_and(|t| cutoff.is_some_and(|c| *t < c)) {
-            q.pop_front();
-        }
-        let n = q.len() as u32;
-        if n == 0 {
-            map.remove(key);
-        }
-        n
-    }
-
-    fn record_failure(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.to_string())
-            .or_default()
-            .push_back(Instant::now());
-    }
 }
 
 #[cfg(test)]
@@ -143,6 +176,27 @@ mod tests {
     use baton_domain::{Domain, TenantId};
     use baton_store::memory::MemoryLedger;
     use baton_store::{DomainRecord, UserRecord, put_domain, put_user};
+
+    #[tokio::test]
+    async fn parallel_attempts_from_one_address_check_at_most_the_limit() {
+        let auth = Arc::new(authenticator(3).await);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let auth = auth.clone();
+            attempts.spawn(async move { auth.verify(ip, creds("alice", "wrong")).await });
+        }
+        let outcomes = attempts.join_all().await;
+        let checked = outcomes
+            .iter()
+            .filter(|o| matches!(o, AuthOutcome::Failure))
+            .count();
+        let locked = outcomes
+            .iter()
+            .filter(|o| matches!(o, AuthOutcome::Locked))
+            .count();
+        assert_eq!((checked, locked), (3, 17), "{outcomes:?}");
+    }
 
     async fn authenticator(max: u32) -> Authenticator {
         let ledger = Arc::new(MemoryLedger::default());
@@ -170,6 +224,7 @@ mod tests {
                 max_failures_per_ip: max,
                 max_failures_per_user: 100,
                 window: Duration::from_secs(60),
+                max_tracked: MAX_TRACKED_KEYS,
             },
         )
     }

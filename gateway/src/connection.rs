@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_domain::QueueId;
 use baton_smtp::{Event, ListenerKind, PeerInfo, Reply, Session, SessionConfig, TlsInfo, canned};
@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::server::Shared;
@@ -23,11 +24,15 @@ const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Deadlines {
+    /// From our last reply to the end of the client's next command line, however the
+    /// line trickles in.
     pub(crate) command: Duration,
     pub(crate) data: Duration,
     pub(crate) min_data_rate: u64,
     pub(crate) data_rate_window: Duration,
     pub(crate) tls_handshake: Duration,
+    /// A whole session, however active.
+    pub(crate) session: Duration,
 }
 
 /// `soft`: stop taking new transactions. `hard`: the grace period is over.
@@ -50,6 +55,7 @@ pub(crate) async fn serve_connection(
     let span = tracing::info_span!("session", session = id, peer = %peer, listener = config.listener.as_str());
     async move {
         tracing::debug!("connected");
+        let session_ends = Instant::now() + shared.deadlines.session;
         let mut conn = Connection {
             shared,
             stream: None,
@@ -59,6 +65,8 @@ pub(crate) async fn serve_connection(
             blob_failed: false,
             signals,
             rate: RateMeter::default(),
+            session_ends,
+            line_deadline: None,
         };
         let outcome = conn.run(config, peer, socket).await;
         match outcome {
@@ -95,6 +103,11 @@ struct Connection {
     blob_failed: bool,
     signals: Shutdown,
     rate: RateMeter,
+    /// `max_session_time` after the connection was accepted.
+    session_ends: Instant,
+    /// When the command line being waited for must be complete; set by the first read
+    /// after a reply, cleared when the next reply is sent.
+    line_deadline: Option<Instant>,
 }
 
 impl Connection {
@@ -266,6 +279,7 @@ impl Connection {
         tokio::time::timeout(self.shared.deadlines.command, write)
             .await
             .map_err(|_| EndReason::Terminated("write timed out"))??;
+        self.line_deadline = None;
         Ok(())
     }
 
@@ -279,10 +293,17 @@ impl Connection {
             return Ok(Some(canned::shutting_down()));
         }
         let deadlines = &self.shared.deadlines;
-        let timeout = if in_body {
-            deadlines.data
+        let now = Instant::now();
+        if now >= self.session_ends {
+            tracing::info!(limit = ?deadlines.session, "session lasted too long");
+            return Ok(Some(session_too_long()));
+        }
+        // Inside a body every read must come within data_timeout (and the rate holds);
+        // a command line must be complete by its deadline, however many reads it takes.
+        let deadline = if in_body {
+            now + deadlines.data
         } else {
-            deadlines.command
+            *self.line_deadline.get_or_insert(now + deadlines.command)
         };
         let stream = self
             .stream
@@ -297,11 +318,15 @@ impl Connection {
             stream.read_buf(buf).await
         };
         let n = tokio::select! {
-            r = tokio::time::timeout(timeout, read) => match r {
+            r = tokio::time::timeout_at(deadline.min(self.session_ends), read) => match r {
                 Ok(r) => r?,
-                Err(_) => {
-                    tracing::info!(?timeout, in_body, "client timed out");
+                Err(_) if deadline < self.session_ends => {
+                    tracing::info!(in_body, "client timed out");
                     return Ok(Some(canned::timeout()));
+                }
+                Err(_) => {
+                    tracing::info!(limit = ?deadlines.session, "session lasted too long");
+                    return Ok(Some(session_too_long()));
                 }
             },
             _ = hard.wait_for(|v| *v) => return Ok(Some(canned::shutting_down())),
@@ -348,6 +373,14 @@ impl Connection {
         tracing::debug!(version = %info.version, cipher = %info.cipher, "TLS established");
         Ok((Stream::Tls(Box::new(tls)), info))
     }
+}
+
+fn session_too_long() -> Reply {
+    Reply::new(
+        421,
+        "4.4.2",
+        "Session time limit exceeded, closing connection",
+    )
 }
 
 /// Sends FIN, then reads and drops whatever the client still sends for a moment. Closing

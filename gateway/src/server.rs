@@ -98,6 +98,7 @@ impl Gateway {
                 max_failures_per_ip: l.max_auth_failures_per_ip,
                 max_failures_per_user: l.max_auth_failures_per_user,
                 window: l.auth_failure_window,
+                max_tracked: crate::auth::MAX_TRACKED_KEYS,
             },
         );
         let shared = Arc::new(Shared {
@@ -110,6 +111,7 @@ impl Gateway {
                 min_data_rate: l.min_data_rate,
                 data_rate_window: l.data_rate_window,
                 tls_handshake: l.tls_handshake_timeout,
+                session: l.max_session_time,
             },
             networks: Networks(raw.relay.allow_networks.clone()),
             per_ip: Mutex::new(HashMap::new()),

@@ -1,7 +1,11 @@
 //! The gateway's API over real sockets and the embedded backend: `spawn_app()` binds port 0
-//! listeners on a fresh data directory and returns their addresses.
+//! listeners on a fresh data directory and returns their addresses. One test binary; the
+//! modules group tests by concern.
 
-use std::net::SocketAddr;
+mod auth;
+mod deadlines;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +15,49 @@ use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
 use baton_gateway::{Gateway, GatewayDeps};
 use baton_smtp::ListenerKind;
 use baton_store::{BlobStore, BlobWriter, StoreError};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
 struct App {
     relay: SocketAddr,
+    submission: SocketAddr,
     backend: EmbeddedBackend,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl App {
+    /// A client config that trusts the self-signed certificate the gateway generated.
+    fn tls_client(&self) -> tokio_rustls::TlsConnector {
+        let cert = CertificateDer::from_pem_file(self.dir.path().join("tls/cert.pem"))
+            .expect("generated certificate");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("trust anchor");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// Adds user `name` of tenant acme with `password`.
+    async fn add_user(&self, name: &str, password: &str) {
+        let record = baton_store::UserRecord {
+            tenant: baton_domain::TenantId("acme".into()),
+            password_hash: baton_gateway::hash_password(password).expect("hash"),
+        };
+        baton_store::put_user(&self.backend.ledger(), name, &record)
+            .await
+            .expect("put user");
+    }
 }
 
 fn settings(dir: &std::path::Path, extra: &[(&str, &str)]) -> Settings {
@@ -53,12 +89,15 @@ async fn spawn_app_with(extra: &[(&str, &str)], blobs: Option<Arc<dyn BlobStore>
         ledger: Arc::new(backend.ledger()),
     };
     let gateway = Gateway::bind(&settings, deps).await.expect("bind");
-    let relay = gateway
-        .local_addrs()
-        .into_iter()
-        .find(|(k, _)| *k == ListenerKind::Relay)
-        .map(|(_, a)| a)
-        .expect("relay listener");
+    let addr = |kind| {
+        gateway
+            .local_addrs()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| a)
+            .expect("listener")
+    };
+    let (relay, submission) = (addr(ListenerKind::Relay), addr(ListenerKind::Submission));
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         gateway
@@ -70,10 +109,11 @@ async fn spawn_app_with(extra: &[(&str, &str)], blobs: Option<Arc<dyn BlobStore>
     });
     App {
         relay,
+        submission,
         backend,
         stop: Some(stop),
         done,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -81,42 +121,95 @@ async fn spawn_app() -> App {
     spawn_app_with(&[], None).await
 }
 
+/// Reads one (possibly multi-line) reply, each line within `limit`; "" on EOF or reset.
+async fn read_reply(reader: &mut BufReader<ReadHalf<Box<dyn Io>>>, limit: Duration) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(limit, reader.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return all;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Client {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf<Box<dyn Io>>>,
+    writer: WriteHalf<Box<dyn Io>>,
 }
 
 impl Client {
     async fn connect(addr: SocketAddr) -> Client {
-        let (r, w) = TcpStream::connect(addr)
-            .await
-            .expect("connect")
-            .into_split();
-        let mut c = Client {
+        let c = Client::connect_raw(addr, None).await;
+        c.greeted().await
+    }
+
+    /// Connects from `local` (any 127.0.0.0/8 address works on loopback).
+    async fn connect_from(local: IpAddr, addr: SocketAddr) -> Client {
+        let c = Client::connect_raw(addr, Some(local)).await;
+        c.greeted().await
+    }
+
+    async fn connect_raw(addr: SocketAddr, local: Option<IpAddr>) -> Client {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(ip) = local {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .expect("bind local address");
+        }
+        let stream: Box<dyn Io> = Box::new(socket.connect(addr).await.expect("connect"));
+        Client::over(stream)
+    }
+
+    fn over(stream: Box<dyn Io>) -> Client {
+        let (r, w) = tokio::io::split(stream);
+        Client {
             reader: BufReader::new(r),
             writer: w,
-        };
-        assert!(c.reply().await.starts_with("220 "));
+        }
+    }
+
+    async fn greeted(mut self) -> Client {
+        let greeting = self.reply().await;
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        self
+    }
+
+    /// EHLO, STARTTLS, the handshake and EHLO again: ready for AUTH.
+    async fn secured(mut self, app: &App) -> Client {
+        self.command("EHLO test").await;
+        let reply = self.command("STARTTLS").await;
+        assert!(reply.starts_with("220 "), "{reply}");
+        assert!(self.reader.buffer().is_empty(), "no input after STARTTLS");
+        let stream = self.reader.into_inner().unsplit(self.writer);
+        let name = ServerName::try_from("localhost").expect("name");
+        let tls = app
+            .tls_client()
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        let mut c = Client::over(Box::new(tls));
+        assert!(c.command("EHLO test").await.contains("AUTH PLAIN"));
         c
     }
 
     /// Reads one (possibly multi-line) reply; "" on EOF.
     async fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
-                .await
-                .expect("reply in time")
-                .expect("read");
-            if n == 0 {
-                return all;
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
+        self.reply_within(Duration::from_secs(10)).await
+    }
+
+    async fn reply_within(&mut self, limit: Duration) -> String {
+        read_reply(&mut self.reader, limit).await
     }
 
     async fn send(&mut self, data: &str) {
@@ -145,7 +238,9 @@ async fn accepted_message_is_durable_before_250() {
             .starts_with("250 2.1.5")
     );
     assert!(c.command("DATA").await.starts_with("354"));
-    let reply = c.command("Subject: t\r\n\r\nhello\r\n.").await;
+    let reply = c
+        .command("From: a@x.test\r\nSubject: t\r\n\r\nhello\r\n.")
+        .await;
     let id = reply
         .strip_prefix("250 2.0.0 Ok: queued as ")
         .expect("queued")
@@ -199,7 +294,9 @@ async fn storage_failure_gives_451_and_queues_nothing() {
     c.command("MAIL FROM:<a@x.test>").await;
     c.command("RCPT TO:<b@y.test>").await;
     c.command("DATA").await;
-    let reply = c.command("Subject: t\r\n\r\nhello\r\n.").await;
+    let reply = c
+        .command("From: a@x.test\r\nSubject: t\r\n\r\nhello\r\n.")
+        .await;
     assert!(reply.starts_with("451 4.3.0"), "{reply}");
     assert!(
         app.backend
@@ -240,7 +337,7 @@ async fn shutdown_finishes_open_transaction_then_closes() {
     // The session inside a transaction may finish it, and only then is closed.
     assert!(busy.command("DATA").await.starts_with("354"));
     assert!(
-        busy.command("Subject: t\r\n\r\nbye\r\n.")
+        busy.command("From: a@x.test\r\nSubject: t\r\n\r\nbye\r\n.")
             .await
             .starts_with("250 2.0.0")
     );
@@ -260,11 +357,7 @@ async fn connections_per_ip_are_capped() {
     let app = spawn_app_with(&[("BATON_LIMITS__MAX_CONNECTIONS_PER_IP", "2")], None).await;
     let _a = Client::connect(app.relay).await;
     let _b = Client::connect(app.relay).await;
-    let (r, _w) = TcpStream::connect(app.relay)
-        .await
-        .expect("connect")
-        .into_split();
-    let mut line = String::new();
-    BufReader::new(r).read_line(&mut line).await.expect("read");
+    let mut c = Client::connect_raw(app.relay, None).await;
+    let line = c.reply().await;
     assert!(line.starts_with("421 4.7.0"), "{line}");
 }
