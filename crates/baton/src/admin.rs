@@ -194,8 +194,9 @@ async fn new_dkim_keys(ledger: &dyn Ledger, domain: &str) -> anyhow::Result<Vec<
 
 fn print_dns_records(domain: &str, keys: &[dkim::DkimKey]) {
     println!("\nPublish these DNS records:");
+    // Long values (RSA keys) as several quoted strings: one DNS string holds 255 octets.
     for r in dkim::dns_records(domain, keys) {
-        println!("{}  {}  \"{}\"", r.name, r.rtype, r.value);
+        println!("{}  {}  {}", r.name, r.rtype, r.zone_value());
     }
 }
 
