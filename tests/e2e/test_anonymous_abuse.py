@@ -37,7 +37,7 @@ def relay(spawn_relay, nexthop):
 
 def anonymous(relay, mail_from, rcpt, message):
     c = RawClient(relay.addr("relay"))
-    assert code(c.cmd("EHLO attacker.test")) == "250"
+    assert c.cmd("EHLO attacker.test").startswith("250")
     assert code(c.cmd(f"MAIL FROM:<{mail_from}>")) == "250 2.1.0"
     assert code(c.cmd(f"RCPT TO:<{rcpt}>")) == "250 2.1.5"
     assert c.cmd("DATA").startswith("354")

@@ -24,7 +24,7 @@ def test_pipelined_transaction_in_one_write(spawn_relay):
     assert code(c.reply()) == "250 2.1.0"
     assert code(c.reply()) == "250 2.1.5"
     assert c.reply().startswith("354")
-    assert "queued as" in c.cmd("second\r\n.")
+    assert "queued as" in c.cmd("From: a2@sender.test\r\n\r\nsecond\r\n.")
     assert code(c.cmd("QUIT")) == "221 2.0.0"
     listed = relay.queue_list()
     assert [m["recipients"] for m in listed] == [["b@example.org", "c@example.org"], ["d@example.org"]]
