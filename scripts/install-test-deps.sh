@@ -19,6 +19,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # Postfix's SMTP client needs the Cyrus PLAIN module to authenticate to Baton (e2e test).
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need_apt+=(libsasl2-modules)
+# OpenDKIM verifies our DKIM signatures as a second, independent implementation (its test
+# mode, `opendkim -t`); the e2e test also uses opendkim-testkey from the tools package.
+[ -x /usr/sbin/opendkim ] || command -v opendkim >/dev/null || need_apt+=(opendkim)
+command -v opendkim-testkey >/dev/null || need_apt+=(opendkim-tools)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

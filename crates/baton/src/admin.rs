@@ -177,12 +177,27 @@ async fn new_dkim_keys(ledger: &dyn Ledger, domain: &str) -> anyhow::Result<Vec<
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    // Selectors are named by the second; a rotation within the same second as the last one
+    // takes the next free name instead of overwriting a published key.
+    let taken: Vec<String> = dkim::all_keys(ledger, domain)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .map(|k| k.selector)
+        .collect();
+    let mut stamp = now;
+    while taken
+        .iter()
+        .any(|s| *s == format!("b{stamp}r") || *s == format!("b{stamp}e"))
+    {
+        stamp += 1;
+    }
     let mut keys = Vec::new();
     for (algorithm, suffix) in [
         (dkim::Algorithm::RsaSha256, "r"),
         (dkim::Algorithm::Ed25519Sha256, "e"),
     ] {
-        let selector = format!("b{now}{suffix}");
+        let selector = format!("b{stamp}{suffix}");
         let key = dkim::generate_key(domain, &selector, algorithm, now)?;
         dkim::put_key(ledger, &key)
             .await
