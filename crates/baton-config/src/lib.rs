@@ -279,10 +279,12 @@ impl RouteConfig {
     pub fn resolve_password(&self) -> Result<Option<String>, ConfigError> {
         match (&self.password, &self.password_env) {
             (Some(p), None) => Ok(Some(p.clone())),
-            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| ConfigError::Invalid {
-                key: "delivery.routes",
-                reason: format!("{}: password_env {var} is not set", self.pattern),
-            }),
+            (None, Some(var)) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| ConfigError::Invalid {
+                    key: "delivery.routes",
+                    reason: format!("{}: password_env {var} is not set", self.pattern),
+                }),
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err(ConfigError::Invalid {
                 key: "delivery.routes",

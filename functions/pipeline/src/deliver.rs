@@ -80,11 +80,9 @@ pub async fn handle(
         });
     }
 
-    let stored = ports.blobs.read(&id.to_string()).await?;
-    let mut body = Vec::with_capacity(job.prefix.len() + stored.len());
-    body.extend_from_slice(job.prefix.as_bytes());
-    body.extend_from_slice(&stored);
-    drop(stored);
+    // The prefix (added headers) and the stored body go out one after the other, never
+    // joined into a second copy of the message.
+    let body = ports.blobs.read(&id.to_string()).await?;
 
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for rcpt in &pending {
@@ -117,6 +115,7 @@ pub async fn handle(
         let msg = Message {
             mail_from: sender.as_deref(),
             recipients: specs,
+            prefix: job.prefix.as_bytes(),
             body: &body,
             smtputf8: envelope.smtputf8,
             eight_bit: envelope.body == baton_domain::BodyType::EightBitMime,

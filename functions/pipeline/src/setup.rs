@@ -9,7 +9,8 @@ use crate::StageError;
 use crate::bounce::BounceConfig;
 use crate::deliver;
 use crate::outbound::{
-    ClientConfig, ConnectionPool, HickoryMxResolver, MxResolver, Route, opportunistic_tls,
+    ClientConfig, ConnectionPool, Credentials, HickoryMxResolver, MxResolver, Route,
+    opportunistic_tls,
 };
 use crate::policy::PolicyConfig;
 use crate::runtime::{BounceStage, DeliverStage, PolicyStage, SignStage, Stages};
@@ -30,18 +31,25 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
                 .map_err(|e| StageError::Permanent(format!("DNS resolver: {e}")))?,
         )
     };
-    let routes = d
-        .routes
-        .iter()
-        .map(|r| Route {
+    let mut routes = Vec::with_capacity(d.routes.len());
+    for r in &d.routes {
+        let password = r
+            .resolve_password()
+            .map_err(|e| StageError::Permanent(format!("route credentials: {e}")))?;
+        routes.push(Route {
             pattern: r.pattern.clone(),
             target: r.target.as_deref().and_then(|t| {
                 let (host, port) = t.rsplit_once(':')?;
                 Some((host.to_string(), port.parse().ok()?))
             }),
             require_tls: r.require_tls,
-        })
-        .collect();
+            auth: r
+                .username
+                .clone()
+                .zip(password)
+                .map(|(user, password)| Credentials::new(user, password)),
+        });
+    }
     let helo = if d.helo_name.is_empty() {
         raw.hostname.clone()
     } else {

@@ -5,13 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smtp_proto::EhloResponse;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
+use super::auth::{Credentials, Mechanisms, authenticate};
 use super::mx::{MxResolver, ResolveError};
-use super::{Route, route_for};
+use super::wire::{Reply, Wire};
+use super::{Route, deadline, route_for};
 
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -39,7 +40,9 @@ pub struct Message<'a> {
     /// `None` is the null sender.
     pub mail_from: Option<&'a str>,
     pub recipients: Vec<RcptSpec>,
-    /// The complete message, CRLF line endings, not dot-stuffed.
+    /// Header fields added on the way (policy, DKIM), sent before `body`.
+    pub prefix: &'a [u8],
+    /// The message as stored, CRLF line endings, not dot-stuffed; streamed, never copied.
     pub body: &'a [u8],
     pub smtputf8: bool,
     pub eight_bit: bool,
@@ -64,137 +67,26 @@ pub struct RcptResult {
     pub remote_host: Option<String>,
 }
 
-/// A reply from the server.
-#[derive(Debug, Clone)]
-struct Reply {
-    code: u16,
-    enhanced: Option<String>,
-    text: String,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn local(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
-        Reply {
-            code,
-            enhanced: Some(enhanced.into()),
-            text: text.into(),
-            lines: Vec::new(),
-        }
-    }
-
-    fn outcome(&self) -> Outcome {
-        match self.code {
-            200..=399 => Outcome::Delivered,
-            500..=599 => Outcome::Failed,
-            _ => Outcome::Deferred,
-        }
+fn outcome(reply: &Reply) -> Outcome {
+    match reply.code {
+        200..=399 => Outcome::Delivered,
+        500..=599 => Outcome::Failed,
+        _ => Outcome::Deferred,
     }
 }
-
-fn parse_reply(lines: Vec<String>) -> io::Result<Reply> {
-    let last = lines
-        .last()
-        .ok_or_else(|| io::Error::other("empty reply"))?;
-    let code: u16 = last
-        .get(..3)
-        .and_then(|c| c.parse().ok())
-        .filter(|c| (200..600).contains(c))
-        .ok_or_else(|| io::Error::other(format!("malformed reply {last:?}")))?;
-    let rest = last.get(4..).unwrap_or("").trim();
-    let (enhanced, text) = match rest.split_once(' ') {
-        Some((e, t)) if is_enhanced(e) => (Some(e.to_string()), t.to_string()),
-        _ if is_enhanced(rest) => (Some(rest.to_string()), String::new()),
-        _ => (None, rest.to_string()),
-    };
-    Ok(Reply {
-        code,
-        enhanced,
-        text,
-        lines,
-    })
-}
-
-fn is_enhanced(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct Conn {
-    io: BufReader<Box<dyn Io>>,
-    command_timeout: Duration,
+    wire: Wire,
     tls: bool,
 }
 
 impl Conn {
-    async fn read_reply(&mut self, timeout: Duration) -> io::Result<Reply> {
-        let read = async {
-            let mut lines = Vec::new();
-            loop {
-                let mut line = String::new();
-                let n = self.io.read_line(&mut line).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed",
-                    ));
-                }
-                if line.len() > 2048 {
-                    return Err(io::Error::other("reply line too long"));
-                }
-                let line = line.trim_end_matches(['\r', '\n']).to_string();
-                let more = line.as_bytes().get(3) == Some(&b'-');
-                lines.push(line);
-                if !more || lines.len() > 100 {
-                    return parse_reply(lines);
-                }
-            }
-        };
-        tokio::time::timeout(timeout, read).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the server")
-        })?
-    }
-
-    async fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        let timeout = self.command_timeout;
-        let write = async {
-            self.io.get_mut().write_all(data).await?;
-            self.io.get_mut().flush().await
-        };
-        tokio::time::timeout(timeout, write).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "timed out writing to the server")
-        })?
-    }
-
     async fn command(&mut self, line: &str) -> io::Result<Reply> {
-        self.send(&command_line(line)?).await?;
-        self.read_reply(self.command_timeout).await
+        self.wire.command(line).await
     }
 }
 
-/// Every command line we send is built here: one line, CRLF-terminated, and refused if it
-/// holds CR, LF or NUL, so no value can ever add a command to the session.
-fn command_line(line: &str) -> io::Result<Vec<u8>> {
-    if line.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "refusing to send a command line with CR, LF or NUL",
-        ));
-    }
-    let mut out = Vec::with_capacity(line.len() + 2);
-    out.extend_from_slice(line.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    Ok(out)
-}
-
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Extensions {
     pipelining: bool,
     starttls: bool,
@@ -202,23 +94,31 @@ struct Extensions {
     eight_bit: bool,
     smtputf8: bool,
     dsn: bool,
+    auth: Mechanisms,
 }
 
+/// The EHLO keywords, read by smtp-proto's `EhloResponse` from the reply as received. A
+/// reply it cannot read is taken as offering nothing, as after HELO.
 fn extensions(reply: &Reply) -> Extensions {
-    let has = |name: &str| {
-        reply.lines.iter().skip(1).any(|l| {
-            l.get(4..)
-                .and_then(|e| e.split_whitespace().next())
-                .is_some_and(|k| k.eq_ignore_ascii_case(name))
-        })
+    let ehlo = match EhloResponse::parse(&mut reply.raw.iter()) {
+        Ok(ehlo) => ehlo,
+        Err(e) => {
+            tracing::warn!(error = ?e, "unreadable EHLO reply: using no extensions");
+            return Extensions::default();
+        }
     };
+    let has = |flag| ehlo.has_capability(flag);
     Extensions {
-        pipelining: has("PIPELINING"),
-        starttls: has("STARTTLS"),
-        size: has("SIZE"),
-        eight_bit: has("8BITMIME"),
-        smtputf8: has("SMTPUTF8"),
-        dsn: has("DSN"),
+        pipelining: has(smtp_proto::EXT_PIPELINING),
+        starttls: has(smtp_proto::EXT_START_TLS),
+        size: has(smtp_proto::EXT_SIZE),
+        eight_bit: has(smtp_proto::EXT_8BIT_MIME),
+        smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
+        dsn: has(smtp_proto::EXT_DSN),
+        auth: Mechanisms {
+            plain: ehlo.auth() & smtp_proto::AUTH_PLAIN != 0,
+            login: ehlo.auth() & smtp_proto::AUTH_LOGIN != 0,
+        },
     }
 }
 
@@ -227,7 +127,7 @@ fn results(rcpts: &[RcptSpec], reply: &Reply, host: Option<&str>) -> Vec<RcptRes
         .iter()
         .map(|r| RcptResult {
             address: r.address.clone(),
-            outcome: reply.outcome(),
+            outcome: outcome(reply),
             code: reply.code,
             enhanced: reply.enhanced.clone(),
             text: reply.text.clone(),
@@ -246,7 +146,10 @@ pub async fn deliver(
     cfg: &ClientConfig,
 ) -> Vec<RcptResult> {
     let route = route_for(routes, domain);
-    let require_tls = route.is_some_and(|r| r.require_tls);
+    let policy = SessionPolicy {
+        require_tls: route.is_some_and(|r| r.require_tls || r.auth.is_some()),
+        auth: route.and_then(|r| r.auth.as_ref()),
+    };
     let targets: Vec<(String, Vec<SocketAddr>)> = match route.and_then(|r| r.target.clone()) {
         Some((host, port)) => match resolver.addresses(&host).await {
             Ok(addrs) => vec![(
@@ -281,7 +184,11 @@ pub async fn deliver(
     );
     for (host, addrs) in &targets {
         for addr in addrs {
-            match attempt(host, *addr, msg, cfg, require_tls).await {
+            if deadline::passed() {
+                // Out of time for this round: what we have is the answer; try again later.
+                return results(&msg.recipients, &last, None);
+            }
+            match attempt(host, *addr, msg, cfg, &policy).await {
                 Attempt::Done(results) => return results,
                 Attempt::NextHost(reply) => {
                     tracing::info!(%host, %addr, reply = %format!("{} {}", reply.code, reply.text), "trying next host");
@@ -291,6 +198,13 @@ pub async fn deliver(
         }
     }
     results(&msg.recipients, &last, None)
+}
+
+/// What the route asks of a session.
+struct SessionPolicy<'a> {
+    /// Never in plaintext (asked for, or implied by credentials).
+    require_tls: bool,
+    auth: Option<&'a Credentials>,
 }
 
 fn resolve_reply(e: &ResolveError) -> Reply {
@@ -320,22 +234,31 @@ async fn attempt(
     addr: SocketAddr,
     msg: &Message<'_>,
     cfg: &ClientConfig,
-    require_tls: bool,
+    policy: &SessionPolicy<'_>,
 ) -> Attempt {
     let label = format!("{host}[{}]", addr.ip());
+    let key = PoolKey {
+        addr,
+        user: policy.auth.map(|c| c.username.clone()),
+    };
     // A cached session to this address first: RSET proves it is still alive.
-    while let Some((mut conn, ext)) = cfg.pool.as_ref().and_then(|p| p.take(addr, require_tls)) {
+    while let Some((mut conn, ext)) = cfg
+        .pool
+        .as_ref()
+        .and_then(|p| p.take(&key, policy.require_tls))
+    {
         if !matches!(conn.command("RSET").await, Ok(r) if r.code == 250) {
             continue;
         }
         if let Ok((attempt, reusable)) =
             mail_transaction(&mut conn, host, msg, &ext, cfg, &label).await
         {
-            finish(cfg, addr, conn, ext, reusable).await;
+            finish(cfg, key, conn, ext, reusable).await;
             return attempt;
         }
     }
-    let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+    let connect = TcpStream::connect(addr);
+    let tcp = match tokio::time::timeout(deadline::clamp(cfg.connect_timeout), connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return Attempt::NextHost(Reply::local(
@@ -354,30 +277,35 @@ async fn attempt(
     };
     let _ = tcp.set_nodelay(true);
     let mut conn = Conn {
-        io: BufReader::new(Box::new(tcp) as Box<dyn Io>),
-        command_timeout: cfg.command_timeout,
+        wire: Wire::new(Box::new(tcp), cfg.command_timeout),
         tls: false,
     };
-    let lost = |e: io::Error| {
-        if e.kind() == io::ErrorKind::InvalidInput {
-            // Our own refusal to write a line: no other host would fare better.
+    let lost = |e: io::Error| match e.kind() {
+        // Our own refusal to write a line: no other host would fare better.
+        io::ErrorKind::InvalidInput => {
             let reply = Reply::local(554, "5.6.0", e.to_string());
-            return Attempt::Done(results(&msg.recipients, &reply, None));
+            Attempt::Done(results(&msg.recipients, &reply, None))
         }
-        Attempt::NextHost(Reply::local(
+        // The server broke the protocol (endless line, endless reply, bad syntax).
+        io::ErrorKind::InvalidData => Attempt::NextHost(Reply::local(
+            451,
+            "4.5.0",
+            format!("protocol error from {label}: {e}"),
+        )),
+        _ => Attempt::NextHost(Reply::local(
             451,
             "4.4.2",
             format!("lost connection with {label}: {e}"),
-        ))
+        )),
     };
-    let ext = match open_session(&mut conn, host, cfg, require_tls, &label).await {
+    let ext = match open_session(&mut conn, host, cfg, policy, &label).await {
         Ok(Ok(ext)) => ext,
         Ok(Err(reply)) => return Attempt::NextHost(reply),
         Err(e) => return lost(e),
     };
     match mail_transaction(&mut conn, host, msg, &ext, cfg, &label).await {
         Ok((attempt, reusable)) => {
-            finish(cfg, addr, conn, ext, reusable).await;
+            finish(cfg, key, conn, ext, reusable).await;
             attempt
         }
         Err(e) => lost(e),
@@ -385,19 +313,21 @@ async fn attempt(
 }
 
 /// Parks a clean session for the next message to the same address, or says goodbye.
-async fn finish(
-    cfg: &ClientConfig,
-    addr: SocketAddr,
-    mut conn: Conn,
-    ext: Extensions,
-    reusable: bool,
-) {
+async fn finish(cfg: &ClientConfig, key: PoolKey, mut conn: Conn, ext: Extensions, reusable: bool) {
     match &cfg.pool {
-        Some(pool) if reusable => pool.put(addr, conn, ext),
+        Some(pool) if reusable => pool.put(key, conn, ext),
         _ => {
             let _ = conn.command("QUIT").await;
         }
     }
+}
+
+/// Sessions are reused per address and identity: a session authenticated as one user is
+/// never handed to a route with other credentials, or to one without.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: SocketAddr,
+    user: Option<String>,
 }
 
 /// A parked session: the connection, what its server offers, since when it idles.
@@ -405,7 +335,7 @@ type IdleSession = (Conn, Extensions, std::time::Instant);
 
 /// Idle SMTP sessions kept for reuse by address, like Postfix's connection cache.
 pub struct ConnectionPool {
-    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<IdleSession>>>,
+    idle: std::sync::Mutex<std::collections::HashMap<PoolKey, Vec<IdleSession>>>,
     max_idle: Duration,
     max_per_address: usize,
 }
@@ -420,9 +350,9 @@ impl ConnectionPool {
     }
 
     /// A session idle for less than `max_idle`; only TLS ones when TLS is required.
-    fn take(&self, addr: SocketAddr, require_tls: bool) -> Option<(Conn, Extensions)> {
+    fn take(&self, key: &PoolKey, require_tls: bool) -> Option<(Conn, Extensions)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(key)?;
         while let Some((conn, ext, since)) = list.pop() {
             if since.elapsed() < self.max_idle && (conn.tls || !require_tls) {
                 return Some((conn, ext));
@@ -431,9 +361,9 @@ impl ConnectionPool {
         None
     }
 
-    fn put(&self, addr: SocketAddr, conn: Conn, ext: Extensions) {
+    fn put(&self, key: PoolKey, conn: Conn, ext: Extensions) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         list.retain(|(_, _, since)| since.elapsed() < self.max_idle);
         // Dropping a surplus session closes it without QUIT; the peer copes.
         if list.len() < self.max_per_address {
@@ -442,59 +372,69 @@ impl ConnectionPool {
     }
 }
 
-/// Greeting, EHLO, STARTTLS: a session ready for MAIL, or why this host will not do.
+/// Greeting, EHLO, STARTTLS, AUTH: a session ready for MAIL, or why this host will not do.
 async fn open_session(
     conn: &mut Conn,
     host: &str,
     cfg: &ClientConfig,
-    require_tls: bool,
+    policy: &SessionPolicy<'_>,
     label: &str,
 ) -> io::Result<Result<Extensions, Reply>> {
-    let greeting = conn.read_reply(cfg.command_timeout).await?;
+    let greeting = conn.wire.read_reply(cfg.command_timeout).await?;
     if greeting.code != 220 {
         return Ok(Err(greeting));
     }
     let mut ehlo = conn.command(&format!("EHLO {}", cfg.helo_name)).await?;
-    if ehlo.code != 250 {
+    let mut ext = if ehlo.code == 250 {
+        extensions(&ehlo)
+    } else {
         ehlo = conn.command(&format!("HELO {}", cfg.helo_name)).await?;
         if ehlo.code != 250 {
             return Ok(Err(ehlo));
         }
-    }
-    let mut ext = extensions(&ehlo);
+        Extensions::default()
+    };
     if ext.starttls {
         let reply = conn.command("STARTTLS").await?;
         if reply.code == 220 {
-            let old = std::mem::replace(
-                &mut conn.io,
-                BufReader::new(Box::new(tokio::io::duplex(1).0) as Box<dyn Io>),
-            );
-            let tcp = old.into_inner();
+            let plain = std::mem::replace(
+                &mut conn.wire,
+                Wire::new(Box::new(tokio::io::empty()), cfg.command_timeout),
+            )
+            .into_io()?;
             let name =
                 rustls::pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
                     rustls::pki_types::ServerName::try_from("localhost").expect("static name")
                 });
-            let tls: TlsStream<Box<dyn Io>> = tokio::time::timeout(
-                cfg.command_timeout,
-                TlsConnector::from(cfg.tls.clone()).connect(name, tcp),
+            let tls = tokio::time::timeout(
+                deadline::clamp(cfg.command_timeout),
+                TlsConnector::from(cfg.tls.clone()).connect(name, plain),
             )
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-            conn.io = BufReader::new(Box::new(tls));
+            conn.wire = Wire::new(Box::new(tls), cfg.command_timeout);
             conn.tls = true;
             ehlo = conn.command(&format!("EHLO {}", cfg.helo_name)).await?;
             if ehlo.code != 250 {
                 return Ok(Err(ehlo));
             }
             ext = extensions(&ehlo);
-        } else if require_tls {
+        } else if policy.require_tls {
             return Ok(Err(Reply::local(
                 451,
                 "4.7.5",
                 format!("TLS required but {label} refused STARTTLS"),
             )));
         }
-    } else if require_tls {
+    }
+    if let Some(creds) = policy.auth {
+        // Checked before `require_tls` below so the reason names the credentials.
+        if let Err(reply) = authenticate(&mut conn.wire, conn.tls, creds, ext.auth, label).await? {
+            let _ = conn.command("QUIT").await;
+            return Ok(Err(reply));
+        }
+    }
+    if policy.require_tls && !conn.tls {
         let _ = conn.command("QUIT").await;
         return Ok(Err(Reply::local(
             451,
@@ -502,7 +442,6 @@ async fn open_session(
             format!("TLS required but not offered by {label}"),
         )));
     }
-
     Ok(Ok(ext))
 }
 
@@ -534,7 +473,7 @@ async fn mail_transaction(
 
     let mut mail = format!("MAIL FROM:<{}>", msg.mail_from.unwrap_or(""));
     if ext.size {
-        mail.push_str(&format!(" SIZE={}", msg.body.len()));
+        mail.push_str(&format!(" SIZE={}", msg.prefix.len() + msg.body.len()));
     }
     if msg.eight_bit && ext.eight_bit {
         mail.push_str(" BODY=8BITMIME");
@@ -569,15 +508,13 @@ async fn mail_transaction(
 
     // With PIPELINING, MAIL and every RCPT go out in one write (RFC 2920).
     let (mail_reply, rcpt_replies) = if ext.pipelining {
-        let mut batch = command_line(&mail)?;
-        for l in &rcpt_lines {
-            batch.extend_from_slice(&command_line(l)?);
-        }
-        conn.send(&batch).await?;
-        let mail_reply = conn.read_reply(cfg.command_timeout).await?;
+        let mut batch = vec![mail.as_str()];
+        batch.extend(rcpt_lines.iter().map(String::as_str));
+        conn.wire.send_commands(&batch).await?;
+        let mail_reply = conn.wire.read_reply(cfg.command_timeout).await?;
         let mut replies = Vec::new();
         for _ in &rcpt_lines {
-            replies.push(conn.read_reply(cfg.command_timeout).await?);
+            replies.push(conn.wire.read_reply(cfg.command_timeout).await?);
         }
         (mail_reply, replies)
     } else {
@@ -592,7 +529,7 @@ async fn mail_transaction(
     };
     if mail_reply.code != 250 {
         let _ = conn.command("QUIT").await;
-        let attempt = match mail_reply.outcome() {
+        let attempt = match outcome(&mail_reply) {
             Outcome::Failed => Attempt::Done(results(&msg.recipients, &mail_reply, Some(host))),
             _ => Attempt::NextHost(mail_reply),
         };
@@ -618,8 +555,8 @@ async fn mail_transaction(
         out.extend(results(&accepted, &data, Some(host)));
         return Ok((Attempt::Done(out), false));
     }
-    conn.send(&dot_stuff(msg.body)).await?;
-    let final_reply = match conn.read_reply(cfg.data_timeout).await {
+    conn.wire.send_body(&[msg.prefix, msg.body]).await?;
+    let final_reply = match conn.wire.read_reply(cfg.data_timeout).await {
         Ok(r) => r,
         // The body went out but the verdict did not come back: it may or may not have been
         // taken. Retrying risks a duplicate, giving up risks a loss; mail prefers duplicates.
@@ -630,58 +567,7 @@ async fn mail_transaction(
         ),
     };
     // A session that answered the body is clean: it can carry the next message.
-    let reusable = final_reply.lines.iter().any(|l| !l.is_empty());
+    let reusable = final_reply.is_remote();
     out.extend(results(&accepted, &final_reply, Some(host)));
     Ok((Attempt::Done(out), reusable))
-}
-
-/// RFC 5321 §4.5.2: a line starting with "." gets one more; the body ends with CRLF.CRLF.
-fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_parse_with_and_without_enhanced_codes() {
-        let r = parse_reply(vec![
-            "250-mx.test".into(),
-            "250 2.0.0 Ok: queued as X".into(),
-        ])
-        .expect("reply");
-        assert_eq!(
-            (r.code, r.enhanced.as_deref(), r.text.as_str()),
-            (250, Some("2.0.0"), "Ok: queued as X")
-        );
-        let r = parse_reply(vec!["450 Error: command failed".into()]).expect("reply");
-        assert_eq!(
-            (r.code, r.enhanced.clone(), r.outcome()),
-            (450, None, Outcome::Deferred)
-        );
-        assert!(parse_reply(vec!["hello".into()]).is_err());
-    }
-
-    #[test]
-    fn dot_stuffing_doubles_leading_dots_and_terminates() {
-        assert_eq!(
-            dot_stuff(b"a\r\n.b\r\n..c\r\n"),
-            b"a\r\n..b\r\n...c\r\n.\r\n"
-        );
-        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
-    }
 }

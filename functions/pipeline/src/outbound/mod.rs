@@ -1,10 +1,20 @@
 //! Outbound SMTP: MX resolution (RFC 5321 §5.1, RFC 7505), routes, and a client that makes one
 //! transaction per destination with every pending recipient, reporting per-recipient outcomes.
+//!
+//! `client` runs the session (EHLO, STARTTLS, AUTH, the transaction, pooling); `wire` is its
+//! only way to the socket (the one command-line writer, the body writer, the bounded reply
+//! reader); `dot` stuffs the body as it streams; `auth` holds credentials and the exchange;
+//! `deadline` limits every network step to the time a scope has left.
 
+mod auth;
 mod client;
+pub mod deadline;
+mod dot;
 mod mx;
 mod tls;
+mod wire;
 
+pub use auth::Credentials;
 pub use client::{ClientConfig, ConnectionPool, Message, Outcome, RcptResult, RcptSpec, deliver};
 pub use mx::{HickoryMxResolver, MxHost, MxResolver, ResolveError};
 pub use tls::opportunistic_tls;
@@ -18,6 +28,8 @@ pub struct Route {
     pub target: Option<(String, u16)>,
     /// Never send in plaintext: a host without STARTTLS means "try later".
     pub require_tls: bool,
+    /// AUTH to the target, only ever over TLS (credentials imply `require_tls`).
+    pub auth: Option<Credentials>,
 }
 
 /// The most specific route for `domain`: exact, then the longest `*.suffix`, then `*`.
@@ -52,6 +64,7 @@ mod tests {
             pattern: p.into(),
             target: None,
             require_tls: false,
+            auth: None,
         }
     }
 
