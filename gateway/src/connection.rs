@@ -125,11 +125,15 @@ impl Connection {
             tls_info = Some(info);
         }
         self.stream = Some(stream);
+        let (trusted_network, network_tenant) = self.shared.networks.classify(peer.ip());
         let peer_info = PeerInfo {
             ip: peer.ip(),
-            trusted_network: self.shared.networks.contains(peer.ip()),
+            trusted_network,
         };
         let mut session = Session::new(config, peer_info, tls_info);
+        if let Some(tenant) = network_tenant {
+            session.bind_network_tenant(tenant);
+        }
         session.greet();
         loop {
             let (consumed, event) = session.advance(&self.buf, &mut self.body);

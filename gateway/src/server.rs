@@ -113,7 +113,15 @@ impl Gateway {
                 tls_handshake: l.tls_handshake_timeout,
                 session: l.max_session_time,
             },
-            networks: Networks(raw.relay.allow_networks.clone()),
+            networks: Networks {
+                allow: raw.relay.allow_networks.clone(),
+                tenants: raw
+                    .relay
+                    .tenant_networks
+                    .iter()
+                    .map(|n| (n.network, baton_domain::TenantId(n.tenant.clone())))
+                    .collect(),
+            },
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: l.max_connections_per_ip,
             slots: Arc::new(Semaphore::new(l.max_connections)),
@@ -286,17 +294,30 @@ async fn refuse(socket: &mut TcpStream, reply: baton_smtp::Reply) {
 mod ipnet_shim {
     use std::net::IpAddr;
 
-    /// Allow-listed networks.
-    pub(crate) struct Networks(pub(crate) Vec<ipnet::IpNet>);
+    use baton_domain::TenantId;
+
+    /// Networks that may relay without AUTH: anonymous ones, and ones bound to a tenant.
+    pub(crate) struct Networks {
+        pub(crate) allow: Vec<ipnet::IpNet>,
+        pub(crate) tenants: Vec<(ipnet::IpNet, TenantId)>,
+    }
 
     impl Networks {
-        pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        /// Whether `ip` may relay, and as which tenant (the most specific binding wins).
+        pub(crate) fn classify(&self, ip: IpAddr) -> (bool, Option<TenantId>) {
             // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
             let ip = match ip {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
                 v4 => v4,
             };
-            self.0.iter().any(|n| n.contains(&ip))
+            let tenant = self
+                .tenants
+                .iter()
+                .filter(|(n, _)| n.contains(&ip))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map(|(_, t)| t.clone());
+            let allowed = tenant.is_some() || self.allow.iter().any(|n| n.contains(&ip));
+            (allowed, tenant)
         }
     }
 }

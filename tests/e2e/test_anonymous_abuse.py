@@ -99,3 +99,22 @@ def test_anonymous_mail_refused_downstream_suppresses_nobody_and_bounces_nothing
     second = reply.rsplit(" ", 1)[-1].strip()
     text = timeline(relay, second, "failed")
     assert "suppression" not in text, text
+
+
+def test_a_network_bound_to_a_tenant_relays_as_that_tenant(spawn_relay, nexthop):
+    """An allow-listed network is nobody's; one the config binds to a tenant is that tenant's."""
+    relay = spawn_relay(
+        **{
+            "pipeline.run_stages": True,
+            "relay.tenant_networks": [{"network": "127.0.0.0/8", "tenant": "acme"}],
+            "delivery.routes": [{"pattern": "*", "target": nexthop.target}],
+        }
+    )
+    relay.add_domain("acme.test", "acme")
+    reply = anonymous(relay, "app@acme.test", "someone@example.org",
+                      "From: App <app@acme.test>\nSubject: bound\n\nhello")
+    assert code(reply) == "250 2.0.0", reply
+    [(_, _, data)] = nexthop.wait_messages(1)
+    assert data.count(b"DKIM-Signature:") == 2, data[:600]
+    queue_id = reply.rsplit(" ", 1)[-1].strip()
+    assert "d=acme.test" in timeline(relay, queue_id, "signed")

@@ -157,7 +157,18 @@ pub struct Tls {
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
     pub accept_domains: Vec<String>,
+    /// May relay without AUTH, but are nobody's: their mail is never signed or counted.
     pub allow_networks: Vec<IpNet>,
+    /// May relay without AUTH as a tenant: signed with that tenant's keys, counted against
+    /// its quotas, exactly like its authenticated submissions.
+    pub tenant_networks: Vec<TenantNetwork>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantNetwork {
+    pub network: IpNet,
+    pub tenant: String,
 }
 
 /// What the `Received:` field of an authenticated submission reveals to recipients.
@@ -519,6 +530,17 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(n) = self
+            .relay
+            .tenant_networks
+            .iter()
+            .find(|n| n.tenant.is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "relay.tenant_networks",
+                reason: format!("{} has no tenant", n.network),
+            });
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid {
                 key: "tls",
@@ -774,10 +796,18 @@ mod tests {
     #[test]
     fn delivery_refuses_a_placeholder_hostname_outside_a_local_trial() {
         let local = load_str("", &[]).expect("defaults");
-        assert!(local.check_delivery_hostname(true).is_ok(), "quick start on loopback");
-        assert!(local.check_delivery_hostname(false).is_err(), "a Lambda function");
+        assert!(
+            local.check_delivery_hostname(true).is_ok(),
+            "quick start on loopback"
+        );
+        assert!(
+            local.check_delivery_hostname(false).is_err(),
+            "a Lambda function"
+        );
         let public = load_str("[listen]\nrelay = \"0.0.0.0:25\"\n", &[]).expect("public");
-        let e = public.check_delivery_hostname(true).expect_err("placeholder on 0.0.0.0");
+        let e = public
+            .check_delivery_hostname(true)
+            .expect_err("placeholder on 0.0.0.0");
         assert!(e.to_string().contains("baton.localhost"), "{e}");
         let named = load_str("hostname = \"mx1.example.net\"\n", &[]).expect("named");
         assert!(named.check_delivery_hostname(false).is_ok());
@@ -788,5 +818,4 @@ mod tests {
         .expect("helo");
         assert!(helo.check_delivery_hostname(false).is_err());
     }
-
 }

@@ -107,3 +107,19 @@ fn a_bare_cr_at_the_end_of_a_bdat_body_is_refused_not_dropped() {
     assert!(h.stored.is_empty() && h.closed);
     assert_eq!(h.aborted, 1);
 }
+
+#[test]
+fn only_a_configured_binding_makes_a_network_clients_mail_a_tenants() {
+    let msg = b"EHLO c\r\nMAIL FROM:<a@acme.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nFrom: a@acme.test\r\n\r\nhi\r\n.\r\n";
+    let mut anonymous = Harness::new(ListenerKind::Relay, true, false);
+    anonymous.send(msg);
+    assert_eq!(anonymous.stored[0].0.tenant, None);
+    let mut bound = Harness::new(ListenerKind::Relay, true, false);
+    bound
+        .session
+        .bind_network_tenant(baton_domain::TenantId("acme".into()));
+    bound.send(msg);
+    let env = &bound.stored[0].0;
+    assert_eq!(env.tenant.as_ref().map(|t| t.0.as_str()), Some("acme"));
+    assert_eq!(env.auth_user, None);
+}

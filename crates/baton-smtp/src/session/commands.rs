@@ -86,6 +86,11 @@ impl Session {
         if host.is_empty() {
             return self.reply_error(Reply::new(501, "5.5.4", "Syntax: EHLO hostname"));
         }
+        // The name travels with the message (envelope, timeline, admin output): a control
+        // character (NUL, ESC, C1) is refused, never stored. Found by fuzz/smtp_session.
+        if host.chars().any(char::is_control) {
+            return self.reply_error(Reply::new(501, "5.5.4", "Control character in hostname"));
+        }
         let aborted = self.message_open();
         self.txn = None;
         self.helo = Some(host.to_string());
@@ -476,7 +481,11 @@ impl Session {
             queue_id,
             mail_from: txn.mail_from,
             recipients: std::mem::take(&mut txn.recipients),
-            tenant: self.identity.as_ref().map(|i| i.tenant.clone()),
+            tenant: self
+                .identity
+                .as_ref()
+                .map(|i| i.tenant.clone())
+                .or_else(|| self.network_tenant.clone()),
             auth_user: self.identity.as_ref().map(|i| i.user.clone()),
             ret: txn.ret,
             envid: txn.envid,

@@ -187,6 +187,8 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     identity: Option<Identity>,
+    /// The tenant a configured network binds this client to (relay without AUTH).
+    network_tenant: Option<baton_domain::TenantId>,
     txn: Option<Transaction>,
     line: Vec<u8>,
     line_overflow: bool,
@@ -206,12 +208,20 @@ impl Session {
             helo: None,
             esmtp: false,
             identity: None,
+            network_tenant: None,
             txn: None,
             line: Vec::new(),
             line_overflow: false,
             bad_commands: 0,
             out: Vec::new(),
         }
+    }
+
+    /// The client's network is bound to `tenant` in the configuration: its mail is that
+    /// tenant's (signed with its keys, counted against its quotas) without AUTH. Only the
+    /// gateway's configuration decides this, never anything the client sends.
+    pub fn bind_network_tenant(&mut self, tenant: baton_domain::TenantId) {
+        self.network_tenant = Some(tenant);
     }
 
     /// Queues the greeting. Call once, first.
