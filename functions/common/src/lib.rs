@@ -8,16 +8,20 @@
 pub mod local_runner;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use baton_aws::{AwsBackend, LEDGER_TABLES, QueueSpec, queue_message_from_event};
 use baton_config::{Config, Settings};
 use baton_pipeline::driver::{Settled, process_batch};
+use baton_pipeline::outbound::deadline;
 use baton_pipeline::runtime::{DeadLetters, Stages};
 use baton_pipeline::{Ports, SystemClock, queue_names};
-use baton_store::Queue;
+use baton_store::{Queue, QueueMessage};
 use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 #[derive(Debug, Error)]
 pub enum FunctionError {
@@ -115,6 +119,44 @@ pub fn aws_ports(aws: &AwsBackend) -> (Ports, DeadLetters) {
     (ports, dead)
 }
 
+/// How a function spends an invocation's time.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One record's worst case: a record is not started with less time left than this
+    /// before the invocation deadline (it goes back to the queue instead).
+    pub budget: Duration,
+    /// Kept back from the deadline so a record's network work ends in time to record its
+    /// outcome (ledger, retry job) before the invocation ends.
+    pub settle: Duration,
+    /// Records of one event handled at once, so one slow record never holds up the others.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            budget: Duration::ZERO,
+            settle: Duration::from_secs(2),
+            concurrency: 1,
+        }
+    }
+}
+
+impl Limits {
+    /// The deliver stage's limits from its settings: an attempt's worst case is a connect, a
+    /// command and the body (each MX step is bounded by these), capped at half the function
+    /// timeout so the default timeouts still leave the function work to do.
+    pub fn deliver(settings: &Settings) -> Limits {
+        let d = &settings.raw.delivery;
+        Limits {
+            budget: (d.connect_timeout + d.command_timeout + d.data_timeout)
+                .min(Stage::Deliver.function_timeout() / 2),
+            settle: Duration::from_secs(5),
+            concurrency: settings.raw.pipeline.deliver_workers.max(1),
+        }
+    }
+}
+
 /// One stage bound to its queue, ready to take SQS events.
 #[derive(Clone)]
 pub struct Function {
@@ -123,6 +165,7 @@ pub struct Function {
     queue: Arc<dyn Queue>,
     dead_letter: Arc<dyn Queue>,
     handler: Arc<dyn baton_pipeline::runtime::Stage>,
+    limits: Limits,
 }
 
 impl Function {
@@ -151,7 +194,13 @@ impl Function {
             queue,
             dead_letter,
             handler,
+            limits: Limits::default(),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Function {
+        self.limits = limits;
+        self
     }
 
     /// What a Lambda function does at cold start: settings from `BATON_*` variables, JSON
@@ -169,18 +218,39 @@ impl Function {
         let aws = AwsBackend::connect(&settings.raw.aws).await;
         let (ports, dead) = aws_ports(&aws);
         let stages = baton_pipeline::setup::stages(settings)?;
-        Ok(Function::new(stage, ports, &dead, &stages))
+        let function = Function::new(stage, ports, &dead, &stages);
+        Ok(match stage {
+            Stage::Deliver => function.with_limits(Limits::deliver(settings)),
+            _ => function,
+        })
     }
 
     pub fn stage(&self) -> Stage {
         self.stage
     }
 
-    /// Handles every record of the event. A record that failed transiently is reported as a
-    /// batch item failure (SQS makes it visible again after the backoff the driver set);
-    /// finished, postponed and dead-lettered records are not, so one bad record never
-    /// makes the whole batch run again.
+    /// Handles every record of the event with no deadline (the local runner).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_until(event, None).await
+    }
+
+    /// Handles every record of the event before `deadline` (Lambda's, from the invocation
+    /// context). A record that failed transiently is reported as a batch item failure (SQS
+    /// makes it visible again after the backoff the driver set); finished, postponed and
+    /// dead-lettered records are not, so one bad record never makes the whole batch run
+    /// again. Records run `limits.concurrency` at a time, each with its network steps cut at
+    /// the deadline less `limits.settle`, so a tarpitting MX defers its own message only. A
+    /// record not started because less than `limits.budget` was left goes back to the
+    /// queue at once, reported as a failure but not as an error.
+    pub async fn handle_until(
+        &self,
+        event: SqsEvent,
+        deadline: Option<SystemTime>,
+    ) -> SqsBatchResponse {
+        let deadline = deadline.map(|d| {
+            let left = d.duration_since(SystemTime::now()).unwrap_or_default();
+            Instant::now() + left
+        });
         let mut response = SqsBatchResponse::default();
         let mut messages = Vec::with_capacity(event.records.len());
         for record in &event.records {
@@ -203,20 +273,82 @@ impl Function {
                 }
             }
         }
-        let (ports, handler) = (&self.ports, &self.handler);
-        let settled = process_batch(
-            self.queue.as_ref(),
-            self.dead_letter.as_ref(),
-            messages,
-            |m| async move { handler.handle(ports, &m).await },
-        )
-        .await;
-        for (id, outcome) in settled {
-            if outcome == Settled::Retry {
-                response.batch_item_failures.push(failure(id));
+
+        let slots = Arc::new(Semaphore::new(self.limits.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        let mut ids = std::collections::HashMap::new();
+        let mut not_started = Vec::new();
+        for message in messages {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left < self.limits.budget.max(self.limits.settle)) {
+                not_started.push(message);
+                continue;
+            }
+            let (function, id) = (self.clone(), message.id.clone());
+            let task = running.spawn(async move {
+                let _slot = slot;
+                function.run_one(message, deadline).await
+            });
+            ids.insert(task.id(), id);
+        }
+        while let Some(joined) = running.join_next_with_id().await {
+            match joined {
+                Ok((_, (id, Settled::Retry))) => response.batch_item_failures.push(failure(id)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(stage = self.stage.name(), error = %e, "record handler panicked");
+                    if let Some(id) = ids.remove(&e.id()) {
+                        response.batch_item_failures.push(failure(id));
+                    }
+                }
             }
         }
+        if !not_started.is_empty() {
+            tracing::info!(
+                stage = self.stage.name(),
+                records = not_started.len(),
+                "not enough time left in this invocation: records go back to the queue"
+            );
+        }
+        for message in not_started {
+            // Visible again at once for the next invocation, not after the visibility timeout.
+            let _ = self
+                .queue
+                .change_visibility(&message.receipt, Duration::ZERO)
+                .await;
+            response.batch_item_failures.push(failure(message.id));
+        }
         response
+    }
+
+    /// One record through the driver, within the invocation's time.
+    async fn run_one(&self, message: QueueMessage, deadline: Option<Instant>) -> (String, Settled) {
+        let id = message.id.clone();
+        let (ports, handler) = (&self.ports, &self.handler);
+        let work = process_batch(
+            self.queue.as_ref(),
+            self.dead_letter.as_ref(),
+            vec![message],
+            |m| async move { handler.handle(ports, &m).await },
+        );
+        let settled = match deadline {
+            None => work.await,
+            Some(end) => {
+                let network_end = end.checked_sub(self.limits.settle).unwrap_or(end);
+                let hard_end = end.checked_sub(self.limits.settle / 2).unwrap_or(end);
+                match tokio::time::timeout_at(hard_end, deadline::within(network_end, work)).await {
+                    Ok(settled) => settled,
+                    Err(_) => {
+                        // Still busy at the end (storage hanging, not the network): SQS
+                        // brings it back; recipient claims keep a late copy from resending.
+                        tracing::warn!(stage = self.stage.name(), message = %id, "record unfinished at the invocation deadline");
+                        vec![(id.clone(), Settled::Retry)]
+                    }
+                }
+            }
+        };
+        settled.into_iter().next().unwrap_or((id, Settled::Retry))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The deliver stage as an SQS-triggered Lambda function: a thin wrapper over
-//! [`baton_functions::Function`], which reports partial batch failures.
+//! [`baton_functions::Function`], which reports partial batch failures and keeps every
+//! delivery attempt inside the invocation's deadline.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use baton_functions::{Function, Stage};
@@ -10,7 +11,8 @@ async fn main() -> Result<(), Error> {
     let function = Function::from_env(Stage::Deliver).await?;
     let function = &function;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, Error>(function.handle(event.payload).await)
+        let deadline = event.context.deadline();
+        Ok::<SqsBatchResponse, Error>(function.handle_until(event.payload, Some(deadline)).await)
     }))
     .await
 }
