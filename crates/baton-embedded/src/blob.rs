@@ -1,6 +1,6 @@
 //! Message bodies in the spool directory.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use baton_store::{BlobStore, BlobWriter, StoreError, check_key};
 use rusqlite::{OptionalExtension, params};
 
+use crate::data_dir::private_file_options;
 use crate::writer::{Op, OpResult, large_path, segment_path};
 use crate::{Inner, backend_err};
 
@@ -107,7 +108,10 @@ impl SpoolWriter {
             None => {
                 let path = self.part_path();
                 tokio::task::spawn_blocking(move || {
-                    OpenOptions::new().write(true).create_new(true).open(path)
+                    private_file_options()
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
                 })
                 .await
                 .map_err(backend_err)??

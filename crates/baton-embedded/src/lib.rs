@@ -6,13 +6,14 @@
 //! - One writer thread owns every write. It takes whatever requests are waiting, applies
 //!   them in one transaction, fsyncs the segment, commits, and only then answers: group
 //!   commit, so durability costs two fsyncs per batch instead of per message.
+//! - The directory is private: 0700, files 0600 (`data_dir`).
 
 mod blob;
+mod data_dir;
 mod queue;
 mod schema;
 mod writer;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use baton_store::{Ledger, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use blob::SpoolBlobStore;
+pub use data_dir::{DIR_MODE, FILE_MODE, prepare as prepare_data_dir};
 pub use queue::{QueueEntry, SqliteQueue};
 
 use writer::{Op, OpResult, WriterHandle};
@@ -87,21 +89,24 @@ pub struct EmbeddedBackend {
 impl EmbeddedBackend {
     /// Opens (creating if needed) the data directory. Several processes may open the same
     /// directory (the CLI next to `baton serve`); only one may [`recover`](Self::recover).
+    /// A directory that group or others can write is refused ([`prepare_data_dir`]).
     pub fn open(data_dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
-        fs::create_dir_all(data_dir.join("spool").join("large"))?;
+        data_dir::prepare(data_dir)?;
+        data_dir::create_private_dir(&data_dir.join("spool").join("large"))?;
         Self::open_database(data_dir, options)
     }
 
     /// Opens only the database, for administration next to a running server: works even
     /// when the spool is missing or broken (reading a body then fails, listing does not).
     pub fn open_for_admin(data_dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(data_dir)?;
+        data_dir::prepare(data_dir)?;
         Self::open_database(data_dir, EmbeddedOptions::default())
     }
 
     fn open_database(data_dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let spool = data_dir.join("spool");
         let db = data_dir.join("baton.db");
+        data_dir::ensure_private_file(&db)?;
         let writer_conn = schema::open(&db)?;
         let reader = schema::open(&db)?;
         let writer = writer::spawn(writer_conn, spool.clone(), options.clone())?;

@@ -1,7 +1,7 @@
 //! The single writer thread and its group commit.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -12,6 +12,7 @@ use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::data_dir::private_file_options;
 use crate::{EmbeddedOptions, backend_err};
 
 #[derive(Debug)]
@@ -362,7 +363,7 @@ impl Writer {
                 .execute("INSERT INTO segments (live, sealed) VALUES (0, 0)", [])
                 .map_err(backend_err)?;
             let id = self.conn.last_insert_rowid();
-            let file = OpenOptions::new()
+            let file = private_file_options()
                 .create_new(true)
                 .append(true)
                 .open(segment_path(&self.spool, id))?;

@@ -158,8 +158,16 @@ fn fix_malloc_mmap_threshold() {
     }
 }
 
+/// Everything baton creates (data directory, spool, database, TLS key, DKIM master key) is
+/// for its owner only, whatever umask the shell or service manager handed over. The embedded
+/// backend also sets these modes itself; the umask covers every other file.
+fn restrict_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 fn main() -> std::process::ExitCode {
     fix_malloc_mmap_threshold();
+    restrict_umask();
     let cli = Cli::parse();
     let result = load_settings(&cli).and_then(|settings| match cli.command {
         Command::Serve => serve::run(settings),

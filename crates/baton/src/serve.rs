@@ -79,8 +79,8 @@ fn concurrency(settings: &Settings) -> runtime::Concurrency {
 
 async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.raw.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    // Private (0700), and refused if others can write it, before anything is put in it.
+    baton_embedded::prepare_data_dir(&data_dir)?;
     // One server per data directory: the spool's crash recovery assumes it is alone.
     let lock = File::create(data_dir.join("serve.lock")).context("creating serve.lock")?;
     lock.try_lock()
