@@ -18,3 +18,4 @@ fi
 localstack/start.sh
 cargo test --workspace --locked
 E2E_BATON_BIN="$PWD/target/release/baton" .venv-tests/bin/pytest -q -p no:cacheprovider tests/e2e "$@"
+scripts/fuzz.sh 20

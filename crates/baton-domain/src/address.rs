@@ -55,7 +55,9 @@ impl Domain {
             };
             return Ok(Domain::Literal(ip));
         }
-        let name = s.strip_suffix('.').unwrap_or(s);
+        // Checked as stored: lower-casing can lengthen a name (`Ⱥ` is 2 octets, `ⱥ` 3), and
+        // a stored name that no longer parses makes its envelope a poison queue record.
+        let name = s.strip_suffix('.').unwrap_or(s).to_lowercase();
         if name.is_empty() || name.len() > MAX_DOMAIN {
             return Err(AddressError::BadDomain);
         }
@@ -66,12 +68,12 @@ impl Domain {
                 && !label.ends_with('-')
                 && label
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii());
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || is_utf8_text(c));
             if !ok {
                 return Err(AddressError::BadDomain);
             }
         }
-        Ok(Domain::Name(name.to_lowercase()))
+        Ok(Domain::Name(name))
     }
 
     pub fn is_literal(&self) -> bool {
@@ -253,6 +255,12 @@ pub fn split_path_argument(arg: &str) -> Option<(&str, &str)> {
     Some((&arg[..=end], &arg[end + 1..]))
 }
 
+/// A non-ASCII character an SMTPUTF8 address may hold: not a C1 control (U+0080..U+009F),
+/// which would reach header fields and logs as NEL and friends. Found by fuzz/address.
+fn is_utf8_text(c: char) -> bool {
+    !c.is_ascii() && !c.is_control()
+}
+
 fn validate_local(local: &str) -> Result<(), AddressError> {
     if local.is_empty() {
         return Err(AddressError::EmptyLocal);
@@ -271,7 +279,7 @@ fn validate_local(local: &str) -> Result<(), AddressError> {
                 escaped = false;
             } else if c == '\\' {
                 escaped = true;
-            } else if c == '"' || (c.is_ascii() && !(' '..='~').contains(&c)) {
+            } else if c == '"' || (c.is_ascii() && !(' '..='~').contains(&c)) || c.is_control() {
                 return Err(AddressError::BadLocal);
             }
         }
@@ -285,7 +293,7 @@ fn validate_local(local: &str) -> Result<(), AddressError> {
     for atom in local.split('.') {
         let ok = !atom.is_empty()
             && atom.chars().all(|c| {
-                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || is_utf8_text(c)
             });
         if !ok {
             return Err(AddressError::BadLocal);

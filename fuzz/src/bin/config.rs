@@ -1,0 +1,5 @@
+//! AFL++ entry point for `baton_fuzz::config` (see that module for input format and invariants).
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| baton_fuzz::config::run(data));
+}
