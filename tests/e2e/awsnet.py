@@ -56,6 +56,8 @@ def aws_env_vars(name):
     """The same settings as the environment a Lambda function gets (BATON_SECTION__KEY)."""
     return {
         **AWS_ENV,
+        # The stack passes its Hostname parameter; the functions refuse a placeholder.
+        "BATON_HOSTNAME": "relay.test",
         **{
             "BATON_" + k.replace(".", "__").upper(): (str(v).lower() if isinstance(v, bool) else str(v))
             for k, v in aws_settings(name).items()

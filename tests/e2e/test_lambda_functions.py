@@ -4,6 +4,7 @@ deliver carry a submitted message to the MX; bounce dead-letters a record it can
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,13 @@ def test_bounce_function_dead_letters_an_undecodable_record_instead_of_retrying(
     [dead] = receive(name, "bounce-dlq")
     assert dead["Body"] == "this is not a bounce job"
     assert "undecodable" in dead["MessageAttributes"]["dead_letter_reason"]["StringValue"]
+
+
+def test_deliver_and_bounce_functions_refuse_a_placeholder_hostname(tmp_path):
+    """Deployed without a Hostname, EHLO and DSNs would say baton.localhost: refuse to start."""
+    env = {k: v for k, v in aws_env_vars("placeholder").items() if k != "BATON_HOSTNAME"}
+    for stage in ("deliver", "bounce"):
+        r = subprocess.run([str(FUNCTIONS / f"baton-fn-{stage}")], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert "placeholder" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -208,6 +208,11 @@ impl Function {
     pub async fn from_env(stage: Stage) -> Result<Function, FunctionError> {
         let settings = Config::load(None, std::env::vars())?;
         baton_telemetry::init(baton_telemetry::Format::Json, &settings.raw.log.filter);
+        // A function is never a local trial: deliver greets next hops and bounce writes DSNs
+        // under this name.
+        if matches!(stage, Stage::Deliver | Stage::Bounce) {
+            settings.check_delivery_hostname(false)?;
+        }
         Self::from_settings(stage, &settings).await
     }
 

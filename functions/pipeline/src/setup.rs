@@ -18,6 +18,10 @@ use crate::runtime::{BounceStage, DeliverStage, PolicyStage, SignStage, Stages};
 /// The four stages as `settings` configures them (shared by `baton serve` and the Lambda
 /// functions, so both behave alike).
 pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
+    // EHLO and DSNs must name a real host; a placeholder is only for a loopback trial.
+    settings
+        .check_delivery_hostname(true)
+        .map_err(|e| StageError::Permanent(e.to_string()))?;
     let raw = &settings.raw;
     let d = &raw.delivery;
     let resolver: Arc<dyn MxResolver> = if d.nameservers.is_empty() {
