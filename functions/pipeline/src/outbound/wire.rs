@@ -192,8 +192,18 @@ impl Wire {
         let mut receiver = ResponseReceiver::default();
         let mut raw = Vec::new();
         let mut line = Vec::new();
+        let mut code: Option<[u8; 3]> = None;
         for _ in 0..MAX_LINES {
             self.read_line(&mut line).await?;
+            // smtp-proto takes the code of the first line only: a reply whose lines disagree
+            // ("250-ok" then "550 no") must not be read as the first line's verdict.
+            let this: Option<[u8; 3]> = line.get(..3).and_then(|c| c.try_into().ok());
+            match (code, this) {
+                (None, Some(c)) => code = Some(c),
+                (Some(first), Some(c)) if first == c => {}
+                (Some(_), _) => return Err(protocol("reply lines with different codes")),
+                (None, None) => {}
+            }
             raw.extend_from_slice(&line);
             match receiver.parse(&mut line.iter()) {
                 Ok(response) => return Reply::remote(response, raw),
@@ -275,6 +285,20 @@ mod tests {
             .await
             .expect_err("garbage");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_reply_whose_lines_disagree_on_the_code_is_a_protocol_error() {
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut w = wire(a);
+        b.write_all(b"250-looks fine\r\n550 5.1.1 no such user\r\n")
+            .await
+            .expect("write");
+        let e = w
+            .read_reply(Duration::from_secs(1))
+            .await
+            .expect_err("mixed codes");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
     #[tokio::test]
