@@ -6,12 +6,14 @@
 //! - One writer thread owns every write. It takes whatever requests are waiting, applies
 //!   them in one transaction, fsyncs the segment, commits, and only then answers: group
 //!   commit, so durability costs two fsyncs per batch instead of per message.
-//! - The directory is private: 0700, files 0600 (`data_dir`).
+//! - The directory is private: 0700, files 0600 (`data_dir`). The DKIM keys in the ledger
+//!   are encrypted under a master key kept beside the database (`sealed`).
 
 mod blob;
 mod data_dir;
 mod queue;
 mod schema;
+mod sealed;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +27,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use blob::SpoolBlobStore;
 pub use data_dir::{DIR_MODE, FILE_MODE, prepare as prepare_data_dir};
 pub use queue::{QueueEntry, SqliteQueue};
+pub use sealed::{MAGIC as SEALED_MAGIC, MASTER_KEY_FILE, SEALED_TABLES};
 
+use sealed::Sealer;
 use writer::{Op, OpResult, WriterHandle};
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,7 @@ pub(crate) struct Inner {
     options: EmbeddedOptions,
     writer: WriterHandle,
     reader: Mutex<Connection>,
+    sealer: Sealer,
 }
 
 impl Inner {
@@ -108,6 +113,11 @@ impl EmbeddedBackend {
         let db = data_dir.join("baton.db");
         data_dir::ensure_private_file(&db)?;
         let writer_conn = schema::open(&db)?;
+        let sealer = Sealer::load_or_create(data_dir, &writer_conn)?;
+        let sealed = sealer.seal_legacy_rows(&writer_conn)?;
+        if sealed > 0 {
+            tracing::info!(records = sealed, "sealed DKIM keys stored in plain form");
+        }
         let reader = schema::open(&db)?;
         let writer = writer::spawn(writer_conn, spool.clone(), options.clone())?;
         Ok(EmbeddedBackend {
@@ -116,6 +126,7 @@ impl EmbeddedBackend {
                 options,
                 writer,
                 reader: Mutex::new(reader),
+                sealer,
             }),
         })
     }
@@ -155,25 +166,17 @@ pub struct SqliteLedger {
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let (table, key) = (table.to_string(), key.to_string());
-        self.inner
-            .read(move |conn, _| {
-                conn.query_row(
-                    "SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2",
-                    params![table, key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend_err)
-            })
-            .await
+        self.get_stored(table, key)
+            .await?
+            .map(|stored| self.inner.sealer.open(table, key, stored))
+            .transpose()
     }
 
     async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let op = Op::Put {
             table: table.to_string(),
             key: key.to_string(),
-            value: value.to_vec(),
+            value: self.inner.sealer.seal(table, key, value)?,
             only_if_absent: false,
         };
         self.inner.writer.call(op).await.map(|_| ())
@@ -188,7 +191,7 @@ impl Ledger for SqliteLedger {
         let op = Op::Put {
             table: table.to_string(),
             key: key.to_string(),
-            value: value.to_vec(),
+            value: self.inner.sealer.seal(table, key, value)?,
             only_if_absent: true,
         };
         match self.inner.writer.call(op).await? {
@@ -204,11 +207,24 @@ impl Ledger for SqliteLedger {
         expected: &[u8],
         value: &[u8],
     ) -> Result<bool, StoreError> {
+        // A sealed value differs from its plain form (and from every other sealing of it):
+        // compare opened, then swap on the exact stored bytes, which keeps the swap atomic.
+        let expected = if sealed::is_sealed_table(table) {
+            let Some(stored) = self.get_stored(table, key).await? else {
+                return Ok(false);
+            };
+            if self.inner.sealer.open(table, key, stored.clone())? != expected {
+                return Ok(false);
+            }
+            stored
+        } else {
+            expected.to_vec()
+        };
         let op = Op::ReplaceIf {
             table: table.to_string(),
             key: key.to_string(),
-            expected: expected.to_vec(),
-            value: value.to_vec(),
+            expected,
+            value: self.inner.sealer.seal(table, key, value)?,
         };
         match self.inner.writer.call(op).await? {
             OpResult::Bool(wrote) => Ok(wrote),
@@ -225,6 +241,38 @@ impl Ledger for SqliteLedger {
     }
 
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = self.scan_stored(table, prefix).await?;
+        rows.into_iter()
+            .map(|(key, stored)| {
+                let value = self.inner.sealer.open(table, &key, stored)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+}
+
+impl SqliteLedger {
+    /// A record as stored (sealed for a sealed table).
+    async fn get_stored(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (table, key) = (table.to_string(), key.to_string());
+        self.inner
+            .read(move |conn, _| {
+                conn.query_row(
+                    "SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2",
+                    params![table, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend_err)
+            })
+            .await
+    }
+
+    async fn scan_stored(
+        &self,
+        table: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let (table, prefix) = (table.to_string(), prefix.to_string());
         self.inner
             .read(move |conn, _| {
