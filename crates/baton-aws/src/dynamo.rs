@@ -129,7 +129,7 @@ fn conditional<T>(
 }
 
 impl DynamoLedger {
-    pub fn new(client: Client, prefix: String) -> Self {
+    pub(crate) fn new(client: Client, prefix: String) -> Self {
         DynamoLedger { client, prefix }
     }
 

@@ -19,17 +19,18 @@ use baton_config::Aws;
 pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec};
 pub use error::AwsError;
 pub use s3::{S3BlobStore, object_key};
-pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event, sqs_event_message};
+pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event};
 
 /// Delay SQS can apply to one message; longer backoffs are chained (see [`SqsQueue::send`]).
 pub const SQS_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 
-/// Clients for the three services, built once from the typed config.
+/// Clients for the three services, built once from the typed config. The SDK clients stay
+/// inside this crate: callers get ports (`blob_store`, `ledger`, `queue`) and operations.
 #[derive(Clone)]
 pub struct AwsBackend {
-    pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
     pub config: Aws,
 }
 
@@ -116,6 +117,26 @@ impl AwsBackend {
     /// A queue whose URL is looked up on first use.
     pub fn lazy_queue(&self, queue: &str) -> SqsQueue {
         SqsQueue::lazy(self.sqs.clone(), queue, &self.queue_name(queue))
+    }
+
+    /// One round of the orphan sweeper (see [`sweeper`]) over this backend's bucket.
+    pub async fn sweep_orphans(
+        &self,
+        ledger: &dyn baton_store::Ledger,
+        events_table: &str,
+        intake: &SqsQueue,
+        intake_dlq: &SqsQueue,
+    ) -> Result<sweeper::SweepReport, baton_store::StoreError> {
+        sweeper::sweep(
+            &self.s3,
+            &self.config.bucket,
+            ledger,
+            events_table,
+            intake,
+            intake_dlq,
+            self.config.orphan_after,
+        )
+        .await
     }
 
     /// Creates the bucket (with its lifecycle rules), the stage queues with their

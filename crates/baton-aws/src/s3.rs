@@ -24,7 +24,7 @@ pub struct S3BlobStore {
 }
 
 impl S3BlobStore {
-    pub fn new(client: Client, bucket: String, part_size: usize) -> Self {
+    pub(crate) fn new(client: Client, bucket: String, part_size: usize) -> Self {
         S3BlobStore {
             client,
             bucket,

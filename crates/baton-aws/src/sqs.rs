@@ -37,7 +37,7 @@ pub struct SqsQueue {
 }
 
 impl SqsQueue {
-    pub fn lazy(client: Client, name: &str, sqs_name: &str) -> SqsQueue {
+    pub(crate) fn lazy(client: Client, name: &str, sqs_name: &str) -> SqsQueue {
         SqsQueue {
             client,
             name: name.to_string(),
@@ -48,7 +48,11 @@ impl SqsQueue {
     }
 
     /// Opens the queue and checks that it exists.
-    pub async fn open(client: Client, name: &str, sqs_name: &str) -> Result<SqsQueue, AwsError> {
+    pub(crate) async fn open(
+        client: Client,
+        name: &str,
+        sqs_name: &str,
+    ) -> Result<SqsQueue, AwsError> {
         let queue = Self::lazy(client, name, sqs_name);
         queue.resolve().await?;
         Ok(queue)
@@ -84,10 +88,30 @@ impl SqsQueue {
         Ok(arn)
     }
 
+    /// Receives messages as the records of an `SqsEvent` (with attributes and receive
+    /// count), long-polling up to `wait`: what Lambda's event source mapping would hand a
+    /// function. The local runner plays that mapping.
+    pub async fn receive_events(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+        region: &str,
+    ) -> Result<Vec<SqsMessage>, StoreError> {
+        let raw = self.receive_raw(max, visibility, wait).await?;
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let arn = self.arn().await.map(str::to_string).unwrap_or_default();
+        Ok(raw
+            .iter()
+            .map(|m| sqs_event_message(m, &arn, region))
+            .collect())
+    }
+
     /// Receives raw SQS messages (with attributes and receive count), long-polling up to
-    /// `wait`. The local runner turns them into `SqsEvent`s, as Lambda's event source
-    /// mapping would.
-    pub async fn receive_raw(
+    /// `wait`.
+    pub(crate) async fn receive_raw(
         &self,
         max: usize,
         visibility: Duration,
@@ -184,7 +208,7 @@ fn decode(
 }
 
 /// The record Lambda's SQS event source mapping would hand a function for `m`.
-pub fn sqs_event_message(m: &Message, queue_arn: &str, region: &str) -> SqsMessage {
+pub(crate) fn sqs_event_message(m: &Message, queue_arn: &str, region: &str) -> SqsMessage {
     let mut out = SqsMessage::default();
     out.message_id = m.message_id().map(str::to_string);
     out.receipt_handle = m.receipt_handle().map(str::to_string);

@@ -19,7 +19,7 @@ pub struct SweepReport {
     pub skipped: bool,
 }
 
-pub async fn sweep(
+pub(crate) async fn sweep(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     ledger: &dyn Ledger,

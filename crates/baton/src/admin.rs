@@ -86,17 +86,9 @@ pub fn aws_sweep(settings: &Settings) -> anyhow::Result<()> {
             .queue(&queue_names::dead_letter(queue_names::INTAKE))
             .await?;
         let ledger = aws.ledger();
-        baton_aws::sweeper::sweep(
-            &aws.s3,
-            &aws.config.bucket,
-            &ledger,
-            records::tables::EVENTS,
-            &intake,
-            &dlq,
-            aws.config.orphan_after,
-        )
-        .await
-        .map_err(anyhow::Error::from)
+        aws.sweep_orphans(&ledger, records::tables::EVENTS, &intake, &dlq)
+            .await
+            .map_err(anyhow::Error::from)
     })?;
     if report.skipped {
         println!("skipped: the intake queue or its dead-letter queue is not empty");

@@ -207,16 +207,14 @@ async fn sweep_periodically(aws: AwsBackend, mut shutdown: watch::Receiver<bool>
             continue;
         };
         let ledger = aws.ledger();
-        match baton_aws::sweeper::sweep(
-            &aws.s3,
-            &aws.config.bucket,
-            &ledger,
-            baton_pipeline::records::tables::EVENTS,
-            &intake,
-            &dlq,
-            aws.config.orphan_after,
-        )
-        .await
+        match aws
+            .sweep_orphans(
+                &ledger,
+                baton_pipeline::records::tables::EVENTS,
+                &intake,
+                &dlq,
+            )
+            .await
         {
             Ok(r) if !r.deleted.is_empty() => {
                 tracing::warn!(

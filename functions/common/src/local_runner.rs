@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_aws::{SqsQueue, sqs_event_message};
+use baton_aws::SqsQueue;
 use baton_store::Queue;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -42,7 +42,7 @@ pub fn spawn(
             let mut failing = 0u32;
             while !*shutdown.borrow() {
                 let raw = tokio::select! {
-                    r = queue.receive_raw(config.batch, visibility, config.wait) => r,
+                    r = queue.receive_events(config.batch, visibility, config.wait, &config.region) => r,
                     _ = shutdown.changed() => break,
                 };
                 let raw = match raw {
@@ -70,19 +70,15 @@ pub fn spawn(
                 if raw.is_empty() {
                     continue;
                 }
-                let arn = queue.arn().await.map(str::to_string).unwrap_or_default();
                 let mut event = SqsEvent::default();
-                event.records = raw
-                    .iter()
-                    .map(|m| sqs_event_message(m, &arn, &config.region))
-                    .collect();
+                event.records = raw.clone();
                 let response = function.handle(event).await;
                 for m in &raw {
                     let failed = response
                         .batch_item_failures
                         .iter()
-                        .any(|f| Some(f.item_identifier.as_str()) == m.message_id());
-                    if let (false, Some(receipt)) = (failed, m.receipt_handle()) {
+                        .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref());
+                    if let (false, Some(receipt)) = (failed, m.receipt_handle.as_deref()) {
                         // Most are gone already (the driver deletes what it finished).
                         let _ = queue.delete(receipt).await;
                     }
