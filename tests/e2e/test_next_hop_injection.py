@@ -3,122 +3,15 @@ the relay listener tries to smuggle CR LF into ENVID and ORCPT (xtext `+0D+0A`),
 relay decodes them and writes them onto its next-hop session as extra commands. The next hop
 is a raw server that logs every line it receives: it is the witness."""
 
-import socket
-import threading
-import time
-
 import pytest
 
 from conftest import RawClient, code
-from ports import free_port
-
-
-class LoggingHop:
-    """A next hop offering PIPELINING and DSN that logs every line, commands and data."""
-
-    def __init__(self, ip="127.0.0.1"):
-        self.ip = ip
-        self.port = free_port((ip,))
-        self.lines = []
-        self.messages = 0
-        self.lock = threading.Lock()
-        self.sock = socket.create_server((ip, self.port))
-        self.sock.settimeout(0.2)
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def target(self):
-        return f"{self.ip}:{self.port}"
-
-    def _serve(self):
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _log(self, line):
-        with self.lock:
-            self.lines.append(line)
-
-    def _session(self, conn):
-        conn.settimeout(30)
-        f = conn.makefile("rb")
-
-        def send(text):
-            conn.sendall(text.encode() + b"\r\n")
-
-        try:
-            send("220 hop.test ESMTP")
-            while True:
-                raw = f.readline(100000)
-                if not raw:
-                    return
-                line = raw.rstrip(b"\r\n")
-                self._log(line)
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    send("250-hop.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 DSN")
-                elif verb in (b"MAIL", b"RCPT", b"RSET"):
-                    send("250 2.0.0 Ok")
-                elif verb == b"DATA":
-                    send("354 go ahead")
-                    while True:
-                        raw = f.readline(100000)
-                        if not raw:
-                            return
-                        self._log(raw.rstrip(b"\r\n"))
-                        if raw == b".\r\n":
-                            break
-                    with self.lock:
-                        self.messages += 1
-                    send("250 2.0.0 Ok: queued")
-                elif verb == b"QUIT":
-                    send("221 2.0.0 Bye")
-                    return
-                else:
-                    send("502 5.5.1 Not implemented")
-        except OSError:
-            return
-        finally:
-            conn.close()
-
-    def commands(self):
-        """Lines received outside DATA, in order."""
-        with self.lock:
-            lines = list(self.lines)
-        out, in_data = [], False
-        for line in lines:
-            if in_data:
-                in_data = line != b"."
-                continue
-            out.append(line)
-            in_data = line.upper() == b"DATA"
-        return out
-
-    def wait_messages(self, n, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with self.lock:
-                if self.messages >= n:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"expected {n} message(s) at the next hop:\n{self.commands()}")
-
-    def stop(self):
-        self.running = False
-        self.sock.close()
-        self.thread.join(timeout=5)
+from nexthop import NextHop
 
 
 @pytest.fixture
 def hop():
-    h = LoggingHop()
+    h = NextHop()
     yield h
     h.stop()
 
