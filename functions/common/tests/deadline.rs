@@ -2,7 +2,7 @@
 //! run side by side, a tarpitting MX defers only its own message, and records that cannot
 //! finish in time are not started but handed back to the queue.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,9 +12,7 @@ use baton_domain::{BodyType, Envelope, Mailbox, QueueId, Recipient};
 use baton_functions::{Function, Limits, Stage};
 use baton_pipeline::deliver::{DeliverStage, RetryPolicy};
 use baton_pipeline::job::Job;
-use baton_pipeline::outbound::{
-    ClientConfig, MxHost, MxResolver, ResolveError, Route, opportunistic_tls,
-};
+use baton_pipeline::outbound::{ClientConfig, LiteralResolver, Route, opportunistic_tls};
 use baton_pipeline::records::{self, RcptStatus};
 use baton_pipeline::runtime::{self, DeadLetters, Stages};
 use baton_pipeline::{Disposition, Ports, StageError, SystemClock};
@@ -83,20 +81,6 @@ async fn tarpit() -> SocketAddr {
     addr
 }
 
-struct NoDns;
-
-#[async_trait]
-impl MxResolver for NoDns {
-    async fn resolve(&self, _: &str) -> Result<Vec<MxHost>, ResolveError> {
-        Err(ResolveError::Temporary("no DNS in this test".into()))
-    }
-    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        host.parse()
-            .map(|ip| vec![ip])
-            .map_err(|_| ResolveError::NoAddress)
-    }
-}
-
 /// Only the deliver stage runs here.
 struct Unused;
 
@@ -142,7 +126,7 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
     };
     // Per-command timeouts far longer than the invocation: only the deadline can save it.
     let stage = DeliverStage {
-        resolver: Arc::new(NoDns),
+        resolver: Arc::new(LiteralResolver),
         client: ClientConfig {
             helo_name: "relay.test".into(),
             port: 25,

@@ -2,19 +2,16 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use baton_domain::{BodyType, Envelope, Mailbox, QueueId, Recipient};
 use baton_pipeline::deliver::{self, DeliverStage, RetryPolicy};
 use baton_pipeline::job::Job;
-use baton_pipeline::outbound::{
-    ClientConfig, MxHost, MxResolver, ResolveError, Route, opportunistic_tls,
-};
+use baton_pipeline::outbound::{ClientConfig, LiteralResolver, Route, opportunistic_tls};
 use baton_pipeline::records::{self, RcptStatus};
 use baton_store::QueueMessage;
 
@@ -67,21 +64,6 @@ fn dumped(dir: &std::path::Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Routes carry the target, so DNS is never asked.
-struct NoDns;
-
-#[async_trait]
-impl MxResolver for NoDns {
-    async fn resolve(&self, _: &str) -> Result<Vec<MxHost>, ResolveError> {
-        Err(ResolveError::Temporary("no DNS in this test".into()))
-    }
-    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        host.parse()
-            .map(|ip| vec![ip])
-            .map_err(|_| ResolveError::NoAddress)
-    }
-}
-
 #[tokio::test]
 async fn a_job_handled_twice_is_delivered_once() {
     let port = TcpListener::bind("127.0.0.21:0")
@@ -128,7 +110,7 @@ async fn a_job_handled_twice_is_delivered_once() {
         receive_count: 1,
     };
     let stage = DeliverStage {
-        resolver: Arc::new(NoDns),
+        resolver: Arc::new(LiteralResolver),
         client: ClientConfig {
             helo_name: "relay.test".into(),
             port: 25,

@@ -11,10 +11,11 @@ mod nexthop;
 use std::time::Duration;
 
 use baton_domain::{EnvId, OriginalRecipient};
+use baton_pipeline::outbound::LiteralResolver;
 use baton_pipeline::outbound::{Message, Outcome, RcptSpec, deliver};
 use baton_smtp::ListenerKind;
 use harness::Harness;
-use nexthop::{Hop, NoDns, Script, client};
+use nexthop::{Hop, Script, client};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -121,7 +122,7 @@ async fn arbitrary_dsn_parameters_never_add_a_command_at_the_next_hop() {
         let results = deliver(
             "inbound.test",
             &msg,
-            &NoDns,
+            &LiteralResolver,
             &[hop.route(None)],
             &client(Duration::from_secs(5)),
         )

@@ -5,8 +5,9 @@ mod nexthop;
 
 use std::time::{Duration, Instant};
 
+use baton_pipeline::outbound::LiteralResolver;
 use baton_pipeline::outbound::{Credentials, Message, Outcome, RcptResult, RcptSpec, deliver};
-use nexthop::{Hop, NoDns, Script, client};
+use nexthop::{Hop, Script, client};
 
 fn message<'a>(prefix: &'a [u8], body: &'a [u8]) -> Message<'a> {
     Message {
@@ -31,7 +32,7 @@ async fn send_to(hop: &Hop, auth: Option<Credentials>, body: &[u8]) -> (RcptResu
     let mut results = deliver(
         "example.org",
         &msg,
-        &NoDns,
+        &LiteralResolver,
         &[hop.route(auth)],
         &client(Duration::from_secs(10)),
     )

@@ -38,6 +38,24 @@ pub trait MxResolver: Send + Sync {
     async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError>;
 }
 
+/// A resolver without DNS: host names that are IP addresses resolve to themselves, and
+/// nothing else resolves (MX lookups fail temporarily). For deployments whose routes all name
+/// their next hop by address, and for tests.
+pub struct LiteralResolver;
+
+#[async_trait]
+impl MxResolver for LiteralResolver {
+    async fn resolve(&self, _: &str) -> Result<Vec<MxHost>, ResolveError> {
+        Err(ResolveError::Temporary("no DNS: routes only".into()))
+    }
+
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        host.parse()
+            .map(|ip| vec![ip])
+            .map_err(|_| ResolveError::NoAddress)
+    }
+}
+
 pub struct HickoryMxResolver {
     resolver: TokioResolver,
 }

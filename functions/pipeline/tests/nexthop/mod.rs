@@ -3,16 +3,13 @@
 //! certificate made with rcgen) and AUTH PLAIN/LOGIN, and can open with any greeting bytes.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use baton_pipeline::outbound::{
-    ClientConfig, Credentials, MxHost, MxResolver, ResolveError, Route, opportunistic_tls,
-};
+use baton_pipeline::outbound::{ClientConfig, Credentials, Route, opportunistic_tls};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -215,21 +212,6 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     .with_single_cert(vec![cert.cert.der().clone()], key)
     .expect("server config");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-/// Routes carry the target (an IP), so DNS is never asked.
-pub struct NoDns;
-
-#[async_trait]
-impl MxResolver for NoDns {
-    async fn resolve(&self, _: &str) -> Result<Vec<MxHost>, ResolveError> {
-        Err(ResolveError::Temporary("no DNS in this test".into()))
-    }
-    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        host.parse()
-            .map(|ip| vec![ip])
-            .map_err(|_| ResolveError::NoAddress)
-    }
 }
 
 pub fn client(command_timeout: Duration) -> ClientConfig {
