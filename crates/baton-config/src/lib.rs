@@ -283,6 +283,11 @@ pub struct RouteConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub password_env: Option<String>,
+    /// PEM file of the CA certificates the target's certificate must chain to. Routes with
+    /// credentials always verify the target (against this, or the system's roots); without
+    /// credentials, setting it turns verification on.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl RouteConfig {

@@ -97,6 +97,7 @@ fn route(pattern: &str, to: SocketAddr) -> Route {
         target: Some((to.ip().to_string(), to.port())),
         require_tls: false,
         auth: None,
+        verify: None,
     }
 }
 

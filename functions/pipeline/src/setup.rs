@@ -9,8 +9,8 @@ use crate::StageError;
 use crate::bounce::BounceConfig;
 use crate::deliver;
 use crate::outbound::{
-    ClientConfig, ConnectionPool, Credentials, HickoryMxResolver, MxResolver, Route,
-    opportunistic_tls,
+    ClientConfig, ConnectionPool, Credentials, HickoryMxResolver, MxResolver, Route, VerifiedTls,
+    opportunistic_tls, verified_tls,
 };
 use crate::policy::PolicyConfig;
 use crate::runtime::{BounceStage, DeliverStage, PolicyStage, SignStage, Stages};
@@ -40,6 +40,15 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
         let password = r
             .resolve_password()
             .map_err(|e| StageError::Permanent(format!("route credentials: {e}")))?;
+        // Credentials go only to a server whose certificate we verified.
+        let verify = if r.username.is_some() || r.tls_ca_file.is_some() {
+            let tls = verified_tls(r.tls_ca_file.as_deref()).map_err(|e| {
+                StageError::Permanent(format!("route {}: TLS roots: {e}", r.pattern))
+            })?;
+            Some(VerifiedTls(tls))
+        } else {
+            None
+        };
         routes.push(Route {
             pattern: r.pattern.clone(),
             target: r.target.as_deref().and_then(|t| {
@@ -52,6 +61,7 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
                 .clone()
                 .zip(password)
                 .map(|(user, password)| Credentials::new(user, password)),
+            verify,
         });
     }
     let helo = if d.helo_name.is_empty() {

@@ -125,6 +125,7 @@ async fn a_job_handled_twice_is_delivered_once() {
             target: Some(("127.0.0.21".into(), port)),
             require_tls: false,
             auth: None,
+            verify: None,
         }],
         retry: RetryPolicy {
             initial: Duration::from_secs(1),

@@ -153,6 +153,40 @@ async fn route_credentials_authenticate_over_starttls_and_deliver() {
 }
 
 #[tokio::test]
+async fn credentials_are_never_sent_to_a_target_with_an_untrusted_certificate() {
+    // An active attacker answers STARTTLS with a certificate of its own: the handshake fails
+    // and the password never leaves.
+    let hop = Hop::start(Script {
+        starttls: true,
+        auth: Some(("relay-user".into(), "s3cret pass".into())),
+        ..Script::default()
+    })
+    .await;
+    let other = Hop::start(Script::default()).await;
+    let route = hop.route_verified(
+        Some(Credentials::new("relay-user", "s3cret pass")),
+        Some(hop.trusting(&other.cert)),
+    );
+    let msg = message(b"", BODY);
+    let results = deliver(
+        "example.org",
+        &msg,
+        &LiteralResolver,
+        &[route],
+        &client(Duration::from_secs(10)),
+    )
+    .await;
+    assert_eq!(results[0].outcome, Outcome::Deferred, "{results:?}");
+    let commands = hop.commands();
+    assert!(commands.iter().any(|c| c == "STARTTLS"), "{commands:?}");
+    assert!(
+        !commands.iter().any(|c| c.starts_with("AUTH")),
+        "credentials sent to an unverified server: {commands:?}"
+    );
+    assert!(hop.messages().is_empty());
+}
+
+#[tokio::test]
 async fn wrong_credentials_defer_and_never_bounce() {
     let hop = Hop::start(Script {
         starttls: true,

@@ -12,7 +12,7 @@ use tokio_rustls::TlsConnector;
 use super::auth::{Credentials, Mechanisms, authenticate};
 use super::mx::{MxResolver, ResolveError};
 use super::wire::{Reply, Wire};
-use super::{Route, deadline, route_for};
+use super::{Route, VerifiedTls, deadline, route_for};
 
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -149,6 +149,7 @@ pub async fn deliver(
     let policy = SessionPolicy {
         require_tls: route.is_some_and(|r| r.require_tls || r.auth.is_some()),
         auth: route.and_then(|r| r.auth.as_ref()),
+        verify: route.and_then(|r| r.verify.as_ref()),
     };
     let targets: Vec<(String, Vec<SocketAddr>)> = match route.and_then(|r| r.target.clone()) {
         Some((host, port)) => match resolver.addresses(&host).await {
@@ -205,6 +206,9 @@ struct SessionPolicy<'a> {
     /// Never in plaintext (asked for, or implied by credentials).
     require_tls: bool,
     auth: Option<&'a Credentials>,
+    /// Authenticate the server's certificate (routes with credentials) instead of
+    /// opportunistic TLS.
+    verify: Option<&'a VerifiedTls>,
 }
 
 fn resolve_reply(e: &ResolveError) -> Reply {
@@ -408,7 +412,12 @@ async fn open_session(
                 });
             let tls = tokio::time::timeout(
                 deadline::clamp(cfg.command_timeout),
-                TlsConnector::from(cfg.tls.clone()).connect(name, plain),
+                TlsConnector::from(
+                    policy
+                        .verify
+                        .map_or_else(|| cfg.tls.clone(), |v| v.0.clone()),
+                )
+                .connect(name, plain),
             )
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;

@@ -17,7 +17,7 @@ mod wire;
 pub use auth::Credentials;
 pub use client::{ClientConfig, ConnectionPool, Message, Outcome, RcptResult, RcptSpec, deliver};
 pub use mx::{HickoryMxResolver, LiteralResolver, MxHost, MxResolver, ResolveError};
-pub use tls::opportunistic_tls;
+pub use tls::{opportunistic_tls, verified_tls};
 
 /// Like a Postfix transport map entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,28 @@ pub struct Route {
     pub require_tls: bool,
     /// AUTH to the target, only ever over TLS (credentials imply `require_tls`).
     pub auth: Option<Credentials>,
+    /// Authenticate the target's certificate with this config (routes with credentials);
+    /// `None`: opportunistic TLS.
+    pub verify: Option<VerifiedTls>,
 }
+
+/// A TLS client config that verifies the server (see [`verified_tls`]).
+#[derive(Clone)]
+pub struct VerifiedTls(pub std::sync::Arc<rustls::ClientConfig>);
+
+impl std::fmt::Debug for VerifiedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifiedTls")
+    }
+}
+
+impl PartialEq for VerifiedTls {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for VerifiedTls {}
 
 /// The most specific route for `domain`: exact, then the longest `*.suffix`, then `*`.
 pub fn route_for<'a>(routes: &'a [Route], domain: &str) -> Option<&'a Route> {
@@ -65,6 +86,7 @@ mod tests {
             target: None,
             require_tls: false,
             auth: None,
+            verify: None,
         }
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use baton_pipeline::outbound::{ClientConfig, Credentials, Route, opportunistic_tls};
+use baton_pipeline::outbound::{
+    ClientConfig, Credentials, Route, VerifiedTls, opportunistic_tls, verified_tls,
+};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -34,6 +36,8 @@ impl Default for Script {
 
 pub struct Hop {
     pub addr: SocketAddr,
+    /// The hop's self-signed certificate (names its IP address and hop.test).
+    pub cert: rustls::pki_types::CertificateDer<'static>,
     lines: Arc<Mutex<Vec<Vec<u8>>>>,
     messages: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
@@ -54,7 +58,8 @@ impl Hop {
         let addr = listener.local_addr().expect("addr");
         let lines: Arc<Mutex<Vec<Vec<u8>>>> = Default::default();
         let messages: Arc<Mutex<Vec<Vec<u8>>>> = Default::default();
-        let acceptor = script.starttls.then(tls_acceptor);
+        let (cert, acceptor) = tls_acceptor(addr);
+        let acceptor = script.starttls.then_some(acceptor);
         let script = Arc::new(script);
         let (l, m) = (lines.clone(), messages.clone());
         let task = tokio::spawn(async move {
@@ -70,6 +75,7 @@ impl Hop {
         });
         Hop {
             addr,
+            cert,
             lines,
             messages,
             task,
@@ -101,14 +107,34 @@ impl Hop {
         self.messages.lock().expect("messages").clone()
     }
 
-    /// A route sending everything to this hop.
+    /// A route sending everything to this hop; with credentials it verifies the hop's
+    /// certificate against the hop's own, as setup does against a route's CA file.
     pub fn route(&self, auth: Option<Credentials>) -> Route {
+        let trusted = auth.is_some().then(|| self.trusting(&self.cert));
+        self.route_verified(auth, trusted)
+    }
+
+    /// A route whose TLS trusts only `verify` (when given).
+    pub fn route_verified(&self, auth: Option<Credentials>, verify: Option<VerifiedTls>) -> Route {
         Route {
             pattern: "*".into(),
             target: Some((self.addr.ip().to_string(), self.addr.port())),
             require_tls: false,
             auth,
+            verify,
         }
+    }
+
+    /// A verifying TLS config whose only root is `cert`.
+    pub fn trusting(&self, cert: &rustls::pki_types::CertificateDer<'static>) -> VerifiedTls {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            STANDARD.encode(cert.as_ref())
+        );
+        std::fs::write(&path, pem).expect("write CA");
+        VerifiedTls(verified_tls(Some(&path)).expect("verified tls"))
     }
 }
 
@@ -200,8 +226,16 @@ async fn session(
     }
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
-    let cert = rcgen::generate_simple_self_signed(vec!["hop.test".into()]).expect("cert");
+/// A self-signed certificate for the hop's address, and an acceptor serving it.
+pub fn tls_acceptor(
+    addr: SocketAddr,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    tokio_rustls::TlsAcceptor,
+) {
+    let names = vec![addr.ip().to_string(), "hop.test".into()];
+    let cert = rcgen::generate_simple_self_signed(names).expect("cert");
+    let der = cert.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -209,9 +243,9 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     .with_safe_default_protocol_versions()
     .expect("versions")
     .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .with_single_cert(vec![der.clone()], key)
     .expect("server config");
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    (der, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 pub fn client(command_timeout: Duration) -> ClientConfig {
