@@ -76,6 +76,14 @@ impl Drop for Pending<'_> {
 }
 
 impl Authenticator {
+    /// The sending domains of `tenant` (for a network bound to it).
+    pub async fn tenant_domains(
+        &self,
+        tenant: &baton_domain::TenantId,
+    ) -> Result<Vec<baton_domain::Domain>, baton_store::StoreError> {
+        domains_of_tenant(self.ledger.as_ref(), tenant).await
+    }
+
     pub fn new(ledger: Arc<dyn Ledger>, policy: AuthPolicy) -> Self {
         // Computed now rather than during the first failed login.
         let _ = dummy_hash();

@@ -132,9 +132,23 @@ impl Connection {
         };
         let mut session = Session::new(config, peer_info, tls_info);
         if let Some(tenant) = network_tenant {
-            session.bind_network_tenant(tenant);
+            // Its senders must be the tenant's, as an authenticated user's are.
+            match self.shared.auth.tenant_domains(&tenant).await {
+                Ok(domains) => session.bind_network_tenant(tenant, domains),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load the bound tenant's domains");
+                    session.terminate(baton_smtp::Reply::new(
+                        421,
+                        "4.3.0",
+                        "Service temporarily unavailable, try again later",
+                    ));
+                }
+            }
         }
-        session.greet();
+        // Refused before the greeting (a 421 is queued): no 220 after it.
+        if !session.has_output() {
+            session.greet();
+        }
         loop {
             let (consumed, event) = session.advance(&self.buf, &mut self.body);
             self.buf.advance(consumed);

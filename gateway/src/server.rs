@@ -303,7 +303,9 @@ mod ipnet_shim {
     }
 
     impl Networks {
-        /// Whether `ip` may relay, and as which tenant (the most specific binding wins).
+        /// Whether `ip` may relay, and as which tenant. The most specific network across
+        /// both lists decides; on a tie the anonymous allow-list wins (less privilege), so
+        /// a host carved out of a tenant's range by `allow_networks` is nobody's.
         pub(crate) fn classify(&self, ip: IpAddr) -> (bool, Option<TenantId>) {
             // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
             let ip = match ip {
@@ -314,10 +316,46 @@ mod ipnet_shim {
                 .tenants
                 .iter()
                 .filter(|(n, _)| n.contains(&ip))
-                .max_by_key(|(n, _)| n.prefix_len())
-                .map(|(_, t)| t.clone());
-            let allowed = tenant.is_some() || self.allow.iter().any(|n| n.contains(&ip));
-            (allowed, tenant)
+                .max_by_key(|(n, _)| n.prefix_len());
+            let anonymous = self
+                .allow
+                .iter()
+                .filter(|n| n.contains(&ip))
+                .map(|n| n.prefix_len())
+                .max();
+            match tenant.filter(|(n, _)| anonymous.is_none_or(|a| n.prefix_len() > a)) {
+                Some((_, t)) => (true, Some(t.clone())),
+                None => (anonymous.is_some(), None),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_most_specific_network_decides_and_a_tie_is_nobodys() {
+            let net = |s: &str| s.parse::<ipnet::IpNet>().expect("net");
+            let n = Networks {
+                allow: vec![net("10.1.2.0/24"), net("10.9.0.0/16")],
+                tenants: vec![
+                    (net("10.0.0.0/8"), TenantId("acme".into())),
+                    (net("10.9.0.0/16"), TenantId("tie".into())),
+                ],
+            };
+            let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+            assert_eq!(
+                n.classify(ip("10.5.5.5")),
+                (true, Some(TenantId("acme".into())))
+            );
+            assert_eq!(n.classify(ip("10.1.2.3")), (true, None), "carved out");
+            assert_eq!(n.classify(ip("10.9.1.1")), (true, None), "tie");
+            assert_eq!(n.classify(ip("192.0.2.1")), (false, None));
+            assert_eq!(
+                n.classify(ip("::ffff:10.5.5.5")),
+                (true, Some(TenantId("acme".into())))
+            );
         }
     }
 }

@@ -115,11 +115,27 @@ fn only_a_configured_binding_makes_a_network_clients_mail_a_tenants() {
     anonymous.send(msg);
     assert_eq!(anonymous.stored[0].0.tenant, None);
     let mut bound = Harness::new(ListenerKind::Relay, true, false);
-    bound
-        .session
-        .bind_network_tenant(baton_domain::TenantId("acme".into()));
+    bind_acme(&mut bound);
     bound.send(msg);
     let env = &bound.stored[0].0;
     assert_eq!(env.tenant.as_ref().map(|t| t.0.as_str()), Some("acme"));
     assert_eq!(env.auth_user, None);
+}
+
+fn bind_acme(h: &mut Harness) {
+    let domains = vec![baton_domain::Domain::parse("acme.test").expect("domain")];
+    h.session
+        .bind_network_tenant(baton_domain::TenantId("acme".into()), domains);
+}
+
+#[test]
+fn a_network_bound_to_a_tenant_may_only_send_as_that_tenant() {
+    // Its DSNs and signatures are the tenant's: a forged sender would reflect them.
+    let mut h = Harness::new(ListenerKind::Relay, true, false);
+    bind_acme(&mut h);
+    let out = h.send(b"EHLO c\r\nMAIL FROM:<victim@elsewhere.test>\r\n");
+    assert_eq!(codes(&out)[1], "553 5.7.1", "{out}");
+    let out = h.send(b"MAIL FROM:<app@acme.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nFrom: victim@elsewhere.test\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(codes(&out).last(), Some(&"553 5.7.1"), "{out}");
+    assert!(h.stored.is_empty());
 }

@@ -186,15 +186,15 @@ impl Session {
             ));
             return None;
         }
-        if let (Some(identity), Some(mailbox)) = (&self.identity, &path.mailbox)
-            && !identity.owns(mailbox.domain())
+        if let (Some((tenant, domains)), Some(mailbox)) = (self.sender_owner(), &path.mailbox)
+            && !domains.contains(mailbox.domain())
         {
             let r = Reply::new(
                 553,
                 "5.7.1",
                 format!(
                     "Sender address <{mailbox}> is not in a domain of tenant {}",
-                    identity.tenant.0
+                    tenant.0
                 ),
             );
             return self.reply_error(r);
@@ -481,11 +481,7 @@ impl Session {
             queue_id,
             mail_from: txn.mail_from,
             recipients: std::mem::take(&mut txn.recipients),
-            tenant: self
-                .identity
-                .as_ref()
-                .map(|i| i.tenant.clone())
-                .or_else(|| self.network_tenant.clone()),
+            tenant: self.sender_owner().map(|(t, _)| t.clone()),
             auth_user: self.identity.as_ref().map(|i| i.user.clone()),
             ret: txn.ret,
             envid: txn.envid,
@@ -509,18 +505,18 @@ impl Session {
         if let Err(e) = facts.author_check() {
             return Some(Reply::new(550, "5.6.0", e.to_string()));
         }
-        let identity = self.identity.as_ref()?;
+        let (tenant, domains) = self.sender_owner()?;
         let all_owned = facts
             .from_domains
             .iter()
-            .all(|d| d.as_ref().is_some_and(|d| identity.owns(d)));
+            .all(|d| d.as_ref().is_some_and(|d| domains.contains(d)));
         (!all_owned).then(|| {
             Reply::new(
                 553,
                 "5.7.1",
                 format!(
                     "From: header address is not in a domain of tenant {}",
-                    identity.tenant.0
+                    tenant.0
                 ),
             )
         })

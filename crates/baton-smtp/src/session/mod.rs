@@ -187,8 +187,9 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     identity: Option<Identity>,
-    /// The tenant a configured network binds this client to (relay without AUTH).
-    network_tenant: Option<baton_domain::TenantId>,
+    /// The tenant a configured network binds this client to (relay without AUTH), with
+    /// its domains.
+    network_tenant: Option<(baton_domain::TenantId, Vec<Domain>)>,
     txn: Option<Transaction>,
     line: Vec<u8>,
     line_overflow: bool,
@@ -218,10 +219,21 @@ impl Session {
     }
 
     /// The client's network is bound to `tenant` in the configuration: its mail is that
-    /// tenant's (signed with its keys, counted against its quotas) without AUTH. Only the
-    /// gateway's configuration decides this, never anything the client sends.
-    pub fn bind_network_tenant(&mut self, tenant: baton_domain::TenantId) {
-        self.network_tenant = Some(tenant);
+    /// tenant's (signed with its keys, counted against its quotas) without AUTH, and its
+    /// senders must be in `domains` as an authenticated user's are. Only the gateway's
+    /// configuration decides this, never anything the client sends.
+    pub fn bind_network_tenant(&mut self, tenant: baton_domain::TenantId, domains: Vec<Domain>) {
+        self.network_tenant = Some((tenant, domains));
+    }
+
+    /// Whose domains the senders of this session must be in: the authenticated identity's,
+    /// else the network binding's.
+    fn sender_owner(&self) -> Option<(&baton_domain::TenantId, &[Domain])> {
+        match (&self.identity, &self.network_tenant) {
+            (Some(i), _) => Some((&i.tenant, &i.domains)),
+            (None, Some((t, d))) => Some((t, d)),
+            (None, None) => None,
+        }
     }
 
     /// Queues the greeting. Call once, first.
