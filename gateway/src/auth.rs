@@ -112,6 +112,10 @@ impl Authenticator {
                 tracing::warn!(%ip, user = %credentials.username, "authentication locked out");
                 return AuthOutcome::Locked;
             }
+            Admission::Busy => {
+                tracing::warn!(%ip, user = %credentials.username, "too many checks queued for this user");
+                return AuthOutcome::TryLater;
+            }
             Admission::Admitted { attempt, delay } => (attempt, delay),
         };
         let mut pending = Pending {

@@ -5,8 +5,11 @@
 //!   window; then the address is locked.
 //! - Per (user, address) pair: at most `max_per_pair`; then that pair is locked.
 //! - Per user from any address: never locked, or anyone could lock any known user out.
-//!   Past `max_per_pair` attempts each check waits first, twice as long per attempt, up to
-//!   [`MAX_USER_DELAY`].
+//!   Past `max_per_pair` attempts the checks for that user run one after another, each
+//!   waiting twice as long as the last, up to [`MAX_USER_DELAY`]; an attempt that would
+//!   queue longer than that is told to try later (454), so however many addresses guess,
+//!   one user's password is checked at most about once per `MAX_USER_DELAY`.
+//! - IPv6 clients are counted per /64: one host usually has a whole /64 to rotate through.
 //!
 //! The table is bounded: a new key beyond `max_keys` first drops the expired keys, then the
 //! least recently used ones. Keys of attempts in flight are never dropped, so the table may
@@ -48,6 +51,8 @@ struct Entry {
     failures: VecDeque<Instant>,
     in_flight: u32,
     last_used: Instant,
+    /// User keys: when the next delayed check may run (checks are serialised).
+    next_check: Option<Instant>,
 }
 
 impl Entry {
@@ -69,6 +74,10 @@ impl Entry {
 
     fn is_idle(&self) -> bool {
         self.in_flight == 0 && self.failures.is_empty()
+    }
+
+    fn queued_past(&self, now: Instant) -> bool {
+        self.next_check.is_some_and(|t| t > now)
     }
 }
 
@@ -92,6 +101,8 @@ impl Attempt {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
     Locked,
+    /// Too many checks for this user are already waiting: try again later (not counted).
+    Busy,
     /// The password may be checked after `delay`.
     Admitted {
         attempt: Attempt,
@@ -124,7 +135,7 @@ impl Throttle {
     /// Reserves an attempt for `user` from `ip`, or says the pair or address is locked.
     pub(crate) fn begin(&mut self, ip: IpAddr, user: &str, now: Instant) -> Admission {
         let attempt = Attempt {
-            ip,
+            ip: client_key(ip),
             user: normalise(user),
         };
         let [ip_key, pair_key, user_key] = attempt.keys();
@@ -135,7 +146,18 @@ impl Throttle {
             return Admission::Locked;
         }
         let user_attempts = self.attempts(&user_key, cutoff);
-        let delay = self.user_delay(user_attempts);
+        let mut delay = self.user_delay(user_attempts);
+        if !delay.is_zero() {
+            // One delayed check after another: the queue, not the attacker's parallelism,
+            // sets the pace.
+            let entry = self.entry(user_key.clone(), now);
+            let start = entry.next_check.filter(|t| *t > now).unwrap_or(now) + delay;
+            if start.duration_since(now) > MAX_USER_DELAY {
+                return Admission::Busy;
+            }
+            entry.next_check = Some(start);
+            delay = start.duration_since(now);
+        }
         for key in attempt.keys() {
             self.entry(key, now).in_flight += 1;
         }
@@ -178,7 +200,7 @@ impl Throttle {
         };
         entry.expire(cutoff);
         let n = entry.attempts();
-        if entry.is_idle() {
+        if entry.is_idle() && !entry.queued_past(Instant::now()) {
             self.entries.remove(key);
         }
         n
@@ -203,6 +225,7 @@ impl Throttle {
             failures: VecDeque::new(),
             in_flight: 0,
             last_used: now,
+            next_check: None,
         });
         entry.last_used = now;
         entry
@@ -232,6 +255,21 @@ impl Throttle {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// The address an attempt is counted under: IPv4 (also when mapped into IPv6) as it is,
+/// IPv6 by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -270,6 +308,7 @@ mod tests {
         match t.begin(ip, user, now) {
             Admission::Admitted { attempt, delay } => (attempt, delay),
             Admission::Locked => panic!("{user} from {ip} locked"),
+            Admission::Busy => panic!("{user} from {ip} busy"),
         }
     }
 
@@ -304,14 +343,19 @@ mod tests {
     #[test]
     fn a_pair_locks_and_the_user_is_only_slowed_down_elsewhere() {
         let mut t = throttle(100);
+        t.limits.window = Duration::from_secs(3600);
         let now = Instant::now();
         fail(&mut t, ip(1), "Alice", now);
         fail(&mut t, ip(1), "alice", now);
         assert_eq!(t.begin(ip(1), "ALICE", now), Admission::Locked);
-        // Alice from elsewhere: never locked, each attempt waits longer, up to the cap.
+        // Alice from elsewhere, one attempt after another: never locked, each attempt waits
+        // longer, up to the cap.
         let mut delays = Vec::new();
+        let mut at = now;
         for n in 2..40 {
-            delays.push(fail(&mut t, ip(n), "alice", now));
+            let delay = fail(&mut t, ip(n), "alice", at);
+            at += delay;
+            delays.push(delay);
         }
         assert_eq!(delays[..4], [1, 2, 4, 8].map(Duration::from_secs));
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
@@ -372,5 +416,51 @@ mod tests {
         let name = "é".repeat(MAX_USER_NAME);
         assert!(normalise(&name).len() <= MAX_USER_NAME);
         assert_eq!(normalise("Alice"), "alice");
+    }
+
+    #[test]
+    fn checks_for_one_user_are_serialised_and_the_queue_is_bounded() {
+        let mut t = throttle(100);
+        let now = Instant::now();
+        // Past max_per_pair failures for "alice" (from different addresses): delayed.
+        for n in 1..=2 {
+            fail(&mut t, ip(n), "alice", now);
+        }
+        // Parallel attempts from fresh addresses queue one after another...
+        let mut waits = Vec::new();
+        let mut busy = 0;
+        for n in 10..60 {
+            match t.begin(ip(n), "alice", now) {
+                Admission::Admitted { delay, .. } => waits.push(delay),
+                Admission::Busy => busy += 1,
+                Admission::Locked => panic!("a user is never locked"),
+            }
+        }
+        assert!(waits.windows(2).all(|w| w[0] < w[1]), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= MAX_USER_DELAY), "{waits:?}");
+        // ...and the rest are told to come back, so the check rate stays bounded.
+        assert!(
+            busy > 0 && waits.len() < 10,
+            "{} admitted, {busy} busy",
+            waits.len()
+        );
+        // Another user is unaffected.
+        assert_eq!(admit(&mut t, ip(70), "bob", now).1, Duration::ZERO);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let mut t = throttle(100);
+        let now = Instant::now();
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for n in 1..=3 {
+            fail(&mut t, v6(n), &format!("u{n}"), now);
+        }
+        assert_eq!(t.begin(v6(999), "other", now), Admission::Locked);
+        let elsewhere = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(matches!(
+            t.begin(elsewhere, "other", now),
+            Admission::Admitted { .. }
+        ));
     }
 }

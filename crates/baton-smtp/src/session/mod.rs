@@ -104,6 +104,8 @@ pub enum AuthOutcome {
     Failure,
     /// Too many failures for this address or user: the session ends.
     Locked,
+    /// The user's checks are queued (many failures from many addresses): try later.
+    TryLater,
 }
 
 /// What the gateway must do next. Before acting on any event it writes
@@ -337,6 +339,13 @@ impl Session {
                     535,
                     "5.7.8",
                     "Authentication credentials invalid",
+                ));
+            }
+            AuthOutcome::TryLater => {
+                self.reply(Reply::new(
+                    454,
+                    "4.7.0",
+                    "Temporary authentication failure, try again later",
                 ));
             }
             AuthOutcome::Locked => {
