@@ -26,6 +26,10 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// The largest header section the session accepts and the pipeline reads (policy and the
+/// DSN's text/rfc822-headers part).
+pub const HEADER_SECTION_MAX: usize = 256 * 1024;
+
 impl Limits {
     /// The limits the SMTP session enforces itself.
     pub fn session(&self) -> SessionLimits {
@@ -583,6 +587,14 @@ impl Config {
                 });
             }
         }
+        if l.max_header_size > HEADER_SECTION_MAX {
+            // Policy reads this much to find From: the session and policy must see the same
+            // header section.
+            return Err(ConfigError::Invalid {
+                key: "limits.max_header_size",
+                reason: format!("at most {HEADER_SECTION_MAX}"),
+            });
+        }
         if l.max_command_line < 512 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_command_line",
@@ -822,5 +834,11 @@ mod tests {
         )
         .expect("helo");
         assert!(helo.check_delivery_hostname(false).is_err());
+    }
+
+    #[test]
+    fn a_header_limit_beyond_what_policy_reads_is_refused() {
+        let e = load_str("[limits]\nmax_header_size = 300000\n", &[]).expect_err("too big");
+        assert!(e.to_string().contains("limits.max_header_size"), "{e}");
     }
 }

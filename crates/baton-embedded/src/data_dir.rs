@@ -59,6 +59,18 @@ pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
             format!("data directory {} is not a directory", dir.display()),
         ));
     }
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    let me = rustix::process::geteuid().as_raw();
+    if owner != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "data directory {} belongs to uid {owner}, not to this user (uid {me}): its \
+                 owner could read every key and message; use a directory of your own",
+                dir.display()
+            ),
+        ));
+    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(io::Error::new(

@@ -54,6 +54,13 @@ impl Sealer {
     /// a new key could never open them.
     pub(crate) fn load_or_create(data_dir: &Path, conn: &Connection) -> Result<Self, StoreError> {
         let path = data_dir.join(MASTER_KEY_FILE);
+        // A link could hand us a key someone else chose (or keeps a copy of).
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(StoreError::Corrupt {
+                key: path.display().to_string(),
+                reason: "the master key must be a regular file, not a symbolic link".into(),
+            });
+        }
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -150,6 +157,10 @@ impl Sealer {
 
     /// Seals the values of sealed tables stored in plain form by older versions.
     pub(crate) fn seal_legacy_rows(&self, conn: &Connection) -> Result<usize, StoreError> {
+        // The plain values must not live on in free space of the page they leave (FAST:
+        // zeroed where the page is written anyway, so the hot path pays nothing).
+        conn.pragma_update(None, "secure_delete", "FAST")
+            .map_err(backend_err)?;
         let mut sealed = 0;
         for table in SEALED_TABLES {
             let rows: Vec<(String, Vec<u8>)> = {
@@ -175,6 +186,12 @@ impl Sealer {
                     )
                     .map_err(backend_err)?;
             }
+        }
+        if sealed > 0 {
+            // Copy the sealed pages over the plain ones now and empty the WAL, rather than
+            // leave plaintext keys in it until the next checkpoint.
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(backend_err)?;
         }
         Ok(sealed)
     }

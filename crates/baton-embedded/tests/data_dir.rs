@@ -112,3 +112,18 @@ fn a_readable_data_dir_is_tightened() {
     assert_eq!(mode(&dir.join("spool")), 0o700);
     assert!(prepare_data_dir(&dir).expect("again").is_empty());
 }
+
+#[test]
+fn a_data_dir_of_another_user_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod");
+    // As root (CI), hand it to nobody; otherwise a root-owned directory stands in.
+    let foreign = match std::os::unix::fs::chown(&dir, Some(65534), Some(65534)) {
+        Ok(()) => dir.clone(),
+        Err(_) => PathBuf::from("/"),
+    };
+    let err = prepare_data_dir(&foreign).expect_err("refused").to_string();
+    assert!(err.contains("belongs to uid"), "{err}");
+}

@@ -205,3 +205,16 @@ async fn a_missing_master_key_is_not_replaced_while_sealed_keys_exist() {
     assert!(err.contains("master key is missing"), "{err}");
     assert!(!master.exists());
 }
+
+#[tokio::test]
+async fn a_master_key_behind_a_symbolic_link_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data");
+    drop(open(&dir).expect("first open creates the key"));
+    let key = dir.join("master.key");
+    let elsewhere = tmp.path().join("chosen.key");
+    std::fs::rename(&key, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &key).expect("link");
+    let err = open(&dir).map(|_| ()).expect_err("refused").to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+}

@@ -11,7 +11,7 @@ use crate::{Disposition, Ports, StageError};
 
 /// Largest original message returned whole with RET=FULL; above it only headers go back.
 const RETURN_FULL_MAX: usize = 10 * 1024 * 1024;
-const HEAD_MAX: usize = 256 * 1024;
+const HEAD_MAX: usize = baton_config::HEADER_SECTION_MAX;
 
 #[derive(Debug, Clone)]
 pub struct BounceConfig {

@@ -12,7 +12,8 @@ use crate::records::{
 use crate::{Disposition, Ports, StageError};
 
 /// How much of a body policy reads: the header section must fit (the gateway caps it).
-const HEAD_MAX: usize = 256 * 1024;
+/// (The stored body starts with our Received: field, so a little more than the section.)
+const HEAD_MAX: usize = baton_config::HEADER_SECTION_MAX + 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {

@@ -22,6 +22,8 @@ pub(super) const MAX_LINE: usize = 4096;
 pub(super) const MAX_LINES: usize = 100;
 /// Body octets dot-stuffed and written per write.
 pub(super) const BODY_CHUNK: usize = 64 * 1024;
+/// The slowest a next hop may take the body, in octets per second, on average.
+const MIN_BODY_RATE: u64 = 32 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -149,8 +151,22 @@ impl Wire {
     }
 
     /// The message after DATA's 354: `parts` in order, dot-stuffed in chunks as they go
-    /// out, then the terminating CRLF.CRLF. Never a second copy of the message.
+    /// out, then the terminating CRLF.CRLF. Never a second copy of the message. The whole
+    /// body gets one deadline too (the command timeout plus time at `MIN_BODY_RATE`), so a
+    /// next hop that reads one chunk just before each write would time out cannot hold a
+    /// worker for hours.
     pub async fn send_body(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        let budget = self.command_timeout + Duration::from_secs((size as u64) / MIN_BODY_RATE);
+        tokio::time::timeout(
+            deadline::clamp(budget),
+            self.send_body_unbounded_in_time(parts),
+        )
+        .await
+        .map_err(|_| timed_out("sending the message body (too slow)"))?
+    }
+
+    async fn send_body_unbounded_in_time(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::with_capacity(BODY_CHUNK + BODY_CHUNK / 2 + 8);
         for part in parts {
@@ -285,6 +301,33 @@ mod tests {
             .await
             .expect_err("garbage");
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_next_hop_reading_each_chunk_just_in_time_still_meets_a_body_deadline() {
+        let (a, mut b) = tokio::io::duplex(BODY_CHUNK);
+        let mut w = Wire::new(Box::new(a), Duration::from_secs(10));
+        // Reads a chunk, then waits just under the per-write timeout: no single write ever
+        // times out, but the body would take 10 x 9.9 s.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; BODY_CHUNK];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut b, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(9_900)).await,
+                }
+            }
+        });
+        let body = vec![b'x'; 10 * BODY_CHUNK];
+        let started = tokio::time::Instant::now();
+        let e = w.send_body(&[&body]).await.expect_err("too slow");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // 10 s + 640 KiB at 32 KiB/s = 30 s, well before the 99 s it would take.
+        assert!(
+            started.elapsed() <= Duration::from_secs(31),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
