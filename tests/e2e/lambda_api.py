@@ -18,7 +18,10 @@ PREFIX = "/2018-06-01/runtime"
 class RuntimeApi:
     __test__ = False
 
-    def __init__(self):
+    def __init__(self, timeout_s=30):
+        # Each invocation's deadline, as the function's configured timeout sets it in Lambda
+        # (infra/template.yaml: 300 s for deliver, 30 s for the others).
+        self.timeout_ms = int(timeout_s * 1000)
         self.events = queue.Queue()
         self.results = {}
         self.done = threading.Condition()
@@ -39,7 +42,7 @@ class RuntimeApi:
                 body = json.dumps(event).encode()
                 self.send_response(200)
                 self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 60_000))
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + api.timeout_ms))
                 self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:000000000000:function:baton")
                 self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
                 self.send_header("Content-Type", "application/json")

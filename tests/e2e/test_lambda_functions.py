@@ -25,7 +25,7 @@ def functions(tmp_path):
     def start(stage, env):
         binary = FUNCTIONS / f"baton-fn-{stage}"
         assert binary.exists(), f"{binary} missing: cargo build --release -p baton-fn-{stage}"
-        api = RuntimeApi()
+        api = RuntimeApi(timeout_s=300 if stage == "deliver" else 30)
         proc, started = start_function(str(binary), api, env, tmp_path / f"{stage}.log")
         running.append((proc, api))
         return api, proc, started

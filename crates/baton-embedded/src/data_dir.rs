@@ -66,7 +66,8 @@ pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
             io::ErrorKind::PermissionDenied,
             format!(
                 "data directory {} belongs to uid {owner}, not to this user (uid {me}): its \
-                 owner could read every key and message; use a directory of your own",
+                 owner could read or replace every key and message; run baton as its owner \
+                 (e.g. `sudo -u \\#{owner} baton ...`) or use a directory of your own",
                 dir.display()
             ),
         ));

@@ -279,6 +279,16 @@ impl Function {
             }
         }
 
+        // An attempt's worst case, but never more than half of what this invocation was
+        // given: a function deployed with a shorter timeout than we assumed still starts
+        // work instead of handing every record back until it is dead-lettered.
+        let budget = match deadline {
+            Some(d) => self
+                .limits
+                .budget
+                .min(d.saturating_duration_since(Instant::now()) / 2),
+            None => self.limits.budget,
+        };
         let slots = Arc::new(Semaphore::new(self.limits.concurrency.max(1)));
         let mut running = JoinSet::new();
         let mut ids = std::collections::HashMap::new();
@@ -286,7 +296,7 @@ impl Function {
         for message in messages {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|left| left < self.limits.budget.max(self.limits.settle)) {
+            if left.is_some_and(|left| left < budget.max(self.limits.settle)) {
                 not_started.push(message);
                 continue;
             }

@@ -285,9 +285,10 @@ async fn records_that_cannot_finish_in_time_are_not_started_but_handed_back() {
     let (event, ids) = batch(&f, &["a@one.test", "b@two.test", "c@three.test"]).await;
     let started = Instant::now();
 
+    // Less than the time needed to settle even one record is left.
     let response = f
         .function
-        .handle_until(event, Some(SystemTime::now() + Duration::from_secs(10)))
+        .handle_until(event, Some(SystemTime::now() + Duration::from_millis(300)))
         .await;
 
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -306,6 +307,28 @@ async fn records_that_cannot_finish_in_time_are_not_started_but_handed_back() {
         .await
         .expect("receive");
     assert_eq!(again.len(), 3);
+}
+
+#[tokio::test]
+async fn an_invocation_shorter_than_the_budget_still_starts_its_records() {
+    // Deployed with a shorter timeout than the budget assumes: the budget shrinks to half of
+    // the invocation, so records run instead of going back until they are dead-lettered.
+    let (good, delivered) = sink().await;
+    let f = fixture(
+        vec![route("*", good)],
+        Limits {
+            budget: Duration::from_secs(30),
+            settle: Duration::from_millis(500),
+            concurrency: 2,
+        },
+    );
+    let (event, _) = batch(&f, &["a@one.test", "b@two.test", "c@three.test"]).await;
+    let response = f
+        .function
+        .handle_until(event, Some(SystemTime::now() + Duration::from_secs(10)))
+        .await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(delivered.lock().expect("delivered").len(), 3);
 }
 
 #[tokio::test]
