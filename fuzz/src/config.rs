@@ -70,6 +70,7 @@ fn session_works(settings: &baton_config::Settings) {
         limits: settings.raw.limits.session(),
         accept_domains: settings.accept_domains.clone(),
         received: Default::default(),
+        normalize_bare_lf: false,
     });
     let peer = PeerInfo {
         ip: "192.0.2.1".parse().expect("ip"),

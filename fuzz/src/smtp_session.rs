@@ -150,6 +150,8 @@ impl Harness {
             limits: limits.clone(),
             accept_domains: vec![Domain::parse(ACCEPTED).expect("domain")],
             received: Default::default(),
+            // As the gateway's defaults: submission normalises bare LF, the relay refuses it.
+            normalize_bare_lf: setup.listener != ListenerKind::Relay,
         });
         let peer = PeerInfo {
             ip: "192.0.2.1".parse().expect("ip"),

@@ -88,6 +88,10 @@ impl Gateway {
                     auth_user: raw.submission.received_auth_user,
                     submission_client_ip: raw.submission.received_client_ip,
                 },
+                normalize_bare_lf: match kind {
+                    ListenerKind::Relay => raw.relay.normalize_bare_lf,
+                    _ => raw.submission.normalize_bare_lf,
+                },
             });
             listeners.push((config, listener));
         }

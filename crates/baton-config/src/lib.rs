@@ -166,6 +166,9 @@ pub struct Relay {
     /// May relay without AUTH as a tenant: signed with that tenant's keys, counted against
     /// its quotas, exactly like its authenticated submissions.
     pub tenant_networks: Vec<TenantNetwork>,
+    /// As `submission.normalize_bare_lf`, for the port-25 listener. Off: anonymous mail
+    /// with bare LF is refused (550 5.5.2).
+    pub normalize_bare_lf: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,14 +178,27 @@ pub struct TenantNetwork {
     pub tenant: String,
 }
 
-/// What the `Received:` field of an authenticated submission reveals to recipients.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Authenticated submission (587/465): what `Received:` reveals, and line endings.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Submission {
     /// Add "(Authenticated sender: USER)": a valid login name for anyone who reads it.
     pub received_auth_user: bool,
     /// Add the submitting client's IP address.
     pub received_client_ip: bool,
+    /// Store bare LF line endings in message data as CRLF instead of refusing the message
+    /// (Postfix's `smtpd_forbid_bare_newline = normalize`); CRLF.CRLF stays the only end.
+    pub normalize_bare_lf: bool,
+}
+
+impl Default for Submission {
+    fn default() -> Self {
+        Submission {
+            received_auth_user: false,
+            received_client_ip: false,
+            normalize_bare_lf: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

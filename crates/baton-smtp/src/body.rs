@@ -1,10 +1,12 @@
 //! Message body framing for DATA (dot-stuffed, ends at CRLF.CRLF) and BDAT (counted), and
 //! the checks applied to every body octet whatever the framing.
 //!
-//! The only end of data is CRLF "." CRLF. A CR that is not followed by LF, an LF that is not
-//! preceded by CR, and NUL are refused outright rather than normalised: normalising is what
-//! lets a message smuggle a second one past a relay whose idea of "end of data" differs
-//! from the next hop's.
+//! The only end of data is CRLF "." CRLF. A CR that is not followed by LF and NUL are
+//! refused outright. A bare LF is refused too, except where the listener normalises it
+//! (authenticated submission, as Postfix's `smtpd_forbid_bare_newline = normalize`): then it
+//! ends a line as CRLF would, but never helps to end the data. A "." line after a bare LF,
+//! or one ended by a bare LF, is refused: those are the smuggling patterns, and no client
+//! that merely sends LF line endings produces them (it dot-stuffs).
 
 use memchr::memchr3;
 
@@ -42,6 +44,10 @@ pub enum Progress {
 pub struct BodyDecoder {
     state: State,
     dot_stuffed: bool,
+    /// Take a bare LF as a line end (stored as CRLF) instead of refusing it.
+    normalize_lf: bool,
+    /// The current line began after a normalised bare LF: it can never end the data.
+    after_bare_lf: bool,
 }
 
 impl BodyDecoder {
@@ -50,6 +56,8 @@ impl BodyDecoder {
         BodyDecoder {
             state: State::LineStart,
             dot_stuffed: true,
+            normalize_lf: false,
+            after_bare_lf: false,
         }
     }
 
@@ -59,7 +67,15 @@ impl BodyDecoder {
         BodyDecoder {
             state: State::LineStart,
             dot_stuffed: false,
+            normalize_lf: false,
+            after_bare_lf: false,
         }
+    }
+
+    /// Takes bare LF line endings (stored as CRLF) instead of refusing them.
+    pub fn normalizing_bare_lf(mut self, normalize: bool) -> Self {
+        self.normalize_lf = normalize;
+        self
     }
 
     /// True if the last octet was a CR still waiting for its LF: at the end of a BDAT body
@@ -83,14 +99,17 @@ impl BodyDecoder {
                         self.state = State::DotCr;
                         i += 1;
                     }
+                    // "." LF: an end of data with a bare LF, never a line of text.
+                    b'\n' => return Err(FramingError::BareLf),
                     // A stuffed dot: drop it and keep the rest of the line.
                     _ => self.state = State::Text,
                 },
                 State::DotCr => {
-                    return if input[i] == b'\n' {
-                        Ok(Progress::Done(i + 1))
-                    } else {
-                        Err(FramingError::BareCr)
+                    return match input[i] {
+                        // LF "." CRLF: only a real CRLF before the dot ends the data.
+                        b'\n' if self.after_bare_lf => Err(FramingError::BareLf),
+                        b'\n' => Ok(Progress::Done(i + 1)),
+                        _ => Err(FramingError::BareCr),
                     };
                 }
                 State::Text => {
@@ -108,6 +127,12 @@ impl BodyDecoder {
                                     self.state = State::Cr;
                                     i += 1;
                                 }
+                                b'\n' if self.normalize_lf => {
+                                    out.extend_from_slice(b"\r\n");
+                                    self.state = State::LineStart;
+                                    self.after_bare_lf = true;
+                                    i += 1;
+                                }
                                 b'\n' => return Err(FramingError::BareLf),
                                 _ => return Err(FramingError::Nul),
                             }
@@ -120,6 +145,7 @@ impl BodyDecoder {
                     }
                     out.extend_from_slice(b"\r\n");
                     self.state = State::LineStart;
+                    self.after_bare_lf = false;
                     i += 1;
                 }
             }
@@ -235,6 +261,54 @@ impl BodyInspector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn normalized(input: &[u8]) -> (Result<Progress, FramingError>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut d = BodyDecoder::data().normalizing_bare_lf(true);
+        // One octet at a time: the result must not depend on how input is split.
+        let mut last = Ok(Progress::More);
+        for (i, b) in input.iter().enumerate() {
+            last = d.decode(std::slice::from_ref(b), &mut out);
+            match last {
+                Ok(Progress::Done(_)) => return (Ok(Progress::Done(i + 1)), out),
+                Err(_) => return (last, out),
+                Ok(Progress::More) => {}
+            }
+        }
+        (last, out)
+    }
+
+    #[test]
+    fn normalising_stores_bare_lf_lines_as_crlf_and_ends_only_at_crlf_dot_crlf() {
+        // What smtplib sends for an LF-only message: dot-stuffed, then CRLF "." CRLF.
+        let input = b"Subject: x\n\nline\n..dot\n\r\n.\r\n";
+        let (r, out) = normalized(input);
+        assert_eq!(r, Ok(Progress::Done(input.len())));
+        assert_eq!(out, b"Subject: x\r\n\r\nline\r\n.dot\r\n\r\n");
+    }
+
+    #[test]
+    fn normalising_still_refuses_every_smuggling_end_of_data() {
+        for tail in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\n",
+            b"\r.\r",
+            b"\r\n.\n",
+            b"\r\n.\r",
+            b"\r\n.\r\r\n",
+            b"\r\r\n.\r\r\n",
+        ] {
+            let mut input = b"body".to_vec();
+            input.extend_from_slice(tail);
+            input.extend_from_slice(b"MAIL FROM:<e@x>\r\n.\r\n");
+            let (r, _) = normalized(&input);
+            assert!(
+                matches!(r, Err(FramingError::BareLf | FramingError::BareCr)),
+                "{tail:?}: {r:?}"
+            );
+        }
+    }
 
     fn decode_all(input: &[u8]) -> (Result<Progress, FramingError>, Vec<u8>) {
         let mut out = Vec::new();

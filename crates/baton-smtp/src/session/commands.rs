@@ -332,7 +332,7 @@ impl Session {
         if let Some(r) = self.body_precondition(false) {
             return self.reply_error(r);
         }
-        self.start_body(BodyDecoder::data());
+        self.start_body(BodyDecoder::data().normalizing_bare_lf(self.config.normalize_bare_lf));
         self.reply(Reply::bare(354, "End data with <CR><LF>.<CR><LF>"));
         self.phase = Phase::Data;
         Some(Event::MessageStart)
@@ -396,7 +396,7 @@ impl Session {
             }
             return None;
         }
-        self.start_body(BodyDecoder::bdat());
+        self.start_body(BodyDecoder::bdat().normalizing_bare_lf(self.config.normalize_bare_lf));
         if let Some(t) = self.txn.as_mut() {
             t.chunking = true;
         }

@@ -73,6 +73,10 @@ pub struct SessionConfig {
     /// Domains anyone may send to without authenticating (inbound).
     pub accept_domains: Vec<Domain>,
     pub received: ReceivedFields,
+    /// Take bare LF line endings in message data (stored as CRLF) instead of refusing them:
+    /// for authenticated submission, where common clients (Python's smtplib with bytes)
+    /// send them. CRLF "." CRLF stays the only end of data.
+    pub normalize_bare_lf: bool,
 }
 
 /// What the `Received:` field of an authenticated submission tells every recipient. Both

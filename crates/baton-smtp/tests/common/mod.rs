@@ -35,6 +35,8 @@ impl Harness {
             limits,
             accept_domains: vec![Domain::parse("inbound.test").expect("domain")],
             received: Default::default(),
+            // As the gateway's defaults: submission normalises bare LF, the relay refuses it.
+            normalize_bare_lf: listener != ListenerKind::Relay,
         });
         let peer = PeerInfo {
             ip: "192.0.2.1".parse().expect("ip"),
