@@ -50,23 +50,6 @@ impl Gateway {
     /// Binds every configured listener and prepares TLS. Nothing is accepted until `run`.
     pub async fn bind(settings: &Settings, deps: GatewayDeps) -> Result<Self, GatewayError> {
         let raw = &settings.raw;
-        let (tls_config, source) = tls::server_config(
-            raw.tls.cert.as_deref(),
-            raw.tls.key.as_deref(),
-            &raw.data_dir,
-            &raw.hostname,
-        )?;
-        match &source {
-            tls::CertSource::Configured(p) => {
-                tracing::info!(cert = %p.display(), "TLS certificate loaded")
-            }
-            tls::CertSource::SelfSignedExisting(p) => {
-                tracing::warn!(cert = %p.display(), "using the self-signed TLS certificate generated earlier; configure [tls] for production")
-            }
-            tls::CertSource::SelfSignedGenerated(p) => {
-                tracing::warn!(cert = %p.display(), "no TLS certificate configured: generated a self-signed one")
-            }
-        }
         let l = &raw.limits;
         let limits = l.session();
         let mut listeners = Vec::new();
@@ -94,6 +77,24 @@ impl Gateway {
                 },
             });
             listeners.push((config, listener));
+        }
+        // Only once every port is ours: a taken port must not leave a certificate behind.
+        let (tls_config, source) = tls::server_config(
+            raw.tls.cert.as_deref(),
+            raw.tls.key.as_deref(),
+            &raw.data_dir,
+            &raw.hostname,
+        )?;
+        match &source {
+            tls::CertSource::Configured(p) => {
+                tracing::info!(cert = %p.display(), "TLS certificate loaded")
+            }
+            tls::CertSource::SelfSignedExisting(p) => {
+                tracing::warn!(cert = %p.display(), "using the self-signed TLS certificate generated earlier; configure [tls] for production")
+            }
+            tls::CertSource::SelfSignedGenerated(p) => {
+                tracing::warn!(cert = %p.display(), "no TLS certificate configured: generated a self-signed one")
+            }
         }
         let auth = Authenticator::new(
             deps.ledger,

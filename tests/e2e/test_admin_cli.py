@@ -1,5 +1,7 @@
 """The admin CLI and configuration errors."""
 
+import os
+import socket
 import subprocess
 
 from conftest import BATON
@@ -38,3 +40,70 @@ def test_bad_environment_override_is_a_clear_error(tmp_path):
     )
     assert r.returncode != 0
     assert "max_recipients" in r.stderr
+
+
+def bare_env(home):
+    """The environment without any BATON_* setting, with HOME at `home`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_") and k != "XDG_STATE_HOME"}
+    env["HOME"] = str(home)
+    return env
+
+
+def test_default_data_dir_is_the_same_whatever_the_current_directory(tmp_path):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    env = bare_env(home)
+    r = subprocess.run([BATON, "user", "add", "alice", "--tenant", "acme", "--password-stdin"],
+                       input="s3cret\n", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    state = home / ".local" / "state" / "baton"
+    assert (state / "baton.db").exists(), list(home.rglob("*"))
+    assert not (tmp_path / "baton-data").exists()
+    # Another directory, same data: a read-only command finds it.
+    r = subprocess.run([BATON, "queue", "list", "--json"], capture_output=True, text=True,
+                       env=env, cwd=elsewhere, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+    assert not (elsewhere / "baton-data").exists()
+
+
+def test_read_only_commands_never_create_a_data_dir(tmp_path):
+    missing = tmp_path / "nowhere"
+    for args in (["queue", "list"], ["bounce", "list"], ["suppression", "list"],
+                 ["message", "show", "01M8TCDWG78K8RNZHB15YGGKT3"]):
+        r = subprocess.run([BATON, "--data-dir", str(missing), *args], capture_output=True,
+                           text=True, env=bare_env(tmp_path), timeout=60)
+        assert r.returncode != 0, args
+        assert f"no Baton data in {missing}" in r.stderr, r.stderr
+        assert not missing.exists(), args
+
+
+def test_errors_are_one_line_each_cause_once_with_what_to_do(tmp_path):
+    # AWS unreachable: no SDK Debug dump, and a hint.
+    env = bare_env(tmp_path)
+    env.update({"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
+                "BATON_AWS__ENDPOINT_URL": "http://127.0.0.1:9", "BATON_AWS__REQUEST_TIMEOUT": "2s"})
+    r = subprocess.run([BATON, "--backend", "aws", "user", "add", "a", "--tenant", "t", "--password-stdin"],
+                       input="pw\n", capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    [err] = [line for line in r.stderr.splitlines() if line.startswith("baton:")]
+    assert "{" not in err and "DispatchFailure" not in err, err
+    assert "localstack/start.sh" in err, err
+
+
+def test_a_taken_port_is_said_once_and_leaves_no_certificate(spawn_relay, tmp_path):
+    blocker = socket.create_server(("127.0.0.1", 0))
+    try:
+        relay = spawn_relay(start=False)
+        port = blocker.getsockname()[1]
+        config = relay.config.read_text()
+        config = config.replace(f'relay = "127.0.0.1:{relay.ports["relay"]}"', f'relay = "127.0.0.1:{port}"')
+        relay.config.write_text(config)
+        r = subprocess.run([BATON, "--config", str(relay.config), "serve"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode != 0
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.count("Address already in use") == 1, last
+        assert not (relay.data_dir / "tls" / "cert.pem").exists(), "certificate made before the bind"
+    finally:
+        blocker.close()

@@ -15,7 +15,7 @@ impl AwsError {
     pub(crate) fn service<E: std::error::Error + 'static>(what: impl Into<String>, e: E) -> Self {
         AwsError::Service {
             what: what.into(),
-            detail: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            detail: causes(&e),
         }
     }
 
@@ -45,15 +45,30 @@ where
             s.err().code().unwrap_or("service error"),
             s.err().message().unwrap_or("")
         ),
-        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        _ => causes(&e),
     };
     StoreError::Backend(format!("{what}: {detail}"))
 }
 
 /// A failure that is not an SDK call's (e.g. reading a response body).
 pub(crate) fn other<E: std::error::Error + 'static>(what: &str, e: E) -> StoreError {
-    StoreError::Backend(format!(
-        "{what}: {}",
-        aws_sdk_s3::error::DisplayErrorContext(e)
-    ))
+    StoreError::Backend(format!("{what}: {}", causes(&e)))
+}
+
+/// An error and its causes on one line, each said once: no Debug dumps of SDK internals
+/// (the SDK's own `DisplayErrorContext` ends in one).
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = err.source();
+    }
+    out
 }

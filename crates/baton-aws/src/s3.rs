@@ -125,7 +125,7 @@ impl S3Writer {
             .send()
             .await
         {
-            tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), "cannot abort multipart upload");
+            tracing::warn!(error = %crate::error::causes(&e), "cannot abort multipart upload");
         }
     }
 

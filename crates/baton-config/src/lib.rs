@@ -519,12 +519,17 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        for (var, value) in env {
-            apply_override(&mut doc, &var, &value)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (var, value) in &env {
+            apply_override(&mut doc, var, value)?;
         }
-        let config: Config = toml::Value::Table(doc)
+        let data_dir_given = doc.contains_key("data_dir");
+        let mut config: Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        if !data_dir_given {
+            config.data_dir = default_data_dir(&env);
+        }
         config.validate()
     }
 
@@ -729,6 +734,25 @@ impl Config {
 
 /// `BATON_LIMITS__MAX_RECIPIENTS=5` sets `limits.max_recipients`. Values parse as TOML
 /// (numbers, booleans, arrays, quoted strings) and fall back to a plain string.
+/// Where state lives when the config names no `data_dir`: the user's state directory (XDG),
+/// the same whatever the current directory, so `baton queue list` run anywhere sees what
+/// `baton serve` stored.
+pub fn default_data_dir(env: &[(String, String)]) -> PathBuf {
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v))
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return state.join("baton");
+    }
+    if let Some(home) = var("HOME") {
+        return home.join(".local").join("state").join("baton");
+    }
+    PathBuf::from("./baton-data")
+}
+
 fn apply_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
     let Some(path) = var.strip_prefix("BATON_") else {
         return Ok(());
@@ -856,5 +880,29 @@ mod tests {
     fn a_header_limit_beyond_what_policy_reads_is_refused() {
         let e = load_str("[limits]\nmax_header_size = 300000\n", &[]).expect_err("too big");
         assert!(e.to_string().contains("limits.max_header_size"), "{e}");
+    }
+
+    #[test]
+    fn the_default_data_dir_is_the_users_state_dir_whatever_the_cwd() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Config::load(None, env(&[("HOME", "/home/ann")])).expect("load");
+        assert_eq!(
+            s.raw.data_dir,
+            PathBuf::from("/home/ann/.local/state/baton")
+        );
+        let s = Config::load(
+            None,
+            env(&[("HOME", "/home/ann"), ("XDG_STATE_HOME", "/st")]),
+        )
+        .expect("load");
+        assert_eq!(s.raw.data_dir, PathBuf::from("/st/baton"));
+        let s = load_str("data_dir = \"/srv/baton\"\n", &[("HOME", "/home/ann")]).expect("load");
+        assert_eq!(s.raw.data_dir, PathBuf::from("/srv/baton"));
+        assert_eq!(default_data_dir(&[]), PathBuf::from("./baton-data"));
     }
 }

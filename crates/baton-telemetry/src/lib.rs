@@ -12,15 +12,24 @@ pub enum Format {
     Json,
 }
 
+/// rustls warns about every client that sends an IP address as SNI (Python's `SMTP_SSL`
+/// does): noise for a mail server. Its errors still show, and a filter that names rustls
+/// itself is left alone.
+fn quiet_noisy_crates(filter: &str) -> String {
+    if filter.contains("rustls") {
+        filter.to_string()
+    } else {
+        format!("{filter},rustls=error")
+    }
+}
+
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(format: Format, filter: &str) {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());
-    let filter = from_env
-        .map(EnvFilter::try_new)
-        .unwrap_or_else(|| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = from_env.unwrap_or_else(|| quiet_noisy_crates(filter));
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -34,4 +43,18 @@ pub fn init(format: Format, filter: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_warnings_are_quiet_unless_asked_for() {
+        assert_eq!(quiet_noisy_crates("info"), "info,rustls=error");
+        assert_eq!(
+            quiet_noisy_crates("debug,rustls=trace"),
+            "debug,rustls=trace"
+        );
+    }
 }

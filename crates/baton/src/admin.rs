@@ -38,6 +38,21 @@ impl Store {
     }
 }
 
+/// For commands that only read: never creates a data directory (an empty new one would
+/// just print nothing), and says which one is missing.
+fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
+    let dir = &settings.raw.data_dir;
+    if settings.raw.storage.backend != "aws" && !dir.join("baton.db").exists() {
+        bail!(
+            "no Baton data in {}: nothing was ever stored there. `baton serve` and the other \
+             commands use the data_dir of the config (or --data-dir / BATON_DATA_DIR): give \
+             them the same one",
+            dir.display()
+        );
+    }
+    open(settings)
+}
+
 fn open(settings: &Settings) -> anyhow::Result<Store> {
     let rt = runtime()?;
     if settings.raw.storage.backend == "aws" {
@@ -318,7 +333,7 @@ fn envelope_of(body: &[u8]) -> Option<Envelope> {
 }
 
 pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let backend = open(settings)?;
+    let backend = open_existing(settings)?;
     let Some(embedded) = &backend.embedded else {
         return aws_queue_counts(&backend, json);
     };
@@ -475,7 +490,7 @@ pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let id: baton_domain::QueueId = id
         .parse()
         .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
-    let backend = open(settings)?;
+    let backend = open_existing(settings)?;
     let ledger = backend.ledger();
     let (states, events) = backend
         .rt
@@ -519,7 +534,7 @@ pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
 
 /// Lists a ledger table of JSON records (bounces, suppression), each with its key.
 pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Result<()> {
-    let backend = open(settings)?;
+    let backend = open_existing(settings)?;
     let rows = backend.rt.block_on(backend.ledger().scan(table, ""))?;
     let mut values = Vec::with_capacity(rows.len());
     for (key, bytes) in rows {
@@ -553,7 +568,7 @@ pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let id: baton_domain::QueueId = id
         .parse()
         .map_err(|_| anyhow::anyhow!("invalid queue id {id:?}"))?;
-    let backend = open(settings)?;
+    let backend = open_existing(settings)?;
     let body = backend.rt.block_on(backend.blobs.read(&id.to_string()))?;
     quiet_on_closed_pipe(std::io::stdout().lock().write_all(&body))
 }

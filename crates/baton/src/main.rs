@@ -205,8 +205,36 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("baton: {e:#}");
+            eprintln!("baton: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What failed, on one line: each cause once (an error that repeats its source's text
+/// must not print it twice), and what to do where we know it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    let lower = out.to_ascii_lowercase();
+    if lower.contains("dispatch failure")
+        || (lower.contains("connection refused") && lower.contains("aws"))
+    {
+        out.push_str(
+            " (cannot reach AWS: check aws.endpoint_url / AWS_ENDPOINT_URL; locally, is \
+             LocalStack running? localstack/start.sh)",
+        );
+    } else if lower.contains("address already in use") {
+        out.push_str(" (another process listens there: stop it or change [listen])");
+    }
+    out
 }

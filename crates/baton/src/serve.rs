@@ -79,6 +79,8 @@ fn concurrency(settings: &Settings) -> runtime::Concurrency {
 
 async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.raw.data_dir.clone();
+    // First, so that whoever looks for the data knows where it is.
+    tracing::info!(data_dir = %data_dir.display(), "using data directory");
     // Private (0700), and refused if others can write it, before anything is put in it.
     baton_embedded::prepare_data_dir(&data_dir)?;
     // One server per data directory: the spool's crash recovery assumes it is alone.
