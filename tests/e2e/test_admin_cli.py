@@ -107,3 +107,12 @@ def test_a_taken_port_is_said_once_and_leaves_no_certificate(spawn_relay, tmp_pa
         assert not (relay.data_dir / "tls" / "cert.pem").exists(), "certificate made before the bind"
     finally:
         blocker.close()
+
+
+def test_version_names_the_git_revision():
+    r = subprocess.run([BATON, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                         text=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    out = r.stdout.strip()
+    assert out.startswith("baton ") and out.endswith(f" ({rev})"), (out, rev)

@@ -10,7 +10,11 @@ use baton_config::{Config, Settings};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Baton SMTP relay")]
+#[command(
+    name = "baton",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BATON_GIT_REV"), ")"),
+    about = "Baton SMTP relay"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "BATON_CONFIG")]
