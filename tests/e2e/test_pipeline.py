@@ -13,6 +13,8 @@ import pytest
 from conftest import client_tls, code, open_transaction
 from mailnet import Sink, TestDns, free_port_for
 
+RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
 GOOD, TEMPFAIL, HARDFAIL, SENDER_MX, DEAD = "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"
 SLOW, DROP = "127.0.0.15", "127.0.0.16"
 
@@ -184,6 +186,15 @@ def test_permanent_failure_bounces_with_dsn_and_suppresses(relay, net):
     bounces = json.loads(relay.cli("bounce", "list", "--json").stdout)
     [b] = [b for b in bounces if b["queue_id"] == queue_id]
     assert b["recipient"] == "erin@hardfail.test" and b["hard"] and b["code"] >= 500
+    assert RFC3339_MS.fullmatch(b["at"]), b["at"]
+    # For people: a table with a header and the same fixed-precision times.
+    table = relay.cli("bounce", "list").stdout.splitlines()
+    assert table[0].split()[:3] == ["AT", "RECIPIENT", "KIND"], table
+    [row] = [line for line in table if queue_id in line]
+    assert RFC3339_MS.match(row) and "erin@hardfail.test" in row and " hard " in row, row
+    suppressed = relay.cli("suppression", "list").stdout.splitlines()
+    assert suppressed[0].startswith("AT"), suppressed
+    assert any(RFC3339_MS.match(l) and "erin@hardfail.test" in l for l in suppressed[1:]), suppressed
     # Now suppressed: the next message to erin is dropped at policy, with a reason, and never sent.
     second = submit(relay, "erin@hardfail.test", subject="again")
     timeline = wait_show(relay, second, "suppress")

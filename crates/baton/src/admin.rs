@@ -526,13 +526,7 @@ pub fn message_show(settings: &Settings, id: &str) -> anyhow::Result<()> {
         }
         writeln!(out, "timeline:")?;
         for e in &events {
-            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at) * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_else(|| e.at.to_string());
+            let at = rfc3339_ms(e.at);
             writeln!(out, "  {at}  {:<8} {:<22} {}", e.stage, e.what, e.detail)?;
         }
         Ok(())
@@ -549,6 +543,10 @@ pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Resul
         let mut value: serde_json::Value =
             serde_json::from_slice(&bytes).with_context(|| format!("record {key} of {table}"))?;
         if let Some(obj) = value.as_object_mut() {
+            // Times for people and machines alike: RFC 3339, milliseconds, UTC.
+            if let Some(ms) = obj.get("at").and_then(serde_json::Value::as_i64) {
+                obj.insert("at".into(), rfc3339_ms(ms).into());
+            }
             obj.insert("key".into(), key.into());
         }
         values.push(value);
@@ -559,9 +557,98 @@ pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Resul
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else {
-        values.iter().try_for_each(|v| writeln!(out, "{v}"))
+        write_table(&mut out, table, &values)
     };
     quiet_on_closed_pipe(written)
+}
+
+/// The columns `bounce list` and `suppression list` show, as (header, JSON field).
+fn columns(table: &str) -> &'static [(&'static str, &'static str)] {
+    match table {
+        "bounces" => &[
+            ("AT", "at"),
+            ("RECIPIENT", "recipient"),
+            ("KIND", "kind"),
+            ("CODE", "code"),
+            ("STATUS", "enhanced"),
+            ("QUEUE ID", "queue_id"),
+            ("REPLY", "reply"),
+        ],
+        _ => &[
+            ("AT", "at"),
+            ("TENANT/ADDRESS", "key"),
+            ("QUEUE ID", "queue_id"),
+            ("REASON", "reason"),
+        ],
+    }
+}
+
+/// Aligned columns with a header; the last column takes the rest of the line.
+fn write_table(
+    out: &mut impl Write,
+    table: &str,
+    values: &[serde_json::Value],
+) -> std::io::Result<()> {
+    let cols = columns(table);
+    let cell = |v: &serde_json::Value, field: &str| -> String {
+        match (field, v.get(field)) {
+            ("kind", _) => match v.get("hard").and_then(serde_json::Value::as_bool) {
+                Some(true) => "hard".into(),
+                Some(false) => "soft".into(),
+                None => "-".into(),
+            },
+            (_, Some(serde_json::Value::String(s))) => s.clone(),
+            (_, Some(serde_json::Value::Null) | None) => "-".into(),
+            (_, Some(other)) => other.to_string(),
+        }
+    };
+    let rows: Vec<Vec<String>> = values
+        .iter()
+        .map(|v| cols.iter().map(|(_, f)| cell(v, f)).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |out: &mut dyn Write, cells: &[String]| -> std::io::Result<()> {
+        let last = cells.len() - 1;
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        writeln!(out, "{}", text.join("  ").trim_end())
+    };
+    let header: Vec<String> = cols.iter().map(|(h, _)| h.to_string()).collect();
+    line(out, &header)?;
+    for r in &rows {
+        line(out, r)?;
+    }
+    Ok(())
+}
+
+/// `2026-12-02T03:23:03.053Z`: one precision everywhere, so columns line up.
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// `baton queue list | head` must not end with an error when `head` stops reading.
@@ -579,4 +666,36 @@ pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let backend = open_existing(settings)?;
     let body = backend.rt.block_on(backend.blobs.read(&id.to_string()))?;
     quiet_on_closed_pipe(std::io::stdout().lock().write_all(&body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_one_precision_and_tables_line_up() {
+        assert_eq!(rfc3339_ms(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_005), "2023-11-14T22:13:20.005Z");
+        let rows = vec![
+            serde_json::json!({"at": "2023-11-14T22:13:20.000Z", "recipient": "a@x", "hard": true,
+                "code": 550, "enhanced": "5.1.1", "queue_id": "Q1", "reply": "no such user"}),
+            serde_json::json!({"at": "2023-11-14T22:13:21.000Z", "recipient": "longer@example.org",
+                "hard": false, "code": 450, "enhanced": "4.2.2", "queue_id": "Q2", "reply": "full"}),
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, "bounces", &rows).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("AT") && lines[0].contains("RECIPIENT"),
+            "{text}"
+        );
+        let col = |l: &str| {
+            l.find("hard")
+                .or_else(|| l.find("soft"))
+                .or_else(|| l.find("KIND"))
+        };
+        assert_eq!(col(lines[0]), col(lines[1]), "{text}");
+        assert_eq!(col(lines[1]), col(lines[2]), "{text}");
+    }
 }
