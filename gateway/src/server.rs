@@ -313,10 +313,7 @@ mod ipnet_shim {
         /// a host carved out of a tenant's range by `allow_networks` is nobody's.
         pub(crate) fn classify(&self, ip: IpAddr) -> (bool, Option<TenantId>) {
             // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-                v4 => v4,
-            };
+            let ip = ip.to_canonical();
             let tenant = self
                 .tenants
                 .iter()

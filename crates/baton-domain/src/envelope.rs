@@ -18,12 +18,6 @@ pub struct Identity {
     pub domains: Vec<Domain>,
 }
 
-impl Identity {
-    pub fn owns(&self, domain: &Domain) -> bool {
-        self.domains.contains(domain)
-    }
-}
-
 /// DSN RET (RFC 3461 §4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -45,11 +45,31 @@ pub(crate) fn ensure_private_file(path: &Path) -> io::Result<()> {
 /// Refuses one that group or others can write; tightens what group or others can read,
 /// in it and below (without following symbolic links), and returns what it tightened.
 pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let Some(mode) = check(dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut tightened = Vec::new();
+    tighten(dir, mode, &mut tightened);
+    tighten_below(dir, &mut tightened);
+    for path in &tightened {
+        tracing::warn!(
+            path = %path.display(),
+            "was readable by group or others; now only by its owner"
+        );
+    }
+    Ok(tightened)
+}
+
+/// The checks of [`prepare`] without its walk over everything below: creates `dir` 0700
+/// (returning `None`), or refuses it (not a directory, another user's, writable by group or
+/// others) or returns its mode. For a caller that must know the directory is safe before
+/// it writes there, and opens the backend (which prepares it) afterwards.
+pub fn check(dir: &Path) -> io::Result<Option<u32>> {
     let meta = match fs::metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir(dir)?;
-            return Ok(Vec::new());
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
@@ -84,16 +104,7 @@ pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
             ),
         ));
     }
-    let mut tightened = Vec::new();
-    tighten(dir, mode, &mut tightened);
-    tighten_below(dir, &mut tightened);
-    for path in &tightened {
-        tracing::warn!(
-            path = %path.display(),
-            "was readable by group or others; now only by its owner"
-        );
-    }
-    Ok(tightened)
+    Ok(Some(mode))
 }
 
 fn tighten(path: &Path, mode: u32, tightened: &mut Vec<PathBuf>) {

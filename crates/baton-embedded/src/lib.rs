@@ -25,7 +25,7 @@ use baton_store::{Ledger, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use blob::SpoolBlobStore;
-pub use data_dir::{DIR_MODE, FILE_MODE, prepare as prepare_data_dir};
+pub use data_dir::{DIR_MODE, FILE_MODE, check as check_data_dir, prepare as prepare_data_dir};
 pub use queue::{QueueEntry, SqliteQueue};
 pub use sealed::{MAGIC as SEALED_MAGIC, MASTER_KEY_FILE, SEALED_TABLES};
 

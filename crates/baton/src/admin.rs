@@ -42,23 +42,22 @@ impl Store {
 /// just print nothing), and says which one is missing.
 fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
     let dir = &settings.raw.data_dir;
-    if settings.raw.storage.backend == "aws" {
+    // On AWS, and when there is data, opening prepares the directory (refuses it if unsafe,
+    // tightens what is inside).
+    if settings.raw.storage.backend == "aws" || dir.join("baton.db").exists() {
         return open(settings);
     }
     // An unsafe directory is refused first: that is the more important thing to say.
     if dir.exists() {
-        baton_embedded::prepare_data_dir(dir)
+        baton_embedded::check_data_dir(dir)
             .with_context(|| format!("opening data directory {}", dir.display()))?;
     }
-    if !dir.join("baton.db").exists() {
-        bail!(
-            "no Baton data in {}: nothing was ever stored there. `baton serve` and the other \
-             commands use the data_dir of the config (or --data-dir / BATON_DATA_DIR): give \
-             them the same one",
-            dir.display()
-        );
-    }
-    open(settings)
+    bail!(
+        "no Baton data in {}: nothing was ever stored there. `baton serve` and the other \
+         commands use the data_dir of the config (or --data-dir / BATON_DATA_DIR): give \
+         them the same one",
+        dir.display()
+    )
 }
 
 fn open(settings: &Settings) -> anyhow::Result<Store> {

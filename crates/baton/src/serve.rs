@@ -81,8 +81,9 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     let data_dir = settings.raw.data_dir.clone();
     // First, so that whoever looks for the data knows where it is.
     tracing::info!(data_dir = %data_dir.display(), "using data directory");
-    // Private (0700), and refused if others can write it, before anything is put in it.
-    baton_embedded::prepare_data_dir(&data_dir)?;
+    // Private (0700), and refused if others can write it, before anything is put in it;
+    // opening the backend below tightens what is inside.
+    baton_embedded::check_data_dir(&data_dir)?;
     // One server per data directory: the spool's crash recovery assumes it is alone.
     let lock = File::create(data_dir.join("serve.lock")).context("creating serve.lock")?;
     lock.try_lock()

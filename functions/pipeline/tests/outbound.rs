@@ -41,6 +41,16 @@ async fn send_to(hop: &Hop, auth: Option<Credentials>, body: &[u8]) -> (RcptResu
     (results.remove(0), started.elapsed())
 }
 
+/// A next hop that requires AUTH as relay-user with `password`, offering STARTTLS or not.
+async fn auth_hop(starttls: bool, password: &str) -> Hop {
+    Hop::start(Script {
+        starttls,
+        auth: Some(("relay-user".into(), password.into())),
+        ..Script::default()
+    })
+    .await
+}
+
 const BODY: &[u8] = b"From: news@acme.test\r\nSubject: hi\r\n\r\nhello\r\n";
 
 #[tokio::test]
@@ -126,12 +136,7 @@ async fn a_large_body_streams_dot_stuffed_after_the_prefix() {
 
 #[tokio::test]
 async fn route_credentials_authenticate_over_starttls_and_deliver() {
-    let hop = Hop::start(Script {
-        starttls: true,
-        auth: Some(("relay-user".into(), "s3cret pass".into())),
-        ..Script::default()
-    })
-    .await;
+    let hop = auth_hop(true, "s3cret pass").await;
     let creds = Credentials::new("relay-user", "s3cret pass");
     let (r, _) = send_to(&hop, Some(creds), BODY).await;
     assert_eq!(r.outcome, Outcome::Delivered, "{r:?}");
@@ -156,12 +161,7 @@ async fn route_credentials_authenticate_over_starttls_and_deliver() {
 async fn credentials_are_never_sent_to_a_target_with_an_untrusted_certificate() {
     // An active attacker answers STARTTLS with a certificate of its own: the handshake fails
     // and the password never leaves.
-    let hop = Hop::start(Script {
-        starttls: true,
-        auth: Some(("relay-user".into(), "s3cret pass".into())),
-        ..Script::default()
-    })
-    .await;
+    let hop = auth_hop(true, "s3cret pass").await;
     let other = Hop::start(Script::default()).await;
     let route = hop.route_verified(
         Some(Credentials::new("relay-user", "s3cret pass")),
@@ -188,12 +188,7 @@ async fn credentials_are_never_sent_to_a_target_with_an_untrusted_certificate() 
 
 #[tokio::test]
 async fn wrong_credentials_defer_and_never_bounce() {
-    let hop = Hop::start(Script {
-        starttls: true,
-        auth: Some(("relay-user".into(), "right".into())),
-        ..Script::default()
-    })
-    .await;
+    let hop = auth_hop(true, "right").await;
     let (r, _) = send_to(&hop, Some(Credentials::new("relay-user", "wrong")), BODY).await;
     assert_eq!(r.outcome, Outcome::Deferred, "{r:?}");
     assert!(r.text.contains("535"), "{r:?}");
@@ -207,12 +202,7 @@ async fn wrong_credentials_defer_and_never_bounce() {
 #[tokio::test]
 async fn credentials_are_never_sent_to_a_target_without_starttls() {
     // It offers AUTH, but only in plaintext.
-    let hop = Hop::start(Script {
-        starttls: false,
-        auth: Some(("relay-user".into(), "s3cret".into())),
-        ..Script::default()
-    })
-    .await;
+    let hop = auth_hop(false, "s3cret").await;
     let (r, _) = send_to(&hop, Some(Credentials::new("relay-user", "s3cret")), BODY).await;
     assert_eq!(r.outcome, Outcome::Deferred, "{r:?}");
     assert_eq!(

@@ -72,12 +72,9 @@ impl Entry {
             .saturating_add(self.in_flight)
     }
 
-    fn is_idle(&self) -> bool {
-        self.in_flight == 0 && self.failures.is_empty()
-    }
-
-    fn queued_past(&self, now: Instant) -> bool {
-        self.next_check.is_some_and(|t| t > now)
+    /// Nothing to remember at `now`: no attempt in flight, no failure, no check queued.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.failures.is_empty() && self.next_check.is_none_or(|t| t <= now)
     }
 }
 
@@ -139,13 +136,12 @@ impl Throttle {
             user: normalise(user),
         };
         let [ip_key, pair_key, user_key] = attempt.keys();
-        let cutoff = now.checked_sub(self.limits.window);
-        if self.attempts(&ip_key, cutoff) >= self.limits.max_per_ip
-            || self.attempts(&pair_key, cutoff) >= self.limits.max_per_pair
+        if self.attempts(&ip_key, now) >= self.limits.max_per_ip
+            || self.attempts(&pair_key, now) >= self.limits.max_per_pair
         {
             return Admission::Locked;
         }
-        let user_attempts = self.attempts(&user_key, cutoff);
+        let user_attempts = self.attempts(&user_key, now);
         let mut delay = self.user_delay(user_attempts);
         if !delay.is_zero() {
             // One delayed check after another: the queue, not the attacker's parallelism,
@@ -188,19 +184,19 @@ impl Throttle {
                 (Verdict::Success, Key::Pair(..)) => entry.failures.clear(),
                 _ => {}
             }
-            if entry.is_idle() {
+            if entry.is_idle(now) {
                 self.entries.remove(&key);
             }
         }
     }
 
-    fn attempts(&mut self, key: &Key, cutoff: Option<Instant>) -> u32 {
+    fn attempts(&mut self, key: &Key, now: Instant) -> u32 {
         let Some(entry) = self.entries.get_mut(key) else {
             return 0;
         };
-        entry.expire(cutoff);
+        entry.expire(now.checked_sub(self.limits.window));
         let n = entry.attempts();
-        if entry.is_idle() && !entry.queued_past(Instant::now()) {
+        if entry.is_idle(now) {
             self.entries.remove(key);
         }
         n
@@ -236,7 +232,7 @@ impl Throttle {
         let cutoff = now.checked_sub(self.limits.window);
         self.entries.retain(|_, e| {
             e.expire(cutoff);
-            !e.is_idle()
+            !e.is_idle(now)
         });
         while self.entries.len() >= self.limits.max_keys {
             let oldest = self
@@ -261,14 +257,10 @@ impl Throttle {
 /// The address an attempt is counted under: IPv4 (also when mapped into IPv6) as it is,
 /// IPv6 by its /64.
 fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-            }
-        },
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !(u64::MAX as u128),
+        )),
         v4 => v4,
     }
 }

@@ -363,18 +363,11 @@ impl Session {
         };
         if size > self.config.limits.max_message_size {
             // The chunk cannot be skipped without reading it all: end the session instead.
-            let open = self.message_open();
-            self.txn = None;
-            self.terminate(Reply::new(
+            return Some(self.abort_and_close(Reply::new(
                 552,
                 "5.3.4",
                 "Chunk exceeds fixed maximum message size, closing connection",
-            ));
-            return Some(if open {
-                Event::MessageAborted
-            } else {
-                Event::Close
-            });
+            )));
         }
         self.bdat(size as usize, last)
     }
@@ -442,11 +435,8 @@ impl Session {
             return Event::NeedInput;
         };
         if state.decoder.pending_cr() {
-            self.terminate(Reply::new(
-                550,
-                "5.5.2",
-                "Bare CR or LF in message data is not allowed, closing connection",
-            ));
+            // The transaction is already taken: the message is open, so it is aborted.
+            self.terminate(framing_refusal(FramingError::BareCr));
             return Event::MessageAborted;
         }
         state.inspector.finish();
@@ -523,18 +513,11 @@ impl Session {
     }
 
     pub(super) fn framing_error(&mut self, e: FramingError) -> Event {
-        let r = match e {
-            FramingError::BareCr | FramingError::BareLf => Reply::new(
-                550,
-                "5.5.2",
-                "Bare CR or LF in message data is not allowed, closing connection",
-            ),
-            FramingError::Nul => Reply::new(
-                550,
-                "5.6.0",
-                "NUL octet in message data is not allowed, closing connection",
-            ),
-        };
+        self.abort_and_close(framing_refusal(e))
+    }
+
+    /// Ends the session with `r`, dropping the message being received, if any.
+    fn abort_and_close(&mut self, r: Reply) -> Event {
         let open = self.message_open();
         self.txn = None;
         self.terminate(r);
@@ -716,6 +699,22 @@ fn sanitize_comment(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The reply that ends a session whose message data broke the framing.
+fn framing_refusal(e: FramingError) -> Reply {
+    match e {
+        FramingError::BareCr | FramingError::BareLf => Reply::new(
+            550,
+            "5.5.2",
+            "Bare CR or LF in message data is not allowed, closing connection",
+        ),
+        FramingError::Nul => Reply::new(
+            550,
+            "5.6.0",
+            "NUL octet in message data is not allowed, closing connection",
+        ),
+    }
 }
 
 fn parse_error_reply(e: &ProtoError, syntax_code: &'static str) -> Reply {
