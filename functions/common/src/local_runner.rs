@@ -2,8 +2,11 @@
 //! cannot run Lambda functions without Docker): poll the stage queue, hand the batch to the
 //! function as an `SqsEvent`, then delete every record it did not report as failed.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod outage;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use baton_aws::SqsQueue;
@@ -11,6 +14,7 @@ use baton_store::Queue;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use self::outage::{Notice, OutageLog, PollBackoff};
 use crate::Function;
 
 #[derive(Debug, Clone)]
@@ -25,7 +29,9 @@ pub struct RunnerConfig {
 }
 
 /// Starts `config.concurrency` pollers for `function` on `queue`; they stop, finishing the
-/// batch in hand, when `shutdown` turns true.
+/// batch in hand, when `shutdown` turns true. While the queue cannot be polled each poller
+/// backs off on its own, and they share one [`OutageLog`], so an outage is logged once per
+/// queue rather than once per poll.
 pub fn spawn(
     set: &mut JoinSet<()>,
     function: Function,
@@ -34,56 +40,78 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) {
     let function = Arc::new(function);
-    for _ in 0..config.concurrency.max(1) {
-        let (function, queue, config) = (function.clone(), queue.clone(), config.clone());
-        let mut shutdown = shutdown.clone();
-        set.spawn(async move {
-            let visibility = function.stage().function_timeout() * 6;
-            let mut failing = 0u32;
-            while !*shutdown.borrow() {
-                let raw = tokio::select! {
-                    r = queue.receive_events(config.batch, visibility, config.wait, &config.region) => r,
-                    _ = shutdown.changed() => break,
-                };
-                let raw = match raw {
-                    Ok(r) => {
-                        if failing > 0 {
-                            tracing::info!(queue = queue.name(), "polling the queue again");
-                        }
-                        failing = 0;
-                        r
-                    }
-                    Err(e) => {
-                        // Once per outage, not once per poller and second.
-                        if failing == 0 {
-                            tracing::warn!(queue = queue.name(), error = %e, "cannot poll queue; retrying");
-                        }
-                        failing = failing.saturating_add(1);
-                        let pause = Duration::from_millis(250 << failing.min(5));
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            _ = shutdown.changed() => break,
-                        }
-                        continue;
-                    }
-                };
-                if raw.is_empty() {
-                    continue;
+    let outages = Arc::new(Mutex::new(OutageLog::new(queue.name())));
+    let seeds = RandomState::new();
+    for i in 0..config.concurrency.max(1) {
+        let poller = Poller {
+            function: function.clone(),
+            queue: queue.clone(),
+            config: config.clone(),
+            outages: outages.clone(),
+            backoff: PollBackoff::new(seeds.hash_one(i)),
+        };
+        set.spawn(poller.run(shutdown.clone()));
+    }
+}
+
+struct Poller {
+    function: Arc<Function>,
+    queue: SqsQueue,
+    config: RunnerConfig,
+    outages: Arc<Mutex<OutageLog>>,
+    backoff: PollBackoff,
+}
+
+impl Poller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let config = &self.config;
+        let visibility = self.function.stage().function_timeout() * 6;
+        while !*shutdown.borrow() {
+            let sent = Instant::now();
+            let raw = tokio::select! {
+                r = self.queue.receive_events(config.batch, visibility, config.wait, &config.region) => r,
+                _ = shutdown.changed() => break,
+            };
+            let raw = match raw {
+                Ok(raw) => {
+                    self.backoff.succeeded();
+                    self.note(|log| log.succeeded(sent, Instant::now()));
+                    raw
                 }
-                let mut event = SqsEvent::default();
-                event.records = raw.clone();
-                let response = function.handle(event).await;
-                for m in &raw {
-                    let failed = response
-                        .batch_item_failures
-                        .iter()
-                        .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref());
-                    if let (false, Some(receipt)) = (failed, m.receipt_handle.as_deref()) {
-                        // Most are gone already (the driver deletes what it finished).
-                        let _ = queue.delete(receipt).await;
+                Err(e) => {
+                    self.note(|log| log.failed(sent, Instant::now(), &e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.backoff.failed()) => continue,
+                        _ = shutdown.changed() => break,
                     }
+                }
+            };
+            if raw.is_empty() {
+                continue;
+            }
+            let mut event = SqsEvent::default();
+            event.records = raw.clone();
+            let response = self.function.handle(event).await;
+            for m in &raw {
+                let failed = response
+                    .batch_item_failures
+                    .iter()
+                    .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref());
+                if let (false, Some(receipt)) = (failed, m.receipt_handle.as_deref()) {
+                    // Most are gone already (the driver deletes what it finished).
+                    let _ = self.queue.delete(receipt).await;
                 }
             }
-        });
+        }
+    }
+
+    /// Logs what the queue's outage log makes of one poll, if anything.
+    fn note(&self, poll: impl FnOnce(&mut OutageLog) -> Option<Notice>) {
+        let notice = poll(&mut self.outages.lock().unwrap_or_else(PoisonError::into_inner));
+        match notice {
+            Some(n) if n.is_warning() => tracing::warn!("{n}"),
+            Some(n) => tracing::info!("{n}"),
+            None => {}
+        }
     }
 }
