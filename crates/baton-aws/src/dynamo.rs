@@ -37,6 +37,8 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     expire("quota_counters", 2),
     expire("events", 30),
     expire("recipients", 30),
+    expire("messages", 30),
+    expire("captured", 30),
     expire("dsn_sent", 30),
     expire("bounces", 90),
 ];

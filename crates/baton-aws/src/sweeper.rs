@@ -56,6 +56,10 @@ pub(crate) async fn sweep(
                 continue;
             }
             let id = key.trim_start_matches("messages/");
+            // Only bodies are the gateway's; other objects (captured copies) are not.
+            if id.parse::<baton_domain::QueueId>().is_err() {
+                continue;
+            }
             if !ledger
                 .scan(events_table, &format!("{id}/"))
                 .await?

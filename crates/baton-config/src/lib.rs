@@ -286,11 +286,15 @@ pub struct Delivery {
     pub routes: Vec<RouteConfig>,
 }
 
+/// The route target that keeps mail instead of sending it.
+pub const CAPTURE_TARGET: &str = "capture";
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub pattern: String,
-    /// "host:port" of a smarthost; absent means MX lookup.
+    /// "host:port" of a smarthost; "capture" keeps the mail in the data dir instead of
+    /// sending it (`baton capture list`); absent means MX lookup.
     #[serde(default)]
     pub target: Option<String>,
     #[serde(default)]
@@ -311,6 +315,11 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// `target = "capture"`: a built-in catch-all mailbox for trials and development.
+    pub fn is_capture(&self) -> bool {
+        self.target.as_deref() == Some(CAPTURE_TARGET)
+    }
+
     /// The password: inline, or read from the variable `password_env` names.
     pub fn resolve_password(&self) -> Result<Option<String>, ConfigError> {
         match (&self.password, &self.password_env) {
@@ -647,13 +656,18 @@ impl Config {
             let pattern_ok = route.pattern == "*"
                 || Domain::parse(route.pattern.strip_prefix("*.").unwrap_or(&route.pattern))
                     .is_ok();
-            let target_ok = route.target.as_deref().is_none_or(|t| {
-                t.rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            });
+            let target_ok = route.is_capture()
+                || route.target.as_deref().is_none_or(|t| {
+                    t.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                });
             // Credentials go to a smarthost: a username needs a target and one password.
             let auth_ok = match &route.username {
-                Some(_) => route.target.is_some() && route.resolve_password()?.is_some(),
+                Some(_) => {
+                    route.target.is_some()
+                        && !route.is_capture()
+                        && route.resolve_password()?.is_some()
+                }
                 None => route.password.is_none() && route.password_env.is_none(),
             };
             if !auth_ok {
@@ -668,7 +682,7 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "delivery.routes",
                     reason: format!(
-                        "{route:?}: pattern must be a domain, *.domain or *, target host:port"
+                        "{route:?}: pattern must be a domain, *.domain or *; target host:port or \"capture\""
                     ),
                 });
             }

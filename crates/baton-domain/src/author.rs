@@ -15,6 +15,8 @@ pub struct HeaderFacts {
     pub from_domains: Vec<Option<Domain>>,
     pub has_date: bool,
     pub has_message_id: bool,
+    /// The first Subject field, decoded (RFC 2047).
+    pub subject: Option<String>,
 }
 
 /// Why a header section has no usable author.
@@ -48,6 +50,9 @@ impl HeaderFacts {
                 }
                 HeaderName::Date => facts.has_date = true,
                 HeaderName::MessageId => facts.has_message_id = true,
+                HeaderName::Subject if facts.subject.is_none() => {
+                    facts.subject = header.value.as_text().map(str::to_string);
+                }
                 _ => {}
             }
         }

@@ -1,12 +1,16 @@
 //! `baton`: run the relay (`baton serve`) and administer its data directory.
 
 mod admin;
+mod inspect;
+mod output;
 mod serve;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_config::{Config, Settings};
+use baton_pipeline::messages::{Filter, MessageState};
+use baton_pipeline::records;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -49,9 +53,12 @@ enum Command {
     /// Inspect the queue.
     #[command(subcommand)]
     Queue(QueueCommand),
-    /// Inspect one message.
+    /// Messages, finished or not: list them, or show one.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Mail kept by routes with `target = "capture"` instead of being sent.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
     /// Bounce records (recipients that failed permanently or expired).
     #[command(subcommand)]
     Bounce(ListCommand),
@@ -80,7 +87,44 @@ enum ListCommand {
 
 #[derive(Subcommand)]
 enum MessageCommand {
+    /// Recent messages, finished or not, newest last, with their state: queued, deferred,
+    /// delivered, partial (some recipients failed) or failed.
+    List {
+        /// Only messages received within this long, e.g. 10m, 2h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only messages in this state.
+        #[arg(long)]
+        state: Option<MessageState>,
+        /// Only senders containing this text (case-insensitive), e.g. an address or @domain.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only messages with a recipient containing this text (case-insensitive).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many (the most recent).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-recipient state and the timeline: accepted, policy, signed, each delivery attempt.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Captured messages, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a captured message to standard output as it would have been sent (added
+    /// headers and DKIM signatures included).
     Show { id: String },
 }
 
@@ -127,7 +171,8 @@ enum TenantCommand {
 
 #[derive(Subcommand)]
 enum QueueCommand {
-    /// Queued messages with id, state, sender and recipients.
+    /// Messages still in the queues (unfinished), with id, state, sender and recipients;
+    /// on AWS, where SQS cannot list messages, the queues' approximate counts.
     List {
         #[arg(long)]
         json: bool,
@@ -196,14 +241,35 @@ fn main() -> std::process::ExitCode {
             per_second,
             per_day,
         }) => admin::tenant_quota(&settings, &tenant, per_second, per_day),
-        Command::Queue(QueueCommand::List { json }) => admin::queue_list(&settings, json),
-        Command::Queue(QueueCommand::Cat { id }) => admin::queue_cat(&settings, &id),
-        Command::Message(MessageCommand::Show { id }) => admin::message_show(&settings, &id),
+        Command::Queue(QueueCommand::List { json }) => inspect::queue_list(&settings, json),
+        Command::Queue(QueueCommand::Cat { id }) => inspect::queue_cat(&settings, &id),
+        Command::Message(MessageCommand::List {
+            since,
+            state,
+            from,
+            to,
+            limit,
+            json,
+        }) => {
+            let filter = Filter {
+                since_ms: since.map(|d| output::now_ms() - d.as_millis() as i64),
+                state,
+                from,
+                to,
+                limit,
+            };
+            inspect::message_list(&settings, &filter, json)
+        }
+        Command::Message(MessageCommand::Show { id, json }) => {
+            inspect::message_show(&settings, &id, json)
+        }
+        Command::Capture(CaptureCommand::List { json }) => inspect::capture_list(&settings, json),
+        Command::Capture(CaptureCommand::Show { id }) => inspect::capture_show(&settings, &id),
         Command::Bounce(ListCommand::List { json }) => {
-            admin::table_list(&settings, "bounces", json)
+            inspect::table_list(&settings, records::tables::BOUNCES, json)
         }
         Command::Suppression(ListCommand::List { json }) => {
-            admin::table_list(&settings, "suppression", json)
+            inspect::table_list(&settings, records::tables::SUPPRESSION, json)
         }
     });
     match result {

@@ -94,6 +94,7 @@ impl runtime::Stage for Unused {
 fn route(pattern: &str, to: SocketAddr) -> Route {
     Route {
         pattern: pattern.into(),
+        capture: false,
         target: Some((to.ip().to_string(), to.port())),
         require_tls: false,
         auth: None,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Route};
+use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Route, route_for};
 use baton_store::QueueMessage;
 use rand::Rng;
 
@@ -122,14 +122,18 @@ pub async fn handle(
             envid: envelope.envid.as_ref(),
             ret_hdrs: envelope.ret.map(|r| r == baton_domain::Ret::Hdrs),
         };
-        let results = crate::outbound::deliver(
-            &domain,
-            &msg,
-            stage.resolver.as_ref(),
-            &stage.routes,
-            &stage.client,
-        )
-        .await;
+        let results = if route_for(&stage.routes, &domain).is_some_and(|r| r.capture) {
+            crate::capture::keep(ports, envelope, job.prefix.as_bytes(), &body, &rcpts, now).await?
+        } else {
+            crate::outbound::deliver(
+                &domain,
+                &msg,
+                stage.resolver.as_ref(),
+                &stage.routes,
+                &stage.client,
+            )
+            .await
+        };
         for r in results {
             let reply = format!(
                 "{} {} {}",

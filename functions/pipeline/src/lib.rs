@@ -6,11 +6,13 @@
 //! bounce ──bounce──▶ bounce records, suppression, DSN (back into intake)
 
 pub mod bounce;
+pub mod capture;
 pub mod deliver;
 pub mod dkim;
 pub mod driver;
 mod error;
 pub mod job;
+pub mod messages;
 pub mod outbound;
 pub mod policy;
 pub mod quota;

@@ -5,6 +5,7 @@ use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
 use crate::job::{BounceAction, Failure, FailureSource, Job, decode, encode, send_bounce};
+use crate::messages::{self, MessageSummary};
 use crate::records::{
     RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, record_event_once,
     set_rcpt_state, suppressed,
@@ -59,6 +60,10 @@ pub async fn handle(
         accepted,
     )
     .await?;
+    let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
+    let facts = HeaderFacts::parse(&head);
+    let summary = MessageSummary::new(&envelope, facts.subject.as_deref());
+    messages::put_summary(ledger, &id, &summary).await?;
     if let Some(tenant) = &envelope.tenant
         && let Some(over) = crate::quota::take(ledger, tenant, now).await?
     {
@@ -73,9 +78,6 @@ pub async fn handle(
         .await?;
         return Ok(Disposition::RetryAfter(over.retry_after));
     }
-    let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
-    let facts = HeaderFacts::parse(&head);
-
     // The session refuses these before 250; this catches what reached the queue otherwise.
     let whole_message_refusal = if let Err(e) = facts.author_check() {
         Some(Failure {

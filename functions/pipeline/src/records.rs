@@ -29,7 +29,7 @@ pub struct Event {
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
-async fn get_json<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn get_json<T: for<'de> Deserialize<'de>>(
     ledger: &dyn Ledger,
     table: &str,
     key: &str,
@@ -42,7 +42,7 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     }
 }
 
-async fn put_json<T: Serialize>(
+pub(crate) async fn put_json<T: Serialize>(
     ledger: &dyn Ledger,
     table: &str,
     key: &str,
@@ -54,7 +54,7 @@ async fn put_json<T: Serialize>(
     Ok(())
 }
 
-async fn scan_json<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn scan_json<T: for<'de> Deserialize<'de>>(
     ledger: &dyn Ledger,
     table: &str,
     prefix: &str,

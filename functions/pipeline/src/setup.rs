@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_config::Settings;
+use baton_domain::Domain;
+use baton_store::Ledger;
 
 use crate::StageError;
 use crate::bounce::BounceConfig;
 use crate::deliver;
+use crate::dkim::{self, EnsuredKeys};
 use crate::outbound::{
     ClientConfig, ConnectionPool, Credentials, HickoryMxResolver, MxResolver, Route, VerifiedTls,
     opportunistic_tls, verified_tls,
@@ -51,6 +54,7 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
         };
         routes.push(Route {
             pattern: r.pattern.clone(),
+            capture: r.is_capture(),
             target: r.target.as_deref().and_then(|t| {
                 let (host, port) = t.rsplit_once(':')?;
                 Some((host.to_string(), port.parse().ok()?))
@@ -100,4 +104,46 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
             hostname: raw.hostname.clone(),
         })),
     })
+}
+
+/// The DKIM keys of the relay's own `hostname`, which sign the mail the relay writes itself
+/// (DSNs and delay notices, From `MAILER-DAEMON@<hostname>`; see `sign.rs`). Made at the
+/// first start, or whenever the hostname has no active key, with the DNS records to publish
+/// logged once, when they are made. A hostname an admin registered to a tenant
+/// (`domain add`) keeps its keys: they sign both that tenant's mail and the relay's.
+/// `None` when the hostname is no domain name to sign for.
+pub async fn relay_keys(
+    ledger: &dyn Ledger,
+    hostname: &str,
+    now_secs: i64,
+) -> Result<Option<EnsuredKeys>, StageError> {
+    let domain = match Domain::parse(hostname) {
+        Ok(Domain::Name(name)) => name,
+        _ => {
+            tracing::warn!(
+                hostname,
+                "hostname is not a domain name: mail the relay writes (DSNs) goes out unsigned"
+            );
+            return Ok(None);
+        }
+    };
+    let keys = dkim::ensure_keys(ledger, &domain, now_secs).await?;
+    let selectors = keys
+        .keys()
+        .iter()
+        .map(|k| k.selector.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match &keys {
+        EnsuredKeys::Created(k) => tracing::info!(
+            domain,
+            selectors,
+            "created DKIM keys for mail the relay writes (DSNs); publish these DNS records:\n{}",
+            dkim::zone_lines(&domain, k)
+        ),
+        EnsuredKeys::Existing(_) => {
+            tracing::debug!(domain, selectors, "DKIM keys for mail the relay writes")
+        }
+    }
+    Ok(Some(keys))
 }

@@ -122,6 +122,7 @@ async fn a_job_handled_twice_is_delivered_once() {
         },
         routes: vec![Route {
             pattern: "*".into(),
+            capture: false,
             target: Some(("127.0.0.21".into(), port)),
             require_tls: false,
             auth: None,

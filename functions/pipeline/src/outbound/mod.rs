@@ -26,6 +26,8 @@ pub struct Route {
     pub pattern: String,
     /// A smarthost (host, port) instead of the MX lookup.
     pub target: Option<(String, u16)>,
+    /// Keep the mail in the data dir instead of sending it (`target = "capture"`).
+    pub capture: bool,
     /// Never send in plaintext: a host without STARTTLS means "try later".
     pub require_tls: bool,
     /// AUTH to the target, only ever over TLS (credentials imply `require_tls`).
@@ -83,6 +85,7 @@ mod tests {
     fn route(p: &str) -> Route {
         Route {
             pattern: p.into(),
+            capture: false,
             target: None,
             require_tls: false,
             auth: None,

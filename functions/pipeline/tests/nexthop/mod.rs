@@ -118,6 +118,7 @@ impl Hop {
     pub fn route_verified(&self, auth: Option<Credentials>, verify: Option<VerifiedTls>) -> Route {
         Route {
             pattern: "*".into(),
+            capture: false,
             target: Some((self.addr.ip().to_string(), self.addr.port())),
             require_tls: false,
             auth,
