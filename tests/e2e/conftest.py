@@ -7,6 +7,7 @@ the test failed.
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -21,6 +22,9 @@ BATON = os.environ.get("E2E_BATON_BIN", str(REPO / "target" / "release" / "baton
 
 
 from ports import free_port  # noqa: E402,F401  (re-exported for tests)
+
+# Every time the CLI prints: RFC 3339, milliseconds, UTC.
+RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def toml_value(v):

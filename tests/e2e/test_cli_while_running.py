@@ -4,7 +4,7 @@ user or domain added while `baton serve` runs is usable at once; `queue list` te
 import base64
 import re
 
-from conftest import RawClient, code
+from conftest import RFC3339_MS, RawClient, code
 
 
 def authed_session(relay, user, password):
@@ -39,11 +39,14 @@ def test_user_and_domain_added_while_serving_work_immediately(spawn_relay):
     assert "queued as" in reply, reply
     queue_id = reply.strip().rsplit(" ", 1)[-1]
 
-    # Plain `queue list`: `ID  STATE  FROM  RCPT[,RCPT...]`, one line per message.
+    # Plain `queue list`: a header, then `ID  RECEIVED  STATE  FROM  RCPT[,RCPT...]` per message.
     text = relay.cli("queue", "list").stdout.strip().splitlines()
-    assert len(text) == 1, text
-    fields = re.split(r"\s{2,}", text[0].strip())
-    assert fields == [queue_id, "queued", "dave@globex.test", "eve@example.org"], text
+    assert len(text) == 2, text
+    assert re.split(r"\s{2,}", text[0]) == ["ID", "RECEIVED", "STATE", "FROM", "RECIPIENTS"], text
+    fields = re.split(r"\s{2,}", text[1].strip())
+    assert fields[0] == queue_id and RFC3339_MS.fullmatch(fields[1]), text
+    assert fields[2:] == ["queued", "dave@globex.test", "eve@example.org"], text
     [m] = relay.queue_list()
     assert set(m) >= {"id", "state", "from", "recipients", "size", "received_at"}, m
+    assert RFC3339_MS.fullmatch(m["received_at"]), m
     assert m["size"] > 0

@@ -427,7 +427,7 @@ pub fn queue_cat(settings: &Settings, id: &str) -> anyhow::Result<()> {
     let body = store
         .rt
         .block_on(store.blobs.read(&id.to_string()))
-        .with_context(|| format!("message {id} has no stored body (delivered messages are deleted; captured ones: `baton capture show {id}`)"))?;
+        .with_context(|| format!("no stored body for message {id}"))?;
     quiet_on_closed_pipe(std::io::stdout().lock().write_all(&body))
 }
 
