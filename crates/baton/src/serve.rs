@@ -102,6 +102,7 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     backend.recover().await.context("recovering the spool")?;
     let (ports, dead) = pipeline_ports(&backend);
+    relay_keys(&settings, &ports).await?;
     let deps = GatewayDeps {
         blobs: ports.blobs.clone(),
         queue: ports.intake.clone(),
@@ -149,6 +150,7 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("opening the intake queue (create the resources with `baton aws provision`)")?;
     let (ports, dead) = baton_functions::aws_ports(&aws);
+    relay_keys(&settings, &ports).await?;
     let deps = GatewayDeps {
         blobs: ports.blobs.clone(),
         queue: Arc::new(intake.clone()),
@@ -192,6 +194,21 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
     );
     gateway.run(shutdown_signal()).await?;
     stop(stop_workers, Some(&mut workers)).await;
+    Ok(())
+}
+
+/// The DKIM keys of the relay's hostname, which sign the DSNs it writes: made at the first
+/// start (the DNS records to publish are logged then), found on every later one.
+async fn relay_keys(settings: &Settings, ports: &Ports) -> anyhow::Result<()> {
+    let now = ports.clock.unix_ms() / 1000;
+    baton_pipeline::setup::relay_keys(ports.ledger.as_ref(), &settings.raw.hostname, now)
+        .await
+        .with_context(|| {
+            format!(
+                "preparing the DKIM keys of hostname {}",
+                settings.raw.hostname
+            )
+        })?;
     Ok(())
 }
 

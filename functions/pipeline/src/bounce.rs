@@ -1,10 +1,11 @@
 //! Bounces: a bounce record per failed recipient, a suppression entry for hard bounces, and
-//! a DSN (RFC 3464) back to the envelope sender through the same pipeline.
+//! a DSN (RFC 3464) back to the envelope sender through the same pipeline, marked as the
+//! relay's own mail ([`Origin::Relay`]) so that sign signs it with the hostname's key.
 
 use baton_domain::{Envelope, Mailbox, QueueId, Recipient, Ret};
 use baton_store::QueueMessage;
 
-use crate::job::{BounceAction, BounceJob, Failure, FailureSource, decode};
+use crate::job::{BounceAction, BounceJob, Failure, FailureSource, Origin, WithOrigin, decode};
 use crate::policy::rfc2822;
 use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::{Disposition, Ports, StageError};
@@ -151,7 +152,11 @@ pub async fn handle(
     ports
         .intake
         .send(
-            &crate::job::encode(&dsn_envelope)?,
+            // Marked as the relay's own, which is what lets sign use the hostname's key.
+            &crate::job::encode(&WithOrigin {
+                record: dsn_envelope,
+                origin: Origin::Relay,
+            })?,
             attributes,
             Default::default(),
         )

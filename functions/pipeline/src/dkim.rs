@@ -332,12 +332,154 @@ pub fn sign(chunks: &[&[u8]], keys: &[DkimKey]) -> Result<String, DkimError> {
     Ok(out)
 }
 
+fn record_key(key: &DkimKey) -> String {
+    format!("{}/{}", key.domain, key.selector)
+}
+
 pub async fn put_key(ledger: &dyn Ledger, key: &DkimKey) -> Result<(), StageError> {
-    let k = format!("{}/{}", key.domain, key.selector);
     ledger
-        .put(TABLE, &k, &serde_json::to_vec(key).unwrap_or_default())
+        .put(
+            TABLE,
+            &record_key(key),
+            &serde_json::to_vec(key).unwrap_or_default(),
+        )
         .await?;
     Ok(())
+}
+
+/// Stores `key` unless its selector is taken; whether it was stored.
+pub async fn put_new_key(ledger: &dyn Ledger, key: &DkimKey) -> Result<bool, StageError> {
+    Ok(ledger
+        .put_if_absent(
+            TABLE,
+            &record_key(key),
+            &serde_json::to_vec(key).unwrap_or_default(),
+        )
+        .await?)
+}
+
+/// A new RSA-2048 and Ed25519 selector pair for `domain`, named `b<stamp>r` and `b<stamp>e`
+/// where stamp is `now_secs`, or the next second whose names are free (a rotation within the
+/// second of the last one never overwrites a published key). Each key is stored only if its
+/// name is still free, RSA first; when another writer took the RSA name meanwhile, nothing
+/// is stored. Returns the keys stored, which sign from now on. `baton domain add` and the
+/// relay's own keys ([`ensure_keys`]) both come from here.
+pub async fn add_key_pair(
+    ledger: &dyn Ledger,
+    domain: &str,
+    now_secs: i64,
+) -> Result<Vec<DkimKey>, StageError> {
+    // Generated before the names are chosen: the slow part stays out of the window between
+    // reading the taken names and claiming one.
+    let generate = |algorithm| {
+        generate_key(domain, "", algorithm, now_secs)
+            .map_err(|e| StageError::Permanent(e.to_string()))
+    };
+    let pair = [
+        generate(Algorithm::RsaSha256)?,
+        generate(Algorithm::Ed25519Sha256)?,
+    ];
+    let taken: Vec<String> = all_keys(ledger, domain)
+        .await?
+        .into_iter()
+        .map(|k| k.selector)
+        .collect();
+    let name = |stamp: i64, algorithm| match algorithm {
+        Algorithm::RsaSha256 => format!("b{stamp}r"),
+        Algorithm::Ed25519Sha256 => format!("b{stamp}e"),
+    };
+    let mut stamp = now_secs;
+    while pair
+        .iter()
+        .any(|k| taken.contains(&name(stamp, k.algorithm)))
+    {
+        stamp += 1;
+    }
+    let mut stored = Vec::new();
+    for mut key in pair {
+        key.selector = name(stamp, key.algorithm);
+        if !put_new_key(ledger, &key).await? {
+            break;
+        }
+        stored.push(key);
+    }
+    Ok(stored)
+}
+
+/// What [`ensure_keys`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnsuredKeys {
+    /// Active keys were there (made by an earlier start, another process, or `domain add`).
+    Existing(Vec<DkimKey>),
+    /// This call made them: their DNS records are still to be published.
+    Created(Vec<DkimKey>),
+}
+
+impl EnsuredKeys {
+    pub fn keys(&self) -> &[DkimKey] {
+        match self {
+            EnsuredKeys::Existing(k) | EnsuredKeys::Created(k) => k,
+        }
+    }
+}
+
+/// The active keys of `domain`, and a new pair ([`add_key_pair`]) when there is none.
+/// Idempotent, and safe when several processes start at once: names are claimed with
+/// `put_if_absent`, so writers racing within a second store one pair between them; writers
+/// seconds apart may both store a pair, and then every one whose key is not the oldest
+/// active key (by creation time, then selector) retires its own pair again. The oldest pair
+/// is never retired, as only its writer could retire it. Only a pair stored before another
+/// writer even looked may stay active beside that writer's: both sign, harmlessly.
+pub async fn ensure_keys(
+    ledger: &dyn Ledger,
+    domain: &str,
+    now_secs: i64,
+) -> Result<EnsuredKeys, StageError> {
+    let active = active_keys(ledger, domain).await?;
+    if !active.is_empty() {
+        return Ok(EnsuredKeys::Existing(active));
+    }
+    let mine = add_key_pair(ledger, domain, now_secs).await?;
+    settle(ledger, domain, mine).await
+}
+
+/// The second half of [`ensure_keys`], after this writer stored `mine`.
+async fn settle(
+    ledger: &dyn Ledger,
+    domain: &str,
+    mine: Vec<DkimKey>,
+) -> Result<EnsuredKeys, StageError> {
+    let active = active_keys(ledger, domain).await?;
+    let is_mine = |k: &DkimKey| mine.iter().any(|m| m.selector == k.selector);
+    let oldest = active
+        .iter()
+        .min_by(|a, b| (a.created_at, &a.selector).cmp(&(b.created_at, &b.selector)));
+    if mine.is_empty() {
+        return Ok(EnsuredKeys::Existing(active));
+    }
+    if oldest.is_some_and(is_mine) {
+        return Ok(EnsuredKeys::Created(active));
+    }
+    for key in &mine {
+        let retired = DkimKey {
+            retired: true,
+            ..key.clone()
+        };
+        put_key(ledger, &retired).await?;
+    }
+    Ok(EnsuredKeys::Existing(
+        active.into_iter().filter(|k| !is_mine(k)).collect(),
+    ))
+}
+
+/// The records to publish as `baton domain add` prints them: one per line, name, type and
+/// the value as a zone file writes it.
+pub fn zone_lines(domain: &str, keys: &[DkimKey]) -> String {
+    dns_records(domain, keys)
+        .iter()
+        .map(|r| format!("{}  {}  {}", r.name, r.rtype, r.zone_value()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub async fn all_keys(ledger: &dyn Ledger, domain: &str) -> Result<Vec<DkimKey>, StageError> {
@@ -364,6 +506,149 @@ pub async fn active_keys(ledger: &dyn Ledger, domain: &str) -> Result<Vec<DkimKe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_store::StoreError;
+    use baton_store::memory::MemoryLedger;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn names(keys: &[DkimKey]) -> Vec<&str> {
+        let mut out: Vec<&str> = keys.iter().map(|k| k.selector.as_str()).collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[tokio::test]
+    async fn ensure_keys_makes_one_pair_once() {
+        let ledger = MemoryLedger::default();
+        let made = ensure_keys(&ledger, "relay.test", 100)
+            .await
+            .expect("ensure");
+        let EnsuredKeys::Created(keys) = &made else {
+            panic!("{made:?}")
+        };
+        assert_eq!(names(keys), ["b100e", "b100r"]);
+        let algorithms: Vec<Algorithm> = keys.iter().map(|k| k.algorithm).collect();
+        assert!(algorithms.contains(&Algorithm::RsaSha256), "{algorithms:?}");
+        assert!(
+            algorithms.contains(&Algorithm::Ed25519Sha256),
+            "{algorithms:?}"
+        );
+        // Every later start finds them.
+        let again = ensure_keys(&ledger, "relay.test", 200)
+            .await
+            .expect("again");
+        assert_eq!(
+            again,
+            EnsuredKeys::Existing(active_keys(&ledger, "relay.test").await.expect("keys"))
+        );
+        assert_eq!(names(again.keys()), ["b100e", "b100r"]);
+        // Once all are retired, a new pair; the retired names are never reused.
+        for mut key in all_keys(&ledger, "relay.test").await.expect("keys") {
+            key.retired = true;
+            put_key(&ledger, &key).await.expect("retire");
+        }
+        let next = ensure_keys(&ledger, "relay.test", 100).await.expect("next");
+        assert_eq!(names(next.keys()), ["b101e", "b101r"]);
+    }
+
+    /// A ledger where another process stores its pair (made at `other_secs`) right after
+    /// our scan number `at_scan` of the keys: 1 is our first look, 2 the look for free names.
+    struct Interloper {
+        inner: MemoryLedger,
+        other_secs: i64,
+        at_scan: usize,
+        scans: AtomicUsize,
+    }
+
+    impl Interloper {
+        fn new(other_secs: i64, at_scan: usize) -> Self {
+            Interloper {
+                inner: MemoryLedger::default(),
+                other_secs,
+                at_scan,
+                scans: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Interloper {
+        async fn get(&self, t: &str, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(t, k).await
+        }
+        async fn put(&self, t: &str, k: &str, v: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(t, k, v).await
+        }
+        async fn put_if_absent(&self, t: &str, k: &str, v: &[u8]) -> Result<bool, StoreError> {
+            self.inner.put_if_absent(t, k, v).await
+        }
+        async fn replace_if(
+            &self,
+            t: &str,
+            k: &str,
+            e: &[u8],
+            v: &[u8],
+        ) -> Result<bool, StoreError> {
+            self.inner.replace_if(t, k, e, v).await
+        }
+        async fn delete(&self, t: &str, k: &str) -> Result<(), StoreError> {
+            self.inner.delete(t, k).await
+        }
+        async fn scan(&self, t: &str, p: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            let seen = self.inner.scan(t, p).await?;
+            if self.scans.fetch_add(1, Ordering::SeqCst) + 1 == self.at_scan {
+                add_key_pair(&self.inner, "relay.test", self.other_secs)
+                    .await
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+            }
+            Ok(seen)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_racing_within_the_same_second_stores_nothing() {
+        // The other process took the names between our look for free ones and our write.
+        let ledger = Interloper::new(100, 2);
+        let got = ensure_keys(&ledger, "relay.test", 100)
+            .await
+            .expect("ensure");
+        assert!(matches!(got, EnsuredKeys::Existing(_)), "{got:?}");
+        assert_eq!(names(got.keys()), ["b100e", "b100r"]);
+        let all = all_keys(&ledger.inner, "relay.test").await.expect("all");
+        assert_eq!(names(&all), ["b100e", "b100r"], "nothing of ours stored");
+    }
+
+    #[tokio::test]
+    async fn a_later_writer_that_lost_a_race_retires_its_own_pair() {
+        let ledger = Interloper::new(100, 1);
+        let got = ensure_keys(&ledger, "relay.test", 105)
+            .await
+            .expect("ensure");
+        // Ours (b105) were stored after theirs (b100) and are retired: theirs sign.
+        assert!(matches!(got, EnsuredKeys::Existing(_)), "{got:?}");
+        assert_eq!(names(got.keys()), ["b100e", "b100r"]);
+        let active = active_keys(&ledger.inner, "relay.test")
+            .await
+            .expect("keys");
+        assert_eq!(names(&active), ["b100e", "b100r"]);
+        assert_eq!(
+            all_keys(&ledger.inner, "relay.test")
+                .await
+                .expect("all")
+                .len(),
+            4
+        );
+
+        // The older writer keeps its pair (the other one retires its own when it looks).
+        let ledger = Interloper::new(110, 1);
+        let got = ensure_keys(&ledger, "relay.test", 105)
+            .await
+            .expect("ensure");
+        assert!(matches!(got, EnsuredKeys::Created(_)), "{got:?}");
+        let active = active_keys(&ledger.inner, "relay.test")
+            .await
+            .expect("keys");
+        assert!(names(&active).contains(&"b105r"), "{active:?}");
+    }
 
     /// `openssl genrsa 1024`, then `openssl rsa -RSAPublicKey_out` and `-pubout` (DER).
     const PKCS1_1024: &str = "MIGJAoGBAKhb3bGCgMShJC2W1AsKJOF0lQAKAGJ8wi/hEF9EmYMRW2J6avIc2tTR+ILSYKdOe7hEEevttUYb575nLAyfpzDSkbpByKuQvi/0pGN4PBZgb3PBQcRCZkZgAimuMrj2znWtnkeYvJVlXeg/pGcQR0VZyOrF30JnmK3MynB/4ZIDAgMBAAE=";

@@ -48,6 +48,36 @@ impl Job {
     }
 }
 
+/// Who wrote a message. Only the relay's own code (`bounce.rs`) says [`Origin::Relay`]; a
+/// record without the field, which is everything the gateway queues, is the client's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    #[default]
+    Client,
+    /// A DSN or delay notice: signed with the key of the relay's hostname (`sign.rs`).
+    Relay,
+}
+
+impl Origin {
+    pub fn is_client(&self) -> bool {
+        *self == Origin::Client
+    }
+}
+
+/// A queue record (an [`Envelope`] on intake, a [`Job`] on sign) with its [`Origin`] beside
+/// it: the record's own fields plus `"origin": "relay"` for mail the relay wrote. Nothing a
+/// client sends can add the field: the gateway serializes an `Envelope`, which has no such
+/// key and escapes every string it holds. Client records are written without it, so they
+/// read the same as before and older readers ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithOrigin<T> {
+    #[serde(flatten)]
+    pub record: T,
+    #[serde(default, skip_serializing_if = "Origin::is_client")]
+    pub origin: Origin,
+}
+
 pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, StageError> {
     serde_json::from_slice(body)
         .map_err(|e| StageError::Permanent(format!("undecodable queue record: {e}")))
@@ -132,4 +162,66 @@ pub async fn send_bounce(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_domain::{Mailbox, QueueId, Recipient};
+
+    fn envelope(helo: &str) -> Envelope {
+        Envelope {
+            queue_id: QueueId::generate(),
+            mail_from: Some(Mailbox::parse("a@acme.test").expect("mailbox")),
+            recipients: vec![Recipient {
+                address: Mailbox::parse("b@example.org").expect("mailbox"),
+                notify: None,
+                orcpt: None,
+            }],
+            tenant: None,
+            auth_user: None,
+            ret: None,
+            envid: None,
+            body: Default::default(),
+            smtputf8: false,
+            client_ip: "192.0.2.1".parse().expect("ip"),
+            helo: helo.into(),
+            tls: false,
+            size: 1,
+            received_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn a_bare_record_is_the_clients_and_relay_mail_says_so() {
+        let env = envelope("client.example");
+        let bare = encode(&env).expect("json");
+        let read: WithOrigin<Envelope> = decode(&bare).expect("decode");
+        assert_eq!(read.origin, Origin::Client);
+        assert_eq!(read.record, env);
+        // A client record is written exactly as before.
+        let client = WithOrigin {
+            record: env.clone(),
+            origin: Origin::Client,
+        };
+        assert_eq!(encode(&client).expect("json"), bare);
+
+        let relay = WithOrigin {
+            record: Job::new(env.clone(), "X: y\r\n".into()),
+            origin: Origin::Relay,
+        };
+        let json = encode(&relay).expect("json");
+        assert_eq!(decode::<WithOrigin<Job>>(&json).expect("decode"), relay);
+        // Readers of the bare type ignore the field.
+        assert_eq!(decode::<Job>(&json).expect("decode"), relay.record);
+    }
+
+    #[test]
+    fn no_client_string_can_smuggle_the_relay_origin() {
+        // HELO is the freest thing a client hands the gateway; whatever it holds stays a string.
+        let env = envelope(r#"x","origin":"relay","y":"#);
+        let read: WithOrigin<Envelope> = decode(&encode(&env).expect("json")).expect("decode");
+        assert_eq!(read.origin, Origin::Client);
+        assert_eq!(read.record.helo, env.helo);
+    }
 }

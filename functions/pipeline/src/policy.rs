@@ -4,7 +4,9 @@
 use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
-use crate::job::{BounceAction, Failure, FailureSource, Job, decode, encode, send_bounce};
+use crate::job::{
+    BounceAction, Failure, FailureSource, Job, WithOrigin, decode, encode, send_bounce,
+};
 use crate::messages::{self, MessageSummary};
 use crate::records::{
     RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, record_event_once,
@@ -27,7 +29,11 @@ pub async fn handle(
     config: &PolicyConfig,
     message: &QueueMessage,
 ) -> Result<Disposition, StageError> {
-    let envelope: Envelope = decode(&message.body)?;
+    // The origin rides along to sign untouched: only mail the relay wrote says `Relay`.
+    let WithOrigin {
+        record: envelope,
+        origin,
+    } = decode::<WithOrigin<Envelope>>(&message.body)?;
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
@@ -181,7 +187,10 @@ pub async fn handle(
         ports
             .sign
             .send(
-                &encode(&job)?,
+                &encode(&WithOrigin {
+                    record: job,
+                    origin,
+                })?,
                 message.attributes.clone(),
                 Default::default(),
             )

@@ -1,16 +1,21 @@
 //! Signing: DKIM signatures from the signing domain's active keys (RSA and Ed25519 at once
 //! when both exist), prepended without touching the stored body.
 //!
-//! Only a tenant's own mail is signed: the envelope must carry the tenant (set from an
-//! authenticated identity, never from anonymous input) and the author domain must be
-//! registered to that tenant. Anything else (inbound mail, allow-listed relays) goes out
-//! unsigned, so nobody can obtain our customers' signatures on mail they did not submit.
+//! Two kinds of mail are signed, and nothing else:
+//! - a tenant's own: the envelope carries the tenant (set from an authenticated identity,
+//!   never from anonymous input) and the author domain is registered to that tenant;
+//! - the relay's own (DSNs, delay notices): marked [`Origin::Relay`] by `bounce.rs`, which
+//!   also wrote its From (`MAILER-DAEMON@<hostname>`), signed with the hostname's keys.
+//!
+//! Anything else (inbound mail, allow-listed relays, a From at the relay's hostname that a
+//! client wrote) goes out unsigned: nobody obtains a customer's signature on mail that
+//! customer did not submit, nor the relay's on mail the relay did not write.
 
 use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
 use crate::dkim;
-use crate::job::{Job, decode, encode};
+use crate::job::{Job, Origin, WithOrigin, decode, encode};
 use crate::records::record_event;
 use crate::{Disposition, Ports, StageError};
 
@@ -27,8 +32,15 @@ pub fn signing_domain(head: &[u8]) -> Option<Domain> {
 async fn refusal(
     ports: &Ports,
     envelope: &Envelope,
+    origin: Origin,
     domain: Option<&Domain>,
 ) -> Result<Option<String>, StageError> {
+    if origin == Origin::Relay {
+        // The relay wrote this message and its From: the author domain is its hostname.
+        return Ok(domain
+            .is_none()
+            .then(|| "no single author domain in From".into()));
+    }
     let Some(tenant) = &envelope.tenant else {
         return Ok(Some("not submitted by a tenant".into()));
     };
@@ -43,13 +55,16 @@ async fn refusal(
 }
 
 pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition, StageError> {
-    let mut job: Job = decode(&message.body)?;
+    let WithOrigin {
+        record: mut job,
+        origin,
+    } = decode::<WithOrigin<Job>>(&message.body)?;
     let id = job.envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
     let stored = ports.blobs.read(&id.to_string()).await?;
     let domain = signing_domain(&stored);
-    let keys = match refusal(ports, &job.envelope, domain.as_ref()).await? {
+    let keys = match refusal(ports, &job.envelope, origin, domain.as_ref()).await? {
         Some(why) => {
             record_event(ledger, &id, now, "sign", "not signed", why).await?;
             Vec::new()
