@@ -135,6 +135,14 @@ def dkim_verify(message, dns):
     return results, sigs
 
 
+def publish_relay_records(relay, dns):
+    """Publishes the records the relay logged when its first start made the hostname's keys."""
+    records = re.findall(r'^(\S+)\s+TXT\s+"(.*)"\s*$', relay.log_text(), re.M)
+    assert any(name.endswith("._domainkey.relay.test") for name, _ in records), relay.log_text()
+    for name, value in records:
+        dns.txt(name, value.replace('" "', ""))
+
+
 def test_submitted_message_is_signed_and_delivered(relay, net):
     dns, _, sinks = net
     queue_id = submit(relay, "bob@example.org")
@@ -175,7 +183,7 @@ def test_temporary_failure_is_retried_until_delivered(relay, net):
 
 
 def test_permanent_failure_bounces_with_dsn_and_suppresses(relay, net):
-    _, _, sinks = net
+    dns, _, sinks = net
     queue_id = submit(relay, "erin@hardfail.test")
     [dsn] = sinks["sender"].wait_messages(1)
     assert b"X-Mail-Args: <>" in dsn, "a DSN goes out from the null sender"
@@ -183,6 +191,12 @@ def test_permanent_failure_bounces_with_dsn_and_suppresses(relay, net):
     for needle in (b"multipart/report", b"report-type=delivery-status", b"Action: failed",
                    b"Final-Recipient: rfc822; erin@hardfail.test", b"Status: 5.", b"text/rfc822-headers"):
         assert needle in dsn, needle
+    # Signed with the relay's own key (d= its hostname), which verifies once the records the
+    # first start logged are published.
+    publish_relay_records(relay, dns)
+    results, sigs = dkim_verify(dsn, dns)
+    assert len(sigs) == 2 and all(re.search(rb"\bd=relay\.test;", s[1]) for s in sigs), sigs
+    assert results == [True, True], results
     bounces = json.loads(relay.cli("bounce", "list", "--json").stdout)
     [b] = [b for b in bounces if b["queue_id"] == queue_id]
     assert b["recipient"] == "erin@hardfail.test" and b["hard"] and b["code"] >= 500
@@ -248,6 +262,23 @@ def test_unauthenticated_relay_gets_no_dsn_and_no_signature(relay, net):
     timeline = wait_show(relay, queue_id, "no DSN")
     assert "not an authenticated submission" in timeline, timeline
     assert sinks["sender"].messages() == []
+
+
+def test_mail_claiming_the_relay_hostname_is_not_signed(relay, net):
+    """The relay's key signs only what the relay wrote: a client's From at the relay's
+    hostname (here MAILER-DAEMON, as on a DSN) goes out unsigned."""
+    dns, _, sinks = net
+    publish_relay_records(relay, dns)
+    c = open_transaction(relay, rcpts=0)
+    assert code(c.cmd("RCPT TO:<quinn@example.org>")) == "250 2.1.5"
+    c.cmd("DATA")
+    reply = c.cmd("From: Mail Delivery System <MAILER-DAEMON@relay.test>\r\nSubject: x\r\n\r\ny\r\n.")
+    queue_id = reply.rsplit(" ", 1)[-1].strip()
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"MAILER-DAEMON@relay.test" in msg
+    assert b"DKIM-Signature" not in msg
+    timeline = wait_show(relay, queue_id, "not signed")
+    assert "not submitted by a tenant" in timeline, timeline
 
 
 def test_tls_required_route_never_sends_in_plaintext(relay, net):

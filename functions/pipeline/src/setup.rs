@@ -135,10 +135,11 @@ pub async fn relay_keys(
         .collect::<Vec<_>>()
         .join(", ");
     match &keys {
+        // No fields: the text format would append them to the last record. One record a
+        // line, as `domain add` prints them.
         EnsuredKeys::Created(k) => tracing::info!(
-            domain,
-            selectors,
-            "created DKIM keys for mail the relay writes (DSNs); publish these DNS records:\n{}",
+            "created DKIM keys for {domain}, which sign the mail the relay writes (DSNs); \
+             publish these DNS records:\n{}",
             dkim::zone_lines(&domain, k)
         ),
         EnsuredKeys::Existing(_) => {
