@@ -116,3 +116,73 @@ def test_version_names_the_git_revision():
                          text=True, cwd=os.path.dirname(__file__)).stdout.strip()
     out = r.stdout.strip()
     assert out.startswith("baton ") and out.endswith(f" ({rev})"), (out, rev)
+
+
+def test_bash_completion_completes_commands_and_options(tmp_path):
+    script = subprocess.run([BATON, "completions", "bash"], capture_output=True, text=True,
+                            timeout=30, env=bare_env(tmp_path), cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "baton.bash").write_text(script.stdout)
+
+    def complete(*words):
+        probe = (f"source {tmp_path / 'baton.bash'}; COMP_WORDS=({' '.join(words)}); "
+                 f"COMP_CWORD={len(words) - 1}; COMP_LINE='{' '.join(words)}'; "
+                 f"COMP_POINT=${{#COMP_LINE}}; _baton baton '{words[-1]}' '{words[-2]}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        r = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert complete("baton", "mes") == ["message"]
+    assert set(complete("baton", "message", "")) >= {"list", "show"}
+    assert set(complete("baton", "message", "list", "--s")) == {"--since", "--state"}
+    assert "fish" in complete("baton", "completions", "")
+    # Completions need no configuration and create nothing.
+    assert not (tmp_path / "state").exists()
+
+
+def test_man_pages_cover_every_command(tmp_path):
+    pages = tmp_path / "man"
+    r = subprocess.run([BATON, "man", "--out-dir", str(pages)], capture_output=True, text=True,
+                       timeout=30, env=bare_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in pages.iterdir()}
+    assert {"baton.1", "baton-serve.1", "baton-message-list.1", "baton-capture-show.1",
+            "baton-completions.1"} <= names, names
+    page = (pages / "baton-message-list.1").read_text()
+    assert page.startswith(".ie") and ".TH baton-message-list 1" in page and "\\-\\-since" in page
+    assert all(oct((pages / n).stat().st_mode & 0o777) == "0o644" for n in names)
+    top = subprocess.run([BATON, "man"], capture_output=True, text=True, timeout=30, env=bare_env(tmp_path))
+    assert top.stdout == (pages / "baton.1").read_text()
+
+
+def readme_commands():
+    """Every `baton ...` the README names, as its words up to the first placeholder."""
+    import re
+    from conftest import REPO
+    text = (REPO / "README.md").read_text()
+    found = set()
+    for snippet in re.findall(r"`(baton [^`]+)`", text) + re.findall(r"target/release/baton ([^\n&|]+)", text):
+        words = snippet.split()
+        if words[0] == "baton":
+            words = words[1:]
+        found.add(tuple(words))
+    return found
+
+
+def test_the_readme_and_help_agree(tmp_path):
+    """Each command the README shows exists, and each option it shows is in that command's --help."""
+    checked = 0
+    for words in sorted(readme_commands()):
+        # The command is the leading words until an option or a placeholder.
+        path = []
+        for w in words:
+            if w.startswith("-") or not (w.replace("-", "").isalpha() and w.islower()):
+                break
+            path.append(w)
+        helped = subprocess.run([BATON, *path, "--help"], capture_output=True, text=True, timeout=30,
+                                env=bare_env(tmp_path))
+        assert helped.returncode == 0, (words, helped.stderr)
+        for option in [w.strip("[]").split("=")[0] for w in words if w.strip("[").startswith("--")]:
+            assert option in helped.stdout, (words, option)
+        checked += 1
+    assert checked >= 15, checked

@@ -1,6 +1,7 @@
 //! `baton`: run the relay (`baton serve`) and administer its data directory.
 
 mod admin;
+mod docs;
 mod inspect;
 mod output;
 mod serve;
@@ -11,7 +12,10 @@ use anyhow::Context;
 use baton_config::{Config, Settings};
 use baton_pipeline::messages::{Filter, MessageState};
 use baton_pipeline::records;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Where `--help` lists the options every command takes.
+const GLOBAL: &str = "Global options";
 
 #[derive(Parser)]
 #[command(
@@ -21,13 +25,13 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, global = true, env = "BATON_CONFIG")]
+    #[arg(long, global = true, env = "BATON_CONFIG", help_heading = GLOBAL)]
     config: Option<PathBuf>,
     /// Data directory (overrides `data_dir` in the config).
-    #[arg(long, global = true, env = "BATON_DATA_DIR")]
+    #[arg(long, global = true, env = "BATON_DATA_DIR", help_heading = GLOBAL)]
     data_dir: Option<PathBuf>,
     /// Storage backend (overrides `storage.backend`): embedded or aws.
-    #[arg(long, global = true, value_parser = ["embedded", "aws"])]
+    #[arg(long, global = true, value_parser = ["embedded", "aws"], help_heading = GLOBAL)]
     backend: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -65,6 +69,17 @@ enum Command {
     /// The suppression list (recipients that hard-bounced).
     #[command(subcommand)]
     Suppression(ListCommand),
+    /// Print a shell completion script, e.g. `baton completions bash > ~/.local/share/bash-completion/completions/baton`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: `baton.1` to standard output, or one page per command into a directory.
+    Man {
+        /// Write baton.1, baton-serve.1, baton-message-list.1, ... here.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +95,7 @@ enum AwsCommand {
 enum ListCommand {
     /// All records, newest last.
     List {
+        /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -105,12 +121,14 @@ enum MessageCommand {
         /// At most this many (the most recent).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Per-recipient state and the timeline: accepted, policy, signed, each delivery attempt.
     Show {
         id: String,
+        /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +138,7 @@ enum MessageCommand {
 enum CaptureCommand {
     /// Captured messages, oldest first.
     List {
+        /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -174,6 +193,7 @@ enum QueueCommand {
     /// Messages still in the queues (unfinished), with id, state, sender and recipients;
     /// on AWS, where SQS cannot list messages, the queues' approximate counts.
     List {
+        /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -218,7 +238,23 @@ fn main() -> std::process::ExitCode {
     fix_malloc_mmap_threshold();
     restrict_umask();
     let cli = Cli::parse();
-    let result = load_settings(&cli).and_then(|settings| match cli.command {
+    // Generated from the definitions above; they need no configuration.
+    let result = match &cli.command {
+        Command::Completions { shell } => docs::completions(*shell, &mut Cli::command()),
+        Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),
+        _ => run(cli),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    load_settings(&cli).and_then(|settings| match cli.command {
         Command::Serve => serve::run(settings),
         Command::Aws(AwsCommand::Provision) => admin::aws_provision(&settings),
         Command::Aws(AwsCommand::Sweep) => admin::aws_sweep(&settings),
@@ -271,14 +307,8 @@ fn main() -> std::process::ExitCode {
         Command::Suppression(ListCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::SUPPRESSION, json)
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("baton: {}", one_line(&e));
-            std::process::ExitCode::FAILURE
-        }
-    }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
+    })
 }
 
 /// What failed, on one line: each cause once (an error that repeats its source's text
