@@ -72,6 +72,16 @@ def test_submitted_mail_goes_through_s3_sqs_and_dynamodb_and_arrives_signed(aws_
     wait_for(lambda: all(queue_depth(aws_relay.name, q) == 0 for q in ("intake", "sign", "deliver")),
              what="empty stage queues")
 
+    # SQS cannot list messages: `queue list` shows its counts and says where messages are.
+    counts = aws_relay.cli("queue", "list")
+    assert counts.stdout.split()[:4] == ["QUEUE", "VISIBLE", "IN-FLIGHT", "DELAYED"], counts.stdout
+    assert "`baton message list` lists the messages" in counts.stderr, counts.stderr
+    [listed] = [m for m in json.loads(aws_relay.cli("message", "list", "--json").stdout)
+                if m["id"] == queue_id]
+    assert listed["state"] == "delivered" and listed["subject"] == "hello", listed
+    [summary] = items(aws_relay.name, "messages", queue_id)
+    assert int(summary["expires_at"]["N"]) > time.time() + 86400, "message summaries need a TTL"
+
 
 def test_temporary_failure_is_retried_then_delivered(aws_relay, net):
     _, _, sinks = net
