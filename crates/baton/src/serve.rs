@@ -150,7 +150,11 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("opening the intake queue (create the resources with `baton aws provision`)")?;
     let (ports, dead) = baton_functions::aws_ports(&aws);
-    relay_keys(&settings, &ports).await?;
+    // A gateway alone (Lambda runs the stages) has no access to DKIM keys by design
+    // (infra/template.yaml, GatewayPolicy): only a process that signs looks after them.
+    if settings.raw.pipeline.run_stages {
+        relay_keys(&settings, &ports).await?;
+    }
     let deps = GatewayDeps {
         blobs: ports.blobs.clone(),
         queue: Arc::new(intake.clone()),
@@ -198,7 +202,8 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The DKIM keys of the relay's hostname, which sign the DSNs it writes: made at the first
-/// start (the DNS records to publish are logged then), found on every later one.
+/// start (the DNS records to publish are logged then), found on every later one. Needs
+/// read and write access to the `dkim_keys` table.
 async fn relay_keys(settings: &Settings, ports: &Ports) -> anyhow::Result<()> {
     let now = ports.clock.unix_ms() / 1000;
     baton_pipeline::setup::relay_keys(ports.ledger.as_ref(), &settings.raw.hostname, now)
