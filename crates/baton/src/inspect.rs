@@ -548,6 +548,12 @@ pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Resul
         }
         values.push(value);
     }
+    // Keys order by tenant first: people read a history oldest to newest.
+    values.sort_by(|a, b| {
+        a.get("at")
+            .and_then(|v| v.as_str())
+            .cmp(&b.get("at").and_then(|v| v.as_str()))
+    });
     let cols = columns(table);
     let headers: Vec<&str> = cols.iter().map(|(h, _)| *h).collect();
     print(json, &values, &headers, || {

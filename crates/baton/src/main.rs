@@ -54,7 +54,7 @@ enum Command {
     /// Tenant settings.
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Inspect the queue.
+    /// Messages still queued: list them (on AWS: the queues' counts), or print one as received.
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Messages, finished or not: list them, or show one.
