@@ -2,19 +2,17 @@
 //! cannot run Lambda functions without Docker): poll the stage queue, hand the batch to the
 //! function as an `SqsEvent`, then delete every record it did not report as failed.
 
-mod outage;
-
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use baton_aws::SqsQueue;
+use baton_pipeline::poll_outage::{Notice, OutageLog, PollBackoff};
 use baton_store::Queue;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use self::outage::{Notice, OutageLog, PollBackoff};
 use crate::Function;
 
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ pub mod job;
 pub mod messages;
 pub mod outbound;
 pub mod policy;
+pub mod poll_outage;
 pub mod quota;
 pub mod records;
 pub mod runtime;

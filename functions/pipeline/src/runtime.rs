@@ -1,6 +1,6 @@
 //! Runs the stages as in-process workers over a set of queues (`baton serve`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use baton_store::Queue;
 use tokio::sync::watch;
@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use crate::bounce::{self, BounceConfig};
 use crate::policy::{self, PolicyConfig};
+use crate::poll_outage::OutageLog;
 use crate::worker::{self, WorkerConfig};
 use crate::{Disposition, Ports, StageError};
 
@@ -138,13 +139,15 @@ pub fn spawn(
         (ports.bounce.clone(), dead.bounce, stages.bounce, 1),
     ];
     for (queue, dlq, stage, workers) in plan {
+        // One outage log per queue, shared by its workers: an outage is logged once.
+        let outages = Arc::new(Mutex::new(OutageLog::new(queue.name())));
         for _ in 0..workers {
             let (ports, stage, queue, dlq) =
                 (ports.clone(), stage.clone(), queue.clone(), dlq.clone());
-            let config = config.clone();
+            let (config, outages) = (config.clone(), outages.clone());
             let shutdown = shutdown.clone();
             set.spawn(async move {
-                worker::run(queue, dlq, config, shutdown, move |m| {
+                worker::run(queue, dlq, config, outages, shutdown, move |m| {
                     let (ports, stage) = (ports.clone(), stage.clone());
                     async move { stage.handle(&ports, &m).await }
                 })

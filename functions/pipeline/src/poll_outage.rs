@@ -1,6 +1,8 @@
 //! What the pollers of a queue do about an outage, as bookkeeping over the instants the
 //! caller passes in: how long one poller pauses after a failed poll ([`PollBackoff`]), and
-//! which failures, and which recovery, are worth a log line ([`OutageLog`]).
+//! which failures, and which recovery, are worth a log line ([`OutageLog`]). Used by the
+//! in-process workers of `baton serve` ([`crate::worker`]) and by the AWS backend's local
+//! runner alike.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -16,14 +18,14 @@ const REMIND_EVERY: Duration = Duration::from_secs(60);
 /// works. Each pause is drawn from the upper half of its step so that pollers that failed
 /// together do not retry together.
 #[derive(Debug)]
-pub(super) struct PollBackoff {
+pub struct PollBackoff {
     step: Duration,
     rng: u64,
 }
 
 impl PollBackoff {
     /// `seed` picks the jitter (any value will do).
-    pub(super) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         PollBackoff {
             step: FIRST_PAUSE,
             // xorshift must not start at zero.
@@ -32,7 +34,7 @@ impl PollBackoff {
     }
 
     /// The pause before the next poll, after one that failed.
-    pub(super) fn failed(&mut self) -> Duration {
+    pub fn failed(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(MAX_PAUSE);
         self.rng ^= self.rng << 13;
@@ -42,7 +44,7 @@ impl PollBackoff {
         step / 2 + (step / 2).mul_f64(fraction)
     }
 
-    pub(super) fn succeeded(&mut self) {
+    pub fn succeeded(&mut self) {
         self.step = FIRST_PAUSE;
     }
 }
@@ -56,7 +58,7 @@ impl PollBackoff {
 /// about the queue now and is ignored: a failure sent before the last recovery, a success
 /// sent before the first failure of the outage.
 #[derive(Debug)]
-pub(super) struct OutageLog {
+pub struct OutageLog {
     queue: String,
     outage: Option<Outage>,
     recovered: Option<Instant>,
@@ -72,7 +74,7 @@ struct Outage {
 }
 
 impl OutageLog {
-    pub(super) fn new(queue: &str) -> Self {
+    pub fn new(queue: &str) -> Self {
         OutageLog {
             queue: queue.to_string(),
             outage: None,
@@ -80,7 +82,7 @@ impl OutageLog {
         }
     }
 
-    pub(super) fn failed(&mut self, sent: Instant, now: Instant, error: &str) -> Option<Notice> {
+    pub fn failed(&mut self, sent: Instant, now: Instant, error: &str) -> Option<Notice> {
         if self.recovered.is_some_and(|at| sent < at) {
             return None;
         }
@@ -113,7 +115,7 @@ impl OutageLog {
         })
     }
 
-    pub(super) fn succeeded(&mut self, sent: Instant, now: Instant) -> Option<Notice> {
+    pub fn succeeded(&mut self, sent: Instant, now: Instant) -> Option<Notice> {
         let outage = self.outage.take_if(|o| sent >= o.since)?;
         self.recovered = Some(now);
         Some(Notice::Reachable {
@@ -126,7 +128,7 @@ impl OutageLog {
 
 /// One log line about a queue's outage; `Display` is the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Notice {
+pub enum Notice {
     /// The first failure of an outage.
     Unreachable { queue: String, error: String },
     /// A reminder; `error` only if it differs from the one logged last.
@@ -145,7 +147,7 @@ pub(super) enum Notice {
 
 impl Notice {
     /// Whether the line is a warning (or else information).
-    pub(super) fn is_warning(&self) -> bool {
+    pub fn is_warning(&self) -> bool {
         !matches!(self, Notice::Reachable { .. })
     }
 }
