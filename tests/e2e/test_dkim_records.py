@@ -71,6 +71,15 @@ def test_domain_add_and_rotate_print_usable_records(spawn_relay):
     assert set(first) < set(rotated)
 
 
+def test_the_relays_own_keys_can_be_rotated_without_a_tenant(spawn_relay):
+    relay = spawn_relay()  # the first start makes the hostname's pair (DSNs are signed with it)
+    relay.stop()
+    out = relay.cli("domain", "rotate-dkim", "relay.test").stdout
+    check_records(out, "relay.test", 4)
+    refused = relay.cli("domain", "rotate-dkim", "other.test", check=False)
+    assert refused.returncode == 1 and "not registered" in refused.stderr, refused.stderr
+
+
 @pytest.fixture
 def signed(spawn_relay, tmp_path):
     """A message signed by the relay as the MX received it (`msg`), the DKIM records as

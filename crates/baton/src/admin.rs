@@ -12,7 +12,7 @@ use baton_config::Settings;
 use baton_domain::{Domain, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
-use baton_pipeline::{dkim, queue_names, quota, records};
+use baton_pipeline::{dkim, queue_names, quota, records, setup};
 use baton_store::{BlobStore, DomainRecord, Ledger, UserRecord, put_domain, put_user};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -93,6 +93,26 @@ pub fn aws_provision(settings: &Settings) -> anyhow::Result<()> {
         "provisioned bucket {}, queues {}-*, tables {}-*",
         aws.config.bucket, aws.config.prefix, aws.config.prefix
     );
+    // Where Lambda runs the stages no `serve` creates the keys DSNs are signed with.
+    let hostname = &settings.raw.hostname;
+    let keys = store
+        .rt
+        .block_on(setup::relay_keys(store.ledger(), hostname, now_secs()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match keys {
+        Some(dkim::EnsuredKeys::Created(keys)) => {
+            println!(
+                "created DKIM keys for {hostname}, which sign the mail the relay writes (DSNs)"
+            );
+            print_dns_records(hostname, &keys);
+        }
+        Some(dkim::EnsuredKeys::Existing(_)) => {
+            println!(
+                "DKIM keys for {hostname} (DSNs) exist: `baton domain rotate-dkim {hostname}` replaces them"
+            );
+        }
+        None => {}
+    }
     Ok(())
 }
 
@@ -171,61 +191,29 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     let name = domain.to_string();
     let keys = backend.rt.block_on(async {
         put_domain(ledger, &domain, &record).await?;
-        let mut keys = dkim::active_keys(ledger, &name)
+        let keys = dkim::ensure_keys(ledger, &name, now_secs())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if keys.is_empty() {
-            keys = new_dkim_keys(ledger, &name).await?;
-        }
-        anyhow::Ok(keys)
+        anyhow::Ok(keys.keys().to_vec())
     })?;
     println!("domain {domain} registered for tenant {tenant}");
     print_dns_records(&name, &keys);
     Ok(())
 }
 
-/// A new RSA-2048 and Ed25519 selector pair, stored; both sign from now on.
-async fn new_dkim_keys(ledger: &dyn Ledger, domain: &str) -> anyhow::Result<Vec<dkim::DkimKey>> {
-    let now = std::time::SystemTime::now()
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    // Selectors are named by the second; a rotation within the same second as the last one
-    // takes the next free name instead of overwriting a published key.
-    let taken: Vec<String> = dkim::all_keys(ledger, domain)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .map(|k| k.selector)
-        .collect();
-    let mut stamp = now;
-    while taken
-        .iter()
-        .any(|s| *s == format!("b{stamp}r") || *s == format!("b{stamp}e"))
-    {
-        stamp += 1;
-    }
-    let mut keys = Vec::new();
-    for (algorithm, suffix) in [
-        (dkim::Algorithm::RsaSha256, "r"),
-        (dkim::Algorithm::Ed25519Sha256, "e"),
-    ] {
-        let selector = format!("b{stamp}{suffix}");
-        let key = dkim::generate_key(domain, &selector, algorithm, now)?;
-        dkim::put_key(ledger, &key)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        keys.push(key);
-    }
-    Ok(keys)
+        .unwrap_or(0)
 }
 
 fn print_dns_records(domain: &str, keys: &[dkim::DkimKey]) {
-    println!("\nPublish these DNS records:");
     // Long values (RSA keys) as several quoted strings: one DNS string holds 255 octets.
-    for r in dkim::dns_records(domain, keys) {
-        println!("{}  {}  {}", r.name, r.rtype, r.zone_value());
-    }
+    println!(
+        "\nPublish these DNS records:\n{}",
+        dkim::zone_lines(domain, keys)
+    );
 }
 
 /// Adds a new selector pair; the old selectors keep signing until retired, so receivers
@@ -237,10 +225,17 @@ pub fn domain_rotate_dkim(settings: &Settings, domain: &str) -> anyhow::Result<(
     let backend = open(settings)?;
     let ledger = backend.ledger();
     let keys = backend.rt.block_on(async {
-        if baton_store::get_domain(ledger, &domain).await?.is_none() {
+        // The relay's own hostname has keys too (they sign DSNs) without being a tenant's.
+        let relay_own = name.eq_ignore_ascii_case(&settings.raw.hostname);
+        if !relay_own && baton_store::get_domain(ledger, &domain).await?.is_none() {
             bail!("domain {name} is not registered (baton domain add)");
         }
-        new_dkim_keys(ledger, &name).await?;
+        let added = dkim::add_key_pair(ledger, &name, now_secs())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if added.len() < 2 {
+            bail!("another process added keys for {name} at the same moment: run it again");
+        }
         dkim::active_keys(ledger, &name)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
