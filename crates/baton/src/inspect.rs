@@ -129,25 +129,19 @@ pub fn queue_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
                     let states = records::rcpt_states(ledger, &envelope.queue_id)
                         .await
                         .map_err(pipeline_err)?;
+                    let summary = MessageSummary::new(&envelope, None);
                     listed.push(QueueEntry {
                         id: envelope.queue_id.to_string(),
                         state,
-                        received_at: rfc3339_ms(envelope.received_at * 1000),
-                        from: envelope
-                            .mail_from
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        recipients: envelope
-                            .recipients
-                            .iter()
-                            .map(|r| r.address.to_string())
-                            .collect(),
+                        received_at: rfc3339_ms(summary.received_at),
+                        from: summary.from,
+                        recipients: summary.recipients,
                         recipient_states: states
                             .iter()
                             .map(|(address, s)| RcptView::new(address, s))
                             .collect(),
-                        size: envelope.size,
-                        tenant: envelope.tenant.map(|t| t.0),
+                        size: summary.size,
+                        tenant: summary.tenant,
                     });
                 }
             }
