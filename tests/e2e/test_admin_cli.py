@@ -16,6 +16,9 @@ def test_user_domain_and_queue_commands(spawn_relay):
     assert r.returncode != 0 and "empty password" in r.stderr
     r = relay.cli("domain", "add", "[127.0.0.1]", "--tenant", "acme", check=False)
     assert r.returncode != 0
+    # The relay's hostname (relay.test here) signs its DSNs: no tenant may own it.
+    r = relay.cli("domain", "add", "Relay.Test.", "--tenant", "acme", check=False)
+    assert r.returncode == 1 and "this relay's hostname" in r.stderr, r.stderr
     r = relay.cli("user", "add", "carol", "--tenant", "acme", check=False)
     assert r.returncode != 0 and "--password-stdin" in r.stderr
     r = relay.cli("queue", "cat", "../../etc/passwd", check=False)
@@ -145,6 +148,16 @@ def test_man_pages_cover_every_command(tmp_path):
     r = subprocess.run([BATON, "man", "--out-dir", str(pages)], capture_output=True, text=True,
                        timeout=30, env=bare_env(tmp_path))
     assert r.returncode == 0, r.stderr
+    assert oct(pages.stat().st_mode & 0o777) == "0o755"
+    # Into a directory that holds other pages: ours are made readable, theirs left alone.
+    other = pages / "other.1"
+    other.write_text(".TH other 1\n")
+    other.chmod(0o600)
+    r = subprocess.run([BATON, "man", "--out-dir", str(pages)], capture_output=True, text=True,
+                       timeout=30, env=bare_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert oct(other.stat().st_mode & 0o777) == "0o600"
+    other.unlink()
     names = {p.name for p in pages.iterdir()}
     assert {"baton.1", "baton-serve.1", "baton-message-list.1", "baton-capture-show.1",
             "baton-completions.1"} <= names, names

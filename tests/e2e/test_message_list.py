@@ -26,7 +26,8 @@ def relay(spawn_relay, refusing_hop):
         "pipeline.run_stages": True,
         "delivery.routes": [
             {"pattern": "*.kept.test", "target": "capture"},
-            {"pattern": "refuse.test", "target": refusing_hop.target},
+            # Everything else, refuse.test included: a capture that fell through would land here.
+            {"pattern": "*", "target": refusing_hop.target},
         ],
     })
     relay.add_user("alice", "acme", "s3cret")
@@ -59,22 +60,31 @@ def test_message_list_shows_finished_messages_and_filters_them(relay):
     states = wait_final(relay, [kept, refused, both])
     assert states == {kept: "delivered", refused: "failed", both: "partial"}, states
 
-    # Finished messages are gone from the queue but not from the list, newest last.
-    assert relay.queue_list() == []
+    # Finished messages are gone from the queue but not from the list, newest last. The DSNs
+    # for the failures are listed too, from the null sender.
+    assert not {kept, refused, both} & {m["id"] for m in relay.queue_list()}
+    deadline = time.monotonic() + 60
+    while len([m for m in listed(relay) if m["from"] == "" and m["state"] == "delivered"]) < 2:
+        assert time.monotonic() < deadline, listed(relay)
+        time.sleep(0.2)
     everything = listed(relay)
-    assert ids(everything) == [kept, refused, both]
+    assert ids(m for m in everything if m["from"]) == [kept, refused, both]
+    dsns = [m for m in everything if m["from"] == ""]
+    assert len(dsns) == 2 and all(m["recipients"][0]["address"] == "news@acme.test" for m in dsns), dsns
     first = everything[0]
     assert RFC3339_MS.fullmatch(first["received_at"]), first
     assert (first["from"], first["subject"], first["tenant"]) == ("alice@acme.test", "kept one", "acme")
     assert first["recipients"] == [{"address": "x@a.kept.test", "status": "delivered", "attempts": 1,
                                     "last_reply": f"250 2.0.0 captured (baton capture show {kept})"}]
 
-    assert ids(listed(relay, "--state", "delivered")) == [kept]
+    ours = ("--from", "@acme.test")
+    assert ids(listed(relay, "--state", "delivered", *ours)) == [kept]
     assert ids(listed(relay, "--state", "failed")) == [refused]
     assert ids(listed(relay, "--to", "@REFUSE.test")) == [refused, both]
     assert ids(listed(relay, "--from", "news@")) == [refused, both]
-    assert ids(listed(relay, "--limit", "1")) == [both]
-    assert ids(listed(relay, "--since", "1h")) == [kept, refused, both]
+    assert ids(listed(relay, "--limit", "1", *ours)) == [both]
+    assert ids(listed(relay, "--since", "1h", *ours)) == [kept, refused, both]
+    assert listed(relay, "--since", "1ms") == []
     assert listed(relay, "--to", "nobody@") == []
 
     table = relay.cli("message", "list").stdout.splitlines()

@@ -183,6 +183,13 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     if domain.is_literal() {
         bail!("a sending domain must be a name, not an address literal");
     }
+    if is_relay_hostname(settings, &domain.to_string()) {
+        // Its keys sign the relay's own DSNs: a tenant owning it could sign as MAILER-DAEMON.
+        bail!(
+            "{domain} is this relay's hostname, whose DKIM keys sign the DSNs it writes: no \
+             tenant may send as it (use another domain, or `baton domain rotate-dkim {domain}`)"
+        );
+    }
     let backend = open(settings)?;
     let ledger = backend.ledger();
     let record = DomainRecord {
@@ -199,6 +206,12 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     println!("domain {domain} registered for tenant {tenant}");
     print_dns_records(&name, &keys);
     Ok(())
+}
+
+/// Whether `domain` is the relay's own hostname (as configured, any case, trailing dot or not).
+fn is_relay_hostname(settings: &Settings, domain: &str) -> bool {
+    let hostname = settings.raw.hostname.trim_end_matches('.');
+    domain.trim_end_matches('.').eq_ignore_ascii_case(hostname)
 }
 
 fn now_secs() -> i64 {
@@ -226,7 +239,7 @@ pub fn domain_rotate_dkim(settings: &Settings, domain: &str) -> anyhow::Result<(
     let ledger = backend.ledger();
     let keys = backend.rt.block_on(async {
         // The relay's own hostname has keys too (they sign DSNs) without being a tenant's.
-        let relay_own = name.eq_ignore_ascii_case(&settings.raw.hostname);
+        let relay_own = is_relay_hostname(settings, &name);
         if !relay_own && baton_store::get_domain(ledger, &domain).await?.is_none() {
             bail!("domain {name} is not registered (baton domain add)");
         }

@@ -13,7 +13,7 @@ use baton_pipeline::{capture, queue_names};
 use serde::Serialize;
 
 use crate::admin::{Store, open_existing};
-use crate::output::{or_dash, print, quiet_on_closed_pipe, rfc3339_ms, write_table};
+use crate::output::{or_dash, print, quiet_on_closed_pipe, rfc3339_ms, terminal_safe, write_table};
 
 fn parse_id(id: &str) -> anyhow::Result<QueueId> {
     id.parse().map_err(|_| {
@@ -377,8 +377,8 @@ pub fn message_show(settings: &Settings, id: &str, json: bool) -> anyhow::Result
         writeln!(out, "message   {}", view.id)?;
         writeln!(out, "received  {}", view.received_at)?;
         writeln!(out, "state     {}", view.state)?;
-        writeln!(out, "from      {}", sender_cell(&view.from))?;
-        writeln!(out, "subject   {}", or_dash(&view.subject))?;
+        writeln!(out, "from      {}", terminal_safe(&sender_cell(&view.from)))?;
+        writeln!(out, "subject   {}", terminal_safe(&or_dash(&view.subject)))?;
         writeln!(out, "\nrecipients:")?;
         let rows: Vec<Vec<String>> = view
             .recipients

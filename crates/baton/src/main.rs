@@ -288,7 +288,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         }) => {
             let filter = Filter {
-                since_ms: since.map(|d| output::now_ms() - d.as_millis() as i64),
+                since_ms: since.map(|d| {
+                    output::now_ms()
+                        .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }),
                 state,
                 from,
                 to,

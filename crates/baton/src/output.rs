@@ -24,12 +24,32 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Aligned columns under a header; the last column takes the rest of the line.
+/// Text as a terminal should show it: every invisible character (controls, bidi and
+/// zero-width format characters) written as `\u{..}`, so stored text from the Internet can
+/// neither drive the terminal nor disguise itself.
+pub(crate) fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if baton_pipeline::messages::is_invisible(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Aligned columns under a header; the last column takes the rest of the line. Every cell
+/// goes through [`terminal_safe`].
 pub(crate) fn write_table(
     out: &mut impl Write,
     headers: &[&str],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| terminal_safe(c)).collect())
+        .collect();
     let width = |s: &str| s.chars().count();
     let widths: Vec<usize> = headers
         .iter()
@@ -56,7 +76,7 @@ pub(crate) fn write_table(
         writeln!(out, "{}", text.trim_end())
     };
     line(&mut headers.iter().copied())?;
-    for r in rows {
+    for r in &rows {
         line(&mut r.iter().map(String::as_str))?;
     }
     Ok(())
@@ -138,5 +158,21 @@ mod tests {
         assert_eq!(col(lines[0]), col(lines[1]), "{text}");
         assert_eq!(col(lines[1]), col(lines[2]), "{text}");
         assert!(!text.lines().any(|l| l.ends_with(' ')), "{text}");
+    }
+
+    #[test]
+    fn cells_cannot_drive_the_terminal_or_hide_characters() {
+        let rows = vec![vec![
+            "a\x1b]0;pwned\x07b".to_string(),
+            "x\u{202E}y\r\nz".to_string(),
+        ]];
+        let mut out = Vec::new();
+        write_table(&mut out, &["A", "B"], &rows).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text.lines().nth(1),
+            Some(r"a\u{1b}]0;pwned\u{7}b  x\u{202e}y\u{d}\u{a}z"),
+            "{text}"
+        );
     }
 }

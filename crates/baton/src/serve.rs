@@ -203,17 +203,17 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
 
 /// The DKIM keys of the relay's hostname, which sign the DSNs it writes: made at the first
 /// start (the DNS records to publish are logged then), found on every later one. Needs
-/// read and write access to the `dkim_keys` table.
+/// read and write access to the `dkim_keys` table; without it the relay still runs and its
+/// DSNs go out unsigned (their timelines say so), which is no reason to stop relaying.
 async fn relay_keys(settings: &Settings, ports: &Ports) -> anyhow::Result<()> {
     let now = ports.clock.unix_ms() / 1000;
-    baton_pipeline::setup::relay_keys(ports.ledger.as_ref(), &settings.raw.hostname, now)
-        .await
-        .with_context(|| {
-            format!(
-                "preparing the DKIM keys of hostname {}",
-                settings.raw.hostname
-            )
-        })?;
+    let hostname = &settings.raw.hostname;
+    if let Err(e) = baton_pipeline::setup::relay_keys(ports.ledger.as_ref(), hostname, now).await {
+        tracing::warn!(
+            "cannot prepare the DKIM keys of hostname {hostname}: {e}; DSNs go out unsigned \
+             (`baton domain rotate-dkim {hostname}` makes them)"
+        );
+    }
     Ok(())
 }
 

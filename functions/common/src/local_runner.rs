@@ -3,12 +3,12 @@
 //! function as an `SqsEvent`, then delete every record it did not report as failed.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use baton_aws::SqsQueue;
-use baton_pipeline::poll_outage::{Notice, OutageLog, PollBackoff};
+use baton_pipeline::poll_outage::{self, Notice, OutageLog, PollBackoff};
 use baton_store::Queue;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -105,11 +105,6 @@ impl Poller {
 
     /// Logs what the queue's outage log makes of one poll, if anything.
     fn note(&self, poll: impl FnOnce(&mut OutageLog) -> Option<Notice>) {
-        let notice = poll(&mut self.outages.lock().unwrap_or_else(PoisonError::into_inner));
-        match notice {
-            Some(n) if n.is_warning() => tracing::warn!("{n}"),
-            Some(n) => tracing::info!("{n}"),
-            None => {}
-        }
+        poll_outage::note(&self.outages, poll);
     }
 }

@@ -2,7 +2,7 @@
 //! a DSN (RFC 3464) back to the envelope sender through the same pipeline, marked as the
 //! relay's own mail ([`Origin::Relay`]) so that sign signs it with the hostname's key.
 
-use baton_domain::{Envelope, Mailbox, QueueId, Recipient, Ret};
+use baton_domain::{Envelope, Mailbox, QueueId, Recipient};
 use baton_store::QueueMessage;
 
 use crate::job::{BounceAction, BounceJob, Failure, FailureSource, Origin, WithOrigin, decode};
@@ -10,8 +10,6 @@ use crate::policy::rfc2822;
 use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::{Disposition, Ports, StageError};
 
-/// Largest original message returned whole with RET=FULL; above it only headers go back.
-const RETURN_FULL_MAX: usize = 10 * 1024 * 1024;
 const HEAD_MAX: usize = baton_config::HEADER_SECTION_MAX;
 
 #[derive(Debug, Clone)]
@@ -100,21 +98,9 @@ pub async fn handle(
         return Ok(Disposition::Done);
     }
 
-    // A policy refusal returns the headers only, whatever RET asked for.
-    let mut envelope = envelope.clone();
-    if wanted.iter().any(|f| f.source == FailureSource::Policy) {
-        envelope.ret = Some(Ret::Hdrs);
-    }
-    let envelope = &envelope;
-    let original = match envelope.ret {
-        Some(Ret::Full) => {
-            ports
-                .blobs
-                .read_head(&id.to_string(), RETURN_FULL_MAX + 1)
-                .await?
-        }
-        _ => ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?,
-    };
+    // Headers only, whatever RET asked for: the DSN is signed with the relay's key, and a
+    // signed copy of a body the sender chose could be replayed as our mail (DKIM replay).
+    let original = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
     let dsn_id = QueueId::generate();
     let dsn = build_dsn(
         config,
@@ -310,27 +296,16 @@ pub fn build_dsn(
     }
     m.push_str("\r\n");
 
-    let full = envelope.ret == Some(Ret::Full) && original.len() <= RETURN_FULL_MAX;
     let mut out = m.into_bytes();
-    if full {
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(original);
-        if !original.ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-    } else {
-        let end = original
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 2)
-            .unwrap_or(original.len());
-        out.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
-        );
-        out.extend_from_slice(&original[..end]);
-    }
+    let end = original
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(original.len());
+    out.extend_from_slice(
+        format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+    );
+    out.extend_from_slice(&original[..end]);
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
 }
@@ -338,7 +313,7 @@ pub fn build_dsn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_domain::NotifyOn;
+    use baton_domain::{NotifyOn, Ret};
 
     fn envelope() -> Envelope {
         Envelope {
@@ -371,7 +346,11 @@ mod tests {
 
     #[test]
     fn dsn_has_the_rfc3464_parts() {
-        let env = envelope();
+        // RET=FULL too: a signed DSN returns the headers only (no replayable body).
+        let env = Envelope {
+            ret: Some(Ret::Full),
+            ..envelope()
+        };
         let f = Failure {
             recipient: "gone@example.org".into(),
             code: 550,
@@ -410,7 +389,7 @@ mod tests {
         }
         assert!(
             !text.contains("secret body"),
-            "RET=HDRS must not return the body"
+            "a DSN never returns the body"
         );
         let parsed = mail_parser::MessageParser::new()
             .parse(text.as_bytes())

@@ -2,12 +2,12 @@
 //! (added headers and DKIM signatures included), instead of being sent, like MailHog or
 //! Mailpit. `baton capture list` lists it and `baton capture show ID` prints it.
 
-use baton_domain::{Envelope, HeaderFacts, QueueId};
+use baton_domain::{Envelope, QueueId};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::printable;
+use crate::messages;
 use crate::outbound::{Outcome, RcptResult};
-use crate::records::{get_json, put_json, scan_json};
+use crate::records::{get_json, scan_json};
 use crate::{Ports, StageError};
 
 pub const TABLE: &str = "captured";
@@ -16,9 +16,6 @@ pub const TABLE: &str = "captured";
 pub fn blob_key(id: &QueueId) -> String {
     format!("captured-{id}")
 }
-
-/// How much of the body to parse for the subject.
-const HEAD_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Captured {
@@ -32,6 +29,8 @@ pub struct Captured {
 }
 
 /// Keeps one copy per message; each destination domain adds its recipients to the record.
+/// Safe to repeat: a copy stored by an attempt that died before its record is kept as is,
+/// and concurrent attempts merge their recipients with compare-and-swap.
 pub async fn keep(
     ports: &Ports,
     envelope: &Envelope,
@@ -43,41 +42,50 @@ pub async fn keep(
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let key = id.to_string();
-    let mut record = match get_json::<Captured>(ledger, TABLE, &key).await? {
-        Some(existing) => existing,
-        None => {
-            let mut writer = ports.blobs.create(&blob_key(&id)).await?;
-            writer.write(prefix).await?;
-            writer.write(body).await?;
-            let size = writer.commit().await?;
-            let head = &body[..body.len().min(HEAD_MAX)];
-            Captured {
+    loop {
+        let current = ledger.get(TABLE, &key).await?;
+        let Some(bytes) = current else {
+            let size = store_copy(ports, &id, prefix, body).await?;
+            let subject = messages::summary(ledger, &id)
+                .await?
+                .map(|s| s.subject)
+                .unwrap_or_default();
+            let record = Captured {
                 at: now,
                 from: envelope
                     .mail_from
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
-                recipients: Vec::new(),
-                subject: HeaderFacts::parse(head)
-                    .subject
-                    .as_deref()
-                    .map(printable)
-                    .unwrap_or_default(),
+                recipients: rcpts.to_vec(),
+                subject,
                 size,
+            };
+            if ledger.put_if_absent(TABLE, &key, &encode(&record)).await? {
+                break;
+            }
+            continue;
+        };
+        let mut record: Captured = serde_json::from_slice(&bytes)
+            .map_err(|e| StageError::Permanent(format!("{TABLE}/{key}: {e}")))?;
+        let before = record.recipients.len();
+        for rcpt in rcpts {
+            if !record
+                .recipients
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(rcpt))
+            {
+                record.recipients.push(rcpt.clone());
             }
         }
-    };
-    for rcpt in rcpts {
-        if !record
-            .recipients
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(rcpt))
+        if record.recipients.len() == before
+            || ledger
+                .replace_if(TABLE, &key, &bytes, &encode(&record))
+                .await?
         {
-            record.recipients.push(rcpt.clone());
+            break;
         }
     }
-    put_json(ledger, TABLE, &key, &record).await?;
     Ok(rcpts
         .iter()
         .map(|address| RcptResult {
@@ -89,6 +97,29 @@ pub async fn keep(
             remote_host: Some("capture".into()),
         })
         .collect())
+}
+
+/// Stores the copy unless an earlier attempt did (blob keys are written once).
+async fn store_copy(
+    ports: &Ports,
+    id: &QueueId,
+    prefix: &[u8],
+    body: &[u8],
+) -> Result<u64, StageError> {
+    let key = blob_key(id);
+    match ports.blobs.read_head(&key, 1).await {
+        Ok(_) => return Ok((prefix.len() + body.len()) as u64),
+        Err(baton_store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut writer = ports.blobs.create(&key).await?;
+    writer.write(prefix).await?;
+    writer.write(body).await?;
+    Ok(writer.commit().await?)
+}
+
+fn encode(record: &Captured) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
 }
 
 pub async fn get(

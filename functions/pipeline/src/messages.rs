@@ -48,11 +48,22 @@ impl MessageSummary {
     }
 }
 
-/// A subject fit for a terminal line: no control characters (a header can carry escape
-/// sequences), whitespace runs folded, and bounded.
+/// Characters that change how a terminal shows text without showing themselves: controls
+/// (escape sequences) and Unicode format characters (bidi overrides, zero-width ones), which
+/// can disguise an address or shift a table's columns.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// A subject fit for a terminal line: nothing invisible (see [`is_invisible`]), whitespace
+/// runs folded, and bounded.
 pub(crate) fn printable(subject: &str) -> String {
     let mut out = String::new();
-    for word in subject.split(|c: char| c.is_whitespace() || c.is_control()) {
+    for word in subject.split(|c: char| c.is_whitespace() || is_invisible(c)) {
         if word.is_empty() {
             continue;
         }
@@ -196,6 +207,10 @@ pub async fn list(ledger: &dyn Ledger, filter: &Filter) -> Result<Vec<Listed>, S
     // Newest first, so the limit stops the walk (and the per-message recipient reads).
     for (id, summary) in summaries(ledger).await?.into_iter().rev() {
         if out.len() >= filter.limit {
+            break;
+        }
+        // Ids sort by arrival: everything further is older still.
+        if filter.since_ms.is_some_and(|t| summary.received_at < t) {
             break;
         }
         if !filter.keeps_summary(&summary) {

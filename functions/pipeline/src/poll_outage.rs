@@ -5,6 +5,7 @@
 //! runner alike.
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Pause after the first failed poll; it doubles with each further failure up to
@@ -214,6 +215,16 @@ impl fmt::Display for Polls {
             1 => write!(f, "1 poll failed"),
             n => write!(f, "{n} polls failed"),
         }
+    }
+}
+
+/// Tells the queue's shared log about one poll, and logs what it makes of it, if anything.
+pub fn note(outages: &Mutex<OutageLog>, poll: impl FnOnce(&mut OutageLog) -> Option<Notice>) {
+    let notice = poll(&mut outages.lock().unwrap_or_else(PoisonError::into_inner));
+    match notice {
+        Some(n) if n.is_warning() => tracing::warn!("{n}"),
+        Some(n) => tracing::info!("{n}"),
+        None => {}
     }
 }
 

@@ -36,10 +36,13 @@ async fn refusal(
     domain: Option<&Domain>,
 ) -> Result<Option<String>, StageError> {
     if origin == Origin::Relay {
-        // The relay wrote this message and its From: the author domain is its hostname.
-        return Ok(domain
-            .is_none()
-            .then(|| "no single author domain in From".into()));
+        // The relay wrote this message, its From and its envelope: the author domain must be
+        // the hostname bounce.rs put in both (MAILER-DAEMON@<hostname>, HELO <hostname>).
+        return Ok(match domain {
+            Some(d) if d.to_string().eq_ignore_ascii_case(&envelope.helo) => None,
+            Some(d) => Some(format!("relay mail from {d}, not {}", envelope.helo)),
+            None => Some("no single author domain in From".into()),
+        });
     }
     let Some(tenant) = &envelope.tenant else {
         return Ok(Some("not submitted by a tenant".into()));

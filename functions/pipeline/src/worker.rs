@@ -2,14 +2,14 @@
 //! its stage through the shared driver.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_store::{Queue, QueueMessage};
 use tokio::sync::watch;
 
 use crate::driver::process_batch;
-use crate::poll_outage::{Notice, OutageLog, PollBackoff};
+use crate::poll_outage::{OutageLog, PollBackoff, note};
 use crate::{Disposition, StageError};
 
 #[derive(Debug, Clone)]
@@ -86,15 +86,6 @@ async fn pause(pause: Duration, shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Logs what the queue's outage log makes of one poll, if anything.
-fn note(outages: &Mutex<OutageLog>, poll: impl FnOnce(&mut OutageLog) -> Option<Notice>) {
-    let notice = poll(&mut outages.lock().unwrap_or_else(PoisonError::into_inner));
-    match notice {
-        Some(n) if n.is_warning() => tracing::warn!("{n}"),
-        Some(n) => tracing::info!("{n}"),
-        None => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
