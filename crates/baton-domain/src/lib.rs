@@ -6,9 +6,11 @@ mod author;
 mod dsn;
 mod envelope;
 mod queue_id;
+mod verp;
 
 pub use address::{AddressError, Domain, Mailbox, Path, split_path_argument};
 pub use author::{AuthorError, HeaderFacts};
 pub use dsn::{EnvId, OriginalRecipient, ParamError, XText};
 pub use envelope::{BodyType, Envelope, Identity, NotifyOn, Recipient, Ret, TenantId};
 pub use queue_id::{QueueId, QueueIdError};
+pub use verp::{Bounced, MAX_AGE_MS as VERP_MAX_AGE_MS, VerpError, VerpKey};

@@ -35,6 +35,13 @@ impl QueueId {
     }
 }
 
+impl QueueId {
+    /// When the id was made (Unix milliseconds).
+    pub fn unix_ms(&self) -> i64 {
+        (self.0 >> 80) as i64
+    }
+}
+
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = [0u8; LEN];
