@@ -40,9 +40,10 @@ def listed(relay, *args):
 
 
 def wait_final(relay, ids, timeout=60):
+    """The states of these messages (DSNs and others aside) once all are final."""
     deadline = time.monotonic() + timeout
     while True:
-        states = {m["id"]: m["state"] for m in listed(relay)}
+        states = {m["id"]: m["state"] for m in listed(relay) if m["id"] in ids}
         if all(states.get(i) in ("delivered", "failed", "partial") for i in ids):
             return states
         assert time.monotonic() < deadline, states
