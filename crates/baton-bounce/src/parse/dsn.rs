@@ -1,7 +1,7 @@
 //! RFC 3464 delivery status notifications: the `message/delivery-status` part
 //! (and RFC 6533 `message/global-delivery-status`).
 
-use mail_parser::Message;
+use mail_parser::{Message, PartType};
 
 use super::text::{self, enhanced_status, field_address, field_blocks, reply_code, tidy, untyped};
 use super::{Detected, Finding};
@@ -14,6 +14,24 @@ const MAX_BLOCKS: usize = MAX_RECIPIENTS + 1;
 /// `None` when the message has no delivery-status part. Otherwise a DSN report whose
 /// findings are the failed and delayed recipients (possibly none).
 pub(crate) fn detect(message: &Message<'_>) -> Option<Detected> {
+    detect_at(message, 0)
+}
+
+/// Attached messages searched for a delivery-status part (a DSN forwarded as an attachment).
+const MAX_DEPTH: usize = 2;
+
+fn detect_at(message: &Message<'_>, depth: usize) -> Option<Detected> {
+    let found = detect_here(message);
+    if found.is_some() || depth >= MAX_DEPTH {
+        return found;
+    }
+    message.parts.iter().find_map(|part| match &part.body {
+        PartType::Message(inner) => detect_at(inner, depth + 1),
+        _ => None,
+    })
+}
+
+fn detect_here(message: &Message<'_>) -> Option<Detected> {
     let mut seen = false;
     let mut any_recipient = false;
     let mut findings = Vec::new();
@@ -65,12 +83,6 @@ struct Fields {
     remote_mta: Option<String>,
 }
 
-impl Fields {
-    fn has_recipient(&self) -> bool {
-        self.original.is_some() || self.final_.is_some()
-    }
-}
-
 /// The recipient blocks of a delivery-status body. Tolerates MTAs that leave out the blank
 /// line between recipients: a repeated recipient field starts a new block.
 fn recipients(body: &str) -> Vec<Finding> {
@@ -80,7 +92,7 @@ fn recipients(body: &str) -> Vec<Finding> {
         for (name, value) in block {
             match name.as_str() {
                 "original-recipient" => {
-                    if current.has_recipient() {
+                    if current.original.is_some() {
                         out.extend(finish(std::mem::take(&mut current)));
                     }
                     current.original = field_address(&value);

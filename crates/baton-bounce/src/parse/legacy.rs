@@ -40,21 +40,21 @@ static STRONG: LazyLock<Regex> = LazyLock::new(|| {
 /// Sentences that say delivery failed or is delayed; the addresses follow the first one.
 static INTRO: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?i)could ?n[o']t be delivered|could ?n[o']t deliver|can ?n[o']t be delivered|cannot deliver|unable to deliver|(was ?n[o']t|was not|were not|not been) (able to be )?delivered|wasn'?t able to deliver|not able to deliver|delivery (to the following recipients? )?(has )?failed|delivery failure|failed (to deliver|delivery|recipient|address)|did not reach|undeliverable|undelivered|permanent (fatal )?error|fatal error|following address(es)? (failed|had)|failed (recipients|addresses)|user unknown|unknown user|no such (user|mailbox|recipient|address)|returned mail|message (was )?not delivered|not delivered to|delivery problem|intended recipient|invalid final delivery userid|was rejected|rejected your message|recipient (address )?rejected|mailbox (is )?(unavailable|full)|over ?quota|error delivering|encountered delivery problems|has not (yet )?been delivered|(has been|is|was) delayed|will (continue to|keep) (try|retry)|still being retried|delivery attempts? (will continue|failed)|this is the qmail-send program|mail delivery software|deliver program at|email server at|does not exist|doesn'?t exist|not (a )?(valid|known) (user|recipient|mailbox|address)|address (is )?invalid|here is your list of failed|failed addresses follow|no such user here|message could not be delivered",
+        r"(?i)could ?n[o']t be delivered|could ?n[o']t deliver|can ?n[o']t be delivered|cannot deliver|unable to deliver|(was ?n[o']t|was not|were not|not been) (able to be )?delivered|wasn'?t able to deliver|not able to deliver|delivery (to the following recipients? )?(has )?failed|delivery failure|failed (to deliver|delivery|recipient|address)|did not reach|undeliverable|undelivered|permanent (fatal )?error|fatal error|following address(es)? (failed|had)|failed (recipients|addresses)|user unknown|unknown user|no such (user|mailbox|recipient|address)|returned mail|message (was )?not delivered|not delivered to|delivery problem|intended recipient|invalid final delivery userid|was rejected|rejected your message|recipient (address )?rejected|mailbox (is )?(unavailable|full)|over ?quota|error delivering|encountered delivery problems|has not (yet )?been delivered|(has been|is|was) delayed|problem with the e-?mail address|will (continue to|keep) (try|retry)|still being retried|delivery attempts? (will continue|failed)|this is the qmail-send program|mail delivery software|deliver program at|email server at|does not exist|doesn'?t exist|not (a )?(valid|known) (user|recipient|mailbox|address)|address (is )?invalid|here is your list of failed|failed addresses follow|no such user here|message could not be delivered",
     )
 });
 
 /// Where the returned original (or its headers) begins.
 static ORIGINAL: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?im)^[\s>*=-]*(-+ ?)?(original message|returned message|undelivered message|unsent message|start of returned message|below this line is a copy|this is a copy of|a copy of (the|your) (original )?message|the (original )?message (was|is) (attached|included|below)|included is a copy|(original|returned) (mail|message) (follows|below|header|attached)|message text follows|the header of the original|here is your returned mail|old message:|your message reads|headers? of (the |your )?(original |returned )?message|return-path:|received: from|received: by|----- ?the following (is|are) (the|a copy)|end of message|the text you sent follows|message headers follow)",
+        r"(?im)^[\s>*=-]*(-+ ?)?(original message|returned message|undelivered message|unsent message|start of returned message|below this line is a copy|this is a copy of|a copy of (the|your) (original )?message|the (original )?message (was|is) (attached|included|below)|included is a copy|(original|returned) (mail|message) (follows|below|header|attached)|message text follows|the header of the original|here is your returned mail|old message:|your message reads|headers? of (the |your )?(original |returned )?message|return-path:|received: from|received: by|----- ?the following (is|are) (the|a copy)|end of message|the text you sent follows|message headers follow|content-type: message/(rfc822|delivery-status))",
     )
 });
 
 /// A delay warning rather than a failure.
 static WARNING: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?i)has not (yet )?been delivered|not yet been delivered|(has been|is|was) delayed|warning message only|will (continue to|keep) (try|retry)|still being retried|will be retried|warning: could not send|delayed mail|delivery delay|transient (non-fatal )?error|is a temporary error|will retry|will try again|retry (for|until)|message (is )?delayed|no action is required on your part",
+        r"(?i)has not yet been delivered|not yet been delivered|attempts will continue|(has been|is|was) delayed|warning message only|will (continue to|keep) (try|retry)|still being retried|will be retried|warning: could not send|delayed mail|delivery delay|transient (non-fatal )?error|is a temporary error|will retry|will try again|retry (for|until)|message (is )?delayed|no action is required on your part",
     )
 });
 
@@ -64,6 +64,26 @@ static SKIP_LINE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)^[\s>]*(from|reply-to|sender|return-path|received|message-id|date|subject|in-reply-to|references|cc|bcc|x-[a-z0-9-]+|envelope-from|content-[a-z-]+|list-[a-z-]+|errors-to|mail from|>>> mail from|by|id)\s*:|mail from:|message-id|\bfrom:?\s*<|sender:|originally (sent )?by|(the original|your) message (was )?(sent )?from|sender (address )?was",
     )
 });
+
+/// A line that is only `<address>:` (qmail and its descendants).
+static QMAIL_LIST: LazyLock<Regex> = LazyLock::new(|| compile(r"(?m)^<[^<>\s]+@[^<>\s]+>:\s*$"));
+
+/// Formats that name the failed address in a fixed phrase; when one matches, only those
+/// addresses count (their notices also quote other addresses).
+static PINPOINT: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?im)address\s+to\s+which\s+your\s+message\s+was\s+addressed,\s*([^\s,]+@[^\s,]+),|intended recipient:\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$|undeliverable address:\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$|failed recipient:\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$|error-for:\s+([^\s<>]+@[^\s<>]+)",
+    )
+});
+
+/// Sendmail's alias expansion note.
+static EXPANDED_FROM: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"(?i)\((?:expanded|generated) from:?\s*<?([^\s<>()]+@[^\s<>()]+)>?\)")
+});
+
+/// Words just before an address that make it the sender, not a recipient.
+static SENDER_BEFORE: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)(\bfrom|sender|sent by|mail from:?)\s*[<(\x22']?\s*$"));
 
 const MAX_LINES: usize = 400;
 
@@ -79,7 +99,9 @@ pub(crate) fn from_mail_system(message: &Message<'_>) -> bool {
     MAIL_SYSTEM.is_match(local) || from.name().is_some_and(|name| MAIL_SYSTEM.is_match(name))
 }
 
-pub(crate) fn detect(message: &Message<'_>, text: &str) -> Option<Detected> {
+/// `has_report`: the message has a delivery-status part we could not read, which is as good
+/// as a mail-system sender.
+pub(crate) fn detect(message: &Message<'_>, text: &str, has_report: bool) -> Option<Detected> {
     let subject = message.subject().unwrap_or_default();
     let notice = match ORIGINAL.find(text) {
         Some(m) => &text[..m.start()],
@@ -90,8 +112,11 @@ pub(crate) fn detect(message: &Message<'_>, text: &str) -> Option<Detected> {
     let system = from_mail_system(message);
     let bounce_subject = BOUNCE_SUBJECT.is_match(subject);
     let recognised = match intro {
-        Some(_) => strong || system || bounce_subject,
-        None => system && bounce_subject,
+        Some(_) => strong || system || bounce_subject || has_report,
+        None => {
+            (system && (bounce_subject || QMAIL_LIST.is_match(notice)))
+                || (has_report && bounce_subject)
+        }
     };
     if !recognised {
         return None;
@@ -102,10 +127,28 @@ pub(crate) fn detect(message: &Message<'_>, text: &str) -> Option<Detected> {
         Action::Failed
     };
     let from = intro.map_or(0, |m| line_start(notice, m.start()));
-    let body = &notice[from..];
+    let context = tidy(cut_at(&notice[from..], 2000));
     let excluded = own_addresses(message);
-    let context = tidy(cut_at(body, 2000));
     let mut findings: Vec<Finding> = Vec::new();
+    let pinpointed: Vec<&str> = PINPOINT
+        .captures_iter(notice)
+        .filter_map(|caps| caps.iter().skip(1).flatten().next())
+        .map(|m| m.as_str())
+        .collect();
+    let body = if pinpointed.is_empty() {
+        &notice[from..]
+    } else {
+        ""
+    };
+    for address in pinpointed {
+        if plausible(address, &excluded)
+            && !findings
+                .iter()
+                .any(|f| f.address.eq_ignore_ascii_case(address))
+        {
+            findings.push(finding(address, None, action, context.clone()));
+        }
+    }
     let lines: Vec<&str> = body.lines().take(MAX_LINES).collect();
     for (index, line) in lines.iter().enumerate() {
         if findings.len() >= MAX_RECIPIENTS {
@@ -114,8 +157,21 @@ pub(crate) fn detect(message: &Message<'_>, text: &str) -> Option<Detected> {
         if SKIP_LINE.is_match(line) {
             continue;
         }
-        for address in addresses(cut_at(line, crate::MAX_DIAGNOSTIC)) {
+        let line = cut_at(line, crate::MAX_DIAGNOSTIC);
+        // Sendmail: "<list@here> ... (expanded from: <member@there>)": the address the
+        // sender used is the expanded-from one.
+        if let Some(caps) = EXPANDED_FROM.captures(line)
+            && let Some(expanded) = caps.get(1)
+        {
+            match findings.last_mut() {
+                Some(last) => last.address = expanded.as_str().to_string(),
+                None => findings.push(finding(expanded.as_str(), None, action, context.clone())),
+            }
+            continue;
+        }
+        for (at, address) in addresses(line) {
             if !plausible(address, &excluded)
+                || SENDER_BEFORE.is_match(&line[..at])
                 || findings
                     .iter()
                     .any(|f| f.address.eq_ignore_ascii_case(address))
@@ -123,25 +179,72 @@ pub(crate) fn detect(message: &Message<'_>, text: &str) -> Option<Detected> {
                 continue;
             }
             let diagnostic = diagnostic_after(&lines, index, address);
-            let status = diagnostic.as_deref().and_then(enhanced_status);
-            let reply = diagnostic.as_deref().and_then(reply_code);
-            findings.push(Finding {
-                address: address.to_string(),
-                action: Some(action),
-                status,
-                reply_code: reply,
-                diagnostic,
-                remote_mta: None,
-                status_hint: None,
-                context: context.clone(),
-            });
+            findings.push(finding(address, diagnostic, action, context.clone()));
         }
+    }
+    if findings.is_empty() && intro.is_some() {
+        aol_screen_names(message, &notice[from..], action, &mut findings);
     }
     Some(Detected {
         kind: Some(Kind::Dsn),
         is_bounce: true,
         findings,
     })
+}
+
+fn finding(
+    address: &str,
+    diagnostic: Option<String>,
+    action: Action,
+    context: Option<String>,
+) -> Finding {
+    let status = diagnostic.as_deref().and_then(enhanced_status);
+    let reply = diagnostic.as_deref().and_then(reply_code);
+    Finding {
+        address: address.to_string(),
+        action: Some(action),
+        status,
+        reply_code: reply,
+        diagnostic,
+        remote_mta: None,
+        status_hint: None,
+        context,
+    }
+}
+
+/// AOL names refused screen names without a domain, one per indented line.
+fn aol_screen_names(
+    message: &Message<'_>,
+    body: &str,
+    action: Action,
+    findings: &mut Vec<Finding>,
+) {
+    let from_aol = message
+        .from()
+        .and_then(|from| from.first())
+        .and_then(|a| a.address())
+        .is_some_and(|a| a.to_ascii_lowercase().ends_with("@aol.com"));
+    if !from_aol {
+        return;
+    }
+    for line in body.lines().skip(1).take(MAX_LINES) {
+        let name = line.trim();
+        if line.starts_with([' ', '\t'])
+            && !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+            && findings.len() < MAX_RECIPIENTS
+        {
+            findings.push(finding(
+                &format!("{name}@aol.com"),
+                None,
+                action,
+                tidy(cut_at(body, 2000)),
+            ));
+        }
+    }
 }
 
 fn line_start(text: &str, at: usize) -> usize {

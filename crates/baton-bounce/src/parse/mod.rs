@@ -105,7 +105,7 @@ fn detect(message: &mail_parser::Message<'_>) -> Detected {
         return found;
     }
     let text = text::readable_text(message);
-    if let Some(found) = legacy::detect(message, &text) {
+    if let Some(found) = legacy::detect(message, &text, dsn.is_some()) {
         return found;
     }
     if let Some(found) = dsn {

@@ -131,12 +131,23 @@ pub(crate) fn field_blocks(text: &str, max_blocks: usize) -> Vec<Vec<(String, St
     blocks
 }
 
-/// Addresses in `text`, in order, with surrounding punctuation removed.
-pub(crate) fn addresses(text: &str) -> impl Iterator<Item = &str> {
+/// Addresses in `text` with their byte offsets, in order, with surrounding punctuation and
+/// `smtp=`/`SMTP:` style prefixes removed.
+pub(crate) fn addresses(text: &str) -> impl Iterator<Item = (usize, &str)> {
     ADDRESS.find_iter(text).map(|m| {
-        m.as_str()
+        let mut address = m.as_str();
+        for prefix in ["smtp=", "smtp:", "rfc822=", "rfc822;"] {
+            if address.len() > prefix.len()
+                && address.is_char_boundary(prefix.len())
+                && address[..prefix.len()].eq_ignore_ascii_case(prefix)
+            {
+                address = &address[prefix.len()..];
+            }
+        }
+        let address = address
             .trim_start_matches(['\'', '`', '{', '|', '=', '/'])
-            .trim_end_matches(['.', '\'', '-', '}', '|'])
+            .trim_end_matches(['.', '\'', '-', '}', '|']);
+        (m.start(), address)
     })
 }
 
@@ -223,7 +234,9 @@ mod tests {
     fn cuts_on_char_boundaries() {
         assert_eq!(cut_at("aé", 2), "a");
         assert_eq!(tidy("  a \n\t b "), Some("a b".into()));
-        let addrs: Vec<_> = addresses("<x.y@example.com>: and 'q@r.st'. done").collect();
-        assert_eq!(addrs, ["x.y@example.com", "q@r.st"]);
+        let addrs: Vec<_> = addresses("<x.y@example.com>: and 'q@r.st'. SMTP=Z@a.bc")
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(addrs, ["x.y@example.com", "q@r.st", "Z@a.bc"]);
     }
 }
