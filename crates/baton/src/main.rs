@@ -1,6 +1,7 @@
 //! `baton`: run the relay (`baton serve`) and administer its data directory.
 
 mod admin;
+mod bounce_parse;
 mod docs;
 mod inspect;
 mod output;
@@ -63,9 +64,9 @@ enum Command {
     /// Mail kept by routes with `target = "capture"` instead of being sent.
     #[command(subcommand)]
     Capture(CaptureCommand),
-    /// Bounce records (recipients that failed permanently or expired).
+    /// Bounce records (recipients that failed permanently or expired), and the bounce parser.
     #[command(subcommand)]
-    Bounce(ListCommand),
+    Bounce(BounceCommand),
     /// The suppression list (recipients that hard-bounced).
     #[command(subcommand)]
     Suppression(ListCommand),
@@ -98,6 +99,26 @@ enum ListCommand {
         /// JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BounceCommand {
+    /// All records, newest last.
+    List {
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse bounce messages (DSNs, ARF complaints, auto-replies, older formats): one JSON
+    /// object per file, {"file","is_bounce","kind","recipients":[...]}, each recipient with
+    /// its status, class (hard or soft) and reason.
+    Parse {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Classification rules (TOML) that extend and override the built-in ones.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -242,6 +263,9 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Completions { shell } => docs::completions(*shell, &mut Cli::command()),
         Command::Man { out_dir } => docs::man(Cli::command(), out_dir.as_deref()),
+        Command::Bounce(BounceCommand::Parse { files, rules }) => {
+            bounce_parse::run(files, rules.as_deref())
+        }
         _ => run(cli),
     };
     match result {
@@ -304,13 +328,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Capture(CaptureCommand::List { json }) => inspect::capture_list(&settings, json),
         Command::Capture(CaptureCommand::Show { id }) => inspect::capture_show(&settings, &id),
-        Command::Bounce(ListCommand::List { json }) => {
+        Command::Bounce(BounceCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::BOUNCES, json)
         }
         Command::Suppression(ListCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::SUPPRESSION, json)
         }
-        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
+        Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Bounce(BounceCommand::Parse { .. }) => unreachable!("handled in main"),
     })
 }
 
