@@ -71,6 +71,7 @@ fn session_works(settings: &baton_config::Settings) {
         accept_domains: settings.accept_domains.clone(),
         received: Default::default(),
         normalize_bare_lf: false,
+        return_paths: None,
     });
     let peer = PeerInfo {
         ip: "192.0.2.1".parse().expect("ip"),

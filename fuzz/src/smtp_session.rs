@@ -152,6 +152,7 @@ impl Harness {
             received: Default::default(),
             // As the gateway's defaults: submission normalises bare LF, the relay refuses it.
             normalize_bare_lf: setup.listener != ListenerKind::Relay,
+            return_paths: None,
         });
         let peer = PeerInfo {
             ip: "192.0.2.1".parse().expect("ip"),

@@ -52,6 +52,7 @@ impl Gateway {
         let raw = &settings.raw;
         let l = &raw.limits;
         let limits = l.session();
+        let return_paths = return_paths(settings, &deps).await;
         let mut listeners = Vec::new();
         for (kind, addr) in [
             (ListenerKind::Submission, settings.submission),
@@ -75,6 +76,7 @@ impl Gateway {
                     ListenerKind::Relay => raw.relay.normalize_bare_lf,
                     _ => raw.submission.normalize_bare_lf,
                 },
+                return_paths: return_paths.clone(),
             });
             listeners.push((config, listener));
         }
@@ -358,6 +360,22 @@ mod ipnet_shim {
                 n.classify(ip("::ffff:10.5.5.5")),
                 (true, Some(TenantId("acme".into())))
             );
+        }
+    }
+}
+
+/// Where bounces come back, with the relay's return-path key. Without the key (a store that
+/// does not answer, or a role without access to the `secrets` table) bounces to return
+/// paths are refused like any other relaying: said once, and no reason not to start.
+async fn return_paths(settings: &Settings, deps: &GatewayDeps) -> Option<baton_smtp::ReturnPaths> {
+    match baton_store::verp_key(deps.ledger.as_ref()).await {
+        Ok(key) => Some(baton_smtp::ReturnPaths {
+            key,
+            label: settings.raw.bounces.subdomain.clone(),
+        }),
+        Err(e) => {
+            tracing::warn!("no return-path key ({e}): bounces coming back by mail are refused");
+            None
         }
     }
 }

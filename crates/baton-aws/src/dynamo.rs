@@ -32,6 +32,7 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     keep("users"),
     keep("domains"),
     keep("dkim_keys"),
+    keep("secrets"),
     keep("tenants"),
     keep("suppression"),
     expire("quota_counters", 2),

@@ -59,6 +59,29 @@ pub struct Config {
     pub delivery: Delivery,
     pub pipeline: Pipeline,
     pub aws: Aws,
+    pub bounces: Bounces,
+}
+
+/// Bounces that come back as mail: tenant mail is sent with a return path this relay made
+/// (`<token>@<subdomain>.<sending domain>`, one per recipient), and the relay listener takes
+/// mail to such addresses from anyone, parses it and suppresses the recipient it names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounces {
+    /// Send tenant mail with per-recipient return paths. Needs the MX record `domain add`
+    /// prints for `<subdomain>.<domain>`, pointing at this relay's port 25.
+    pub return_path: bool,
+    /// The first label of the bounce domains.
+    pub subdomain: String,
+}
+
+impl Default for Bounces {
+    fn default() -> Self {
+        Bounces {
+            return_path: false,
+            subdomain: "bounce".into(),
+        }
+    }
 }
 
 /// Where bodies, queues and the ledger live when `storage.backend = "aws"`. Credentials
@@ -395,6 +418,7 @@ impl Default for Config {
             delivery: Delivery::default(),
             pipeline: Pipeline::default(),
             aws: Aws::default(),
+            bounces: Bounces::default(),
         }
     }
 }
@@ -543,6 +567,20 @@ impl Config {
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
+        let label = &self.bounces.subdomain;
+        if label.is_empty()
+            || label.len() > 63
+            || label.starts_with('-')
+            || label.ends_with('-')
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ConfigError::Invalid {
+                key: "bounces.subdomain",
+                reason: format!("{label:?} is not a DNS label"),
+            });
+        }
         fn addr(key: &'static str, s: &str) -> Result<Option<SocketAddr>, ConfigError> {
             if s.is_empty() {
                 return Ok(None);

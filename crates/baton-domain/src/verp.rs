@@ -59,6 +59,16 @@ impl VerpKey {
     /// The message and recipient a return path at `domain` stands for, if this relay made
     /// it (MAC checked in constant time) and the message is not older than [`MAX_AGE_MS`].
     pub fn open(&self, local: &str, domain: &str, now_ms: i64) -> Result<Bounced, VerpError> {
+        let bounced = self.verify(local, domain)?;
+        if now_ms.saturating_sub(bounced.queue_id.unix_ms()) > MAX_AGE_MS {
+            return Err(VerpError::Expired);
+        }
+        Ok(bounced)
+    }
+
+    /// [`VerpKey::open`] without the age check, for callers without a clock (the SMTP
+    /// session); whoever acts on the bounce checks the age.
+    pub fn verify(&self, local: &str, domain: &str) -> Result<Bounced, VerpError> {
         let mut parts = local.split('-');
         let (Some(version), Some(id), Some(index), Some(mac), None) = (
             parts.next(),
@@ -83,9 +93,6 @@ impl VerpKey {
         let given = mac.to_ascii_lowercase();
         if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
             return Err(VerpError::BadMac);
-        }
-        if now_ms.saturating_sub(id.unix_ms()) > MAX_AGE_MS {
-            return Err(VerpError::Expired);
         }
         Ok(Bounced {
             queue_id: id,

@@ -21,8 +21,9 @@ use rusqlite::{Connection, params};
 use crate::backend_err;
 use crate::data_dir::private_file_options;
 
-/// The ledger tables whose values are encrypted: the pipeline's DKIM keys.
-pub const SEALED_TABLES: &[&str] = &["dkim_keys"];
+/// The ledger tables whose values are encrypted: the pipeline's DKIM keys and the relay's
+/// own secrets (the return-path MAC key).
+pub const SEALED_TABLES: &[&str] = &["dkim_keys", "secrets"];
 /// The master key's file name in the data directory. Losing it loses the sealed keys
 /// (rotate them: `baton domain rotate-dkim`); back it up with the database.
 pub const MASTER_KEY_FILE: &str = "master.key";

@@ -15,6 +15,6 @@ pub use body::{BodyDecoder, BodyInspector, ContentError, FramingError, Progress}
 pub use reply::{Reply, canned};
 pub use sasl::{Credentials, SaslError};
 pub use session::{
-    AuthOutcome, Event, ListenerKind, PeerInfo, ReceivedFields, Session, SessionConfig,
-    SessionLimits, TlsInfo,
+    AuthOutcome, Event, ListenerKind, PeerInfo, ReceivedFields, ReturnPaths, Session,
+    SessionConfig, SessionLimits, TlsInfo,
 };

@@ -7,6 +7,7 @@ pub mod conformance;
 mod directory;
 mod error;
 pub mod memory;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub use directory::{
     DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user,
 };
 pub use error::{StoreError, check_key};
+pub use secrets::verp_key;
 
 /// Queue names used by the pipeline.
 pub mod queues {
@@ -28,6 +30,8 @@ pub mod queues {
 pub mod tables {
     pub const USERS: &str = "users";
     pub const DOMAINS: &str = "domains";
+    /// The relay's own secrets (sealed at rest).
+    pub const SECRETS: &str = "secrets";
 }
 
 /// Message bodies. Keys are queue ids.

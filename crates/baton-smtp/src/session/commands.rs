@@ -223,6 +223,7 @@ impl Session {
             smtputf8,
             body: None,
             chunking: false,
+            to_return_paths: None,
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
         None
@@ -273,8 +274,21 @@ impl Session {
             self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
             return None;
         }
-        if let Some(denial) = self.relay_denial(path.had_source_route, &mailbox) {
-            return self.reply_error(denial);
+        let return_path = match self.recipient_kind(path.had_source_route, &mailbox) {
+            Ok(kind) => kind == RcptKind::ReturnPath,
+            Err(denial) => return self.reply_error(denial),
+        };
+        if self
+            .txn
+            .as_ref()
+            .and_then(|t| t.to_return_paths)
+            .is_some_and(|earlier| earlier != return_path)
+        {
+            return self.reply_error(Reply::new(
+                550,
+                "5.5.3",
+                "A bounce to a return path goes alone: send it in its own transaction",
+            ));
         }
         let notify = (to.flags
             & (smtp_proto::RCPT_NOTIFY_SUCCESS
@@ -289,6 +303,7 @@ impl Session {
                 never: to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0,
             });
         if let Some(txn) = self.txn.as_mut() {
+            txn.to_return_paths = Some(return_path);
             txn.recipients.push(Recipient {
                 address: mailbox,
                 notify,
@@ -301,31 +316,41 @@ impl Session {
 
     /// Relay control. Authenticated tenants and allow-listed networks may send anywhere;
     /// everyone else only to the domains we accept mail for, and never with routing tricks.
-    fn relay_denial(&self, source_route: bool, mailbox: &baton_domain::Mailbox) -> Option<Reply> {
+    fn recipient_kind(
+        &self,
+        source_route: bool,
+        mailbox: &baton_domain::Mailbox,
+    ) -> Result<RcptKind, Reply> {
         if self.identity.is_some() || self.peer.trusted_network {
-            return None;
+            return Ok(RcptKind::Relayed);
         }
         if source_route || mailbox.has_routing_local_part() {
-            return Some(Reply::new(
+            return Err(Reply::new(
                 550,
                 "5.7.1",
                 "Sender-specified routing is not permitted",
             ));
         }
-        let accepted = match mailbox.domain() {
-            Domain::Literal(_) => false,
-            d => self.config.accept_domains.contains(d),
-        };
-        if !accepted {
-            let r = match self.config.listener {
-                ListenerKind::Relay => {
-                    Reply::new(554, "5.7.1", format!("<{mailbox}>: Relay access denied"))
-                }
-                _ => Reply::new(530, "5.7.0", "Authentication required"),
-            };
-            return Some(r);
+        let domain = mailbox.domain();
+        if !matches!(domain, Domain::Literal(_)) && self.config.accept_domains.contains(domain) {
+            return Ok(RcptKind::Inbound);
         }
-        None
+        // A bounce coming back: only to an address this relay made, and only on port 25.
+        if let Some(paths) = &self.config.return_paths
+            && self.config.listener == ListenerKind::Relay
+            && paths.is_bounce_domain(&domain.to_string())
+        {
+            return match paths.key.verify(mailbox.local(), &domain.to_string()) {
+                Ok(_) => Ok(RcptKind::ReturnPath),
+                Err(e) => Err(Reply::new(550, "5.1.1", format!("<{mailbox}>: {e}"))),
+            };
+        }
+        Err(match self.config.listener {
+            ListenerKind::Relay => {
+                Reply::new(554, "5.7.1", format!("<{mailbox}>: Relay access denied"))
+            }
+            _ => Reply::new(530, "5.7.0", "Authentication required"),
+        })
     }
 
     fn data(&mut self) -> Option<Event> {
@@ -457,6 +482,9 @@ impl Session {
                     self.config.limits.max_text_line
                 ),
             )),
+            // A bounce coming back is only parsed, never relayed, signed or answered: an old
+            // MTA's "From: MAILER-DAEMON" without a domain must not lose it.
+            None if txn.to_return_paths == Some(true) => None,
             None => self.header_from_refusal(state.inspector.header().unwrap_or_default()),
         };
         if let Some(r) = refusal {
@@ -738,4 +766,13 @@ fn parse_error_reply(e: &ProtoError, syntax_code: &'static str) -> Reply {
             Reply::new(500, "5.5.2", "Syntax error")
         }
     }
+}
+
+/// Who a recipient is for: someone we relay for (authenticated or allow-listed clients),
+/// a domain we accept mail for, or one of our return paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RcptKind {
+    Relayed,
+    Inbound,
+    ReturnPath,
 }

@@ -77,6 +77,27 @@ pub struct SessionConfig {
     /// for authenticated submission, where common clients (Python's smtplib with bytes)
     /// send them. CRLF "." CRLF stays the only end of data.
     pub normalize_bare_lf: bool,
+    /// Bounces coming back to our return paths: accepted from anyone, only at addresses
+    /// this relay made (see [`ReturnPaths`]).
+    pub return_paths: Option<ReturnPaths>,
+}
+
+/// Where bounces come back: `<token>@<label>.<sending domain>`, the token made and checked by
+/// `key` ([`baton_domain::VerpKey`]).
+#[derive(Debug, Clone)]
+pub struct ReturnPaths {
+    pub key: baton_domain::VerpKey,
+    /// The first label of every bounce domain, e.g. "bounce".
+    pub label: String,
+}
+
+impl ReturnPaths {
+    /// Whether `domain` is a bounce domain (`<label>.<something>`).
+    pub fn is_bounce_domain(&self, domain: &str) -> bool {
+        domain.split_once('.').is_some_and(|(first, rest)| {
+            first.eq_ignore_ascii_case(&self.label) && rest.contains('.')
+        })
+    }
 }
 
 /// What the `Received:` field of an authenticated submission tells every recipient. Both
@@ -174,6 +195,8 @@ struct Transaction {
     body: Option<BodyState>,
     /// The client switched to BDAT; DATA is no longer allowed.
     chunking: bool,
+    /// The recipients are our return paths (a bounce coming back), which go alone.
+    to_return_paths: Option<bool>,
 }
 
 #[derive(Debug)]

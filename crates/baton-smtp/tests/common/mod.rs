@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use baton_domain::{Domain, Envelope, Identity, QueueId, TenantId};
 use baton_smtp::{
-    AuthOutcome, Event, ListenerKind, PeerInfo, Session, SessionConfig, SessionLimits, TlsInfo,
+    AuthOutcome, Event, ListenerKind, PeerInfo, ReturnPaths, Session, SessionConfig, SessionLimits,
+    TlsInfo,
 };
 
 pub struct Harness {
@@ -29,6 +30,27 @@ impl Harness {
         tls: bool,
         limits: SessionLimits,
     ) -> Self {
+        Self::with_config(listener, trusted, tls, limits, None)
+    }
+
+    /// An untrusted client without TLS, where bounces come back to `paths`.
+    pub fn with_return_paths(listener: ListenerKind, paths: ReturnPaths) -> Self {
+        Self::with_config(
+            listener,
+            false,
+            false,
+            SessionLimits::default(),
+            Some(paths),
+        )
+    }
+
+    fn with_config(
+        listener: ListenerKind,
+        trusted: bool,
+        tls: bool,
+        limits: SessionLimits,
+        return_paths: Option<ReturnPaths>,
+    ) -> Self {
         let config = Arc::new(SessionConfig {
             hostname: "mx.test".into(),
             listener,
@@ -37,6 +59,7 @@ impl Harness {
             received: Default::default(),
             // As the gateway's defaults: submission normalises bare LF, the relay refuses it.
             normalize_bare_lf: listener != ListenerKind::Relay,
+            return_paths,
         });
         let peer = PeerInfo {
             ip: "192.0.2.1".parse().expect("ip"),
