@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_EACH="${1:-60}"
 shift || true
-ALL_TARGETS=(smtp_session address config reply_reader)
+ALL_TARGETS=(smtp_session address config reply_reader bounce_parse)
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL_TARGETS[@]}")
 CARGO_AFL_VERSION=0.18.2

@@ -3,6 +3,7 @@
 //! hand them to `afl::fuzz!`; the unit tests below run every seed through them without AFL.
 
 pub mod address;
+pub mod bounce_parse;
 pub mod config;
 pub mod meter;
 pub mod reply_reader;
@@ -49,5 +50,10 @@ mod tests {
     #[test]
     fn reply_reader_seeds_hold_the_invariants() {
         each_seed("reply_reader", crate::reply_reader::run);
+    }
+
+    #[test]
+    fn bounce_parse_seeds_hold_the_invariants() {
+        each_seed("bounce_parse", crate::bounce_parse::run);
     }
 }
