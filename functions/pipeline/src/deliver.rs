@@ -38,6 +38,9 @@ pub struct DeliverStage {
     pub client: ClientConfig,
     pub routes: Vec<Route>,
     pub retry: RetryPolicy,
+    /// `bounces.subdomain` when tenant mail goes out from per-recipient return paths
+    /// (`bounces.return_path`).
+    pub return_paths: Option<String>,
 }
 
 impl DeliverStage {
@@ -97,6 +100,12 @@ pub async fn handle(
     let mut failures = Vec::new();
     let mut deferred = Vec::new();
     let sender = envelope.mail_from.as_ref().map(ToString::to_string);
+    let return_paths = match &stage.return_paths {
+        Some(label) => {
+            crate::return_path::ReturnPaths::for_envelope(ledger, label, envelope).await?
+        }
+        None => None,
+    };
     for (domain, rcpts) in by_domain {
         let specs = rcpts
             .iter()
@@ -111,20 +120,30 @@ pub async fn handle(
                     orcpt: original.and_then(|o| o.orcpt.clone()),
                 }
             })
-            .collect();
-        let msg = Message {
-            mail_from: sender.as_deref(),
-            recipients: specs,
-            prefix: job.prefix.as_bytes(),
-            body: &body,
-            smtputf8: envelope.smtputf8,
-            eight_bit: envelope.body == baton_domain::BodyType::EightBitMime,
-            envid: envelope.envid.as_ref(),
-            ret_hdrs: envelope.ret.map(|r| r == baton_domain::Ret::Hdrs),
-        };
+            .collect::<Vec<_>>();
         let results = if route_for(&stage.routes, &domain).is_some_and(|r| r.capture) {
             crate::capture::keep(ports, envelope, job.prefix.as_bytes(), &body, &rcpts, now).await?
+        } else if let Some(paths) = &return_paths {
+            // One transaction per recipient, each from its own return path (as Postfix's
+            // VERP): a bounce that comes back later names the message and the recipient.
+            let mut results = Vec::with_capacity(specs.len());
+            for spec in specs {
+                let from = paths.sender(&spec.address).or_else(|| sender.clone());
+                let msg = transaction(&job, &body, from.as_deref(), vec![spec]);
+                results.extend(
+                    crate::outbound::deliver(
+                        &domain,
+                        &msg,
+                        stage.resolver.as_ref(),
+                        &stage.routes,
+                        &stage.client,
+                    )
+                    .await,
+                );
+            }
+            results
         } else {
+            let msg = transaction(&job, &body, sender.as_deref(), specs);
             crate::outbound::deliver(
                 &domain,
                 &msg,
@@ -296,5 +315,25 @@ fn default_enhanced(code: u16) -> String {
         200..=299 => "2.0.0".into(),
         400..=499 => "4.0.0".into(),
         _ => "5.0.0".into(),
+    }
+}
+
+/// One outgoing transaction of `job`'s message.
+fn transaction<'a>(
+    job: &'a Job,
+    body: &'a [u8],
+    mail_from: Option<&'a str>,
+    recipients: Vec<RcptSpec>,
+) -> Message<'a> {
+    let envelope = &job.envelope;
+    Message {
+        mail_from,
+        recipients,
+        prefix: job.prefix.as_bytes(),
+        body,
+        smtputf8: envelope.smtputf8,
+        eight_bit: envelope.body == baton_domain::BodyType::EightBitMime,
+        envid: envelope.envid.as_ref(),
+        ret_hdrs: envelope.ret.map(|r| r == baton_domain::Ret::Hdrs),
     }
 }

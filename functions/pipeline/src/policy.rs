@@ -4,6 +4,7 @@
 use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
+use crate::inbound;
 use crate::job::{
     BounceAction, Failure, FailureSource, Job, WithOrigin, decode, encode, send_bounce,
 };
@@ -22,6 +23,8 @@ const HEAD_MAX: usize = baton_config::HEADER_SECTION_MAX + 16 * 1024;
 pub struct PolicyConfig {
     /// Domain for Message-IDs policy adds.
     pub hostname: String,
+    /// `bounces.subdomain`: mail to `<token>@<it>.<domain>` is a bounce coming back.
+    pub bounce_subdomain: String,
 }
 
 pub async fn handle(
@@ -70,6 +73,23 @@ pub async fn handle(
     let facts = HeaderFacts::parse(&head);
     let summary = MessageSummary::new(&envelope, facts.subject.as_deref());
     messages::put_summary(ledger, &id, &summary).await?;
+    if let Some(bounced) =
+        inbound::returned(ports, &config.bounce_subdomain, &envelope, now).await?
+    {
+        inbound::handle(ports, &envelope, &bounced, now).await?;
+        for rcpt in &envelope.recipients {
+            let state = RcptState {
+                status: RcptStatus::Delivered,
+                attempts: 1,
+                last_reply: "250 2.0.0 bounce processed".into(),
+                remote_mta: None,
+                updated_at: now,
+                lease_until: 0,
+            };
+            set_rcpt_state(ledger, &id, &rcpt.address.to_string(), &state).await?;
+        }
+        return Ok(Disposition::Done);
+    }
     if let Some(tenant) = &envelope.tenant
         && let Some(over) = crate::quota::take(ledger, tenant, now).await?
     {

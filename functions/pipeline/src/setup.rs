@@ -93,10 +93,15 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
             max_age: d.max_age,
             delay_notice_after: d.delay_notice_after,
         },
+        return_paths: raw
+            .bounces
+            .return_path
+            .then(|| raw.bounces.subdomain.clone()),
     };
     Ok(Stages {
         policy: Arc::new(PolicyStage(PolicyConfig {
             hostname: raw.hostname.clone(),
+            bounce_subdomain: raw.bounces.subdomain.clone(),
         })),
         sign: Arc::new(SignStage),
         deliver: Arc::new(DeliverStage(deliver)),

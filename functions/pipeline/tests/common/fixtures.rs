@@ -85,6 +85,7 @@ pub async fn register_acme(ports: &Ports) {
 pub fn config() -> policy::PolicyConfig {
     policy::PolicyConfig {
         hostname: "relay.test".into(),
+        bounce_subdomain: "bounce".into(),
     }
 }
 

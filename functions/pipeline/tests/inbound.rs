@@ -1,0 +1,181 @@
+//! Bounces coming back by mail to a return path: the token decides message and recipient;
+//! hard bounces and complaints suppress, the rest is only recorded; nothing goes on.
+
+mod common;
+
+use baton_domain::{Envelope, TenantId};
+use baton_pipeline::records::{self, RcptStatus};
+use baton_pipeline::return_path::ReturnPaths;
+use baton_pipeline::{Disposition, Ports, policy, records::timeline};
+use common::fixtures::{accept, accept_as, config, register_acme, setup, take};
+
+/// A tenant message to `rcpt`, through policy, and the return path it goes out from.
+async fn sent(ports: &Ports, rcpt: &str) -> (Envelope, String) {
+    register_acme(ports).await;
+    let (envelope, msg) = accept(
+        ports,
+        "From: news@acme.test\r\nSubject: hi\r\n\r\nbody\r\n",
+        &[rcpt],
+    )
+    .await;
+    policy::handle(ports, &config(), &msg)
+        .await
+        .expect("policy");
+    let on_to_sign = take::<serde_json::Value>(ports.sign.as_ref()).await;
+    assert_eq!(on_to_sign.len(), 1, "the tenant's message goes on");
+    let paths = ReturnPaths::for_envelope(ports.ledger.as_ref(), "bounce", &envelope)
+        .await
+        .expect("key")
+        .expect("tenant mail has return paths");
+    let path = paths.sender(rcpt).expect("a recipient");
+    assert!(path.ends_with("@bounce.acme.test"), "{path}");
+    (envelope, path)
+}
+
+/// Mail from the Internet to `to`, through policy.
+async fn returned(ports: &Ports, to: &str, body: &str) -> Envelope {
+    let (envelope, msg) = accept_as(ports, body, &[to], None).await;
+    let d = policy::handle(ports, &config(), &msg)
+        .await
+        .expect("policy");
+    assert_eq!(d, Disposition::Done);
+    // Never relayed: it would come straight back.
+    assert!(
+        take::<serde_json::Value>(ports.sign.as_ref())
+            .await
+            .is_empty()
+    );
+    envelope
+}
+
+fn dsn(rcpt: &str, status: &str, action: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: x\r\nSubject: Undelivered\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n\
+         Final-Recipient: rfc822; {rcpt}\r\nAction: {action}\r\nStatus: {status}\r\n\
+         Diagnostic-Code: smtp; 550 {status} no such user\r\n\r\n--B--\r\n"
+    )
+}
+
+async fn suppressed(ports: &Ports, rcpt: &str) -> Option<records::Suppression> {
+    records::suppressed(ports.ledger.as_ref(), Some(&TenantId("acme".into())), rcpt)
+        .await
+        .expect("lookup")
+}
+
+#[tokio::test]
+async fn a_hard_bounce_by_mail_suppresses_the_recipient_for_its_tenant() {
+    let env = setup();
+    let (original, path) = sent(&env.ports, "gone@example.org").await;
+    let bounce = returned(
+        &env.ports,
+        &path,
+        &dsn("gone@example.org", "5.1.1", "failed"),
+    )
+    .await;
+
+    let s = suppressed(&env.ports, "gone@example.org")
+        .await
+        .expect("suppressed");
+    assert_eq!(s.queue_id, Some(original.queue_id));
+    assert!(s.reason.contains("5.1.1"), "{}", s.reason);
+    let [b] = records::bounces(env.ports.ledger.as_ref(), Some(&TenantId("acme".into())))
+        .await
+        .expect("bounces")
+        .try_into()
+        .expect("one bounce record");
+    assert!(b.hard && b.enhanced == "5.1.1" && b.queue_id == original.queue_id);
+    let events = timeline(env.ports.ledger.as_ref(), &original.queue_id)
+        .await
+        .expect("timeline");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.what == "bounced" && e.detail.contains(&bounce.queue_id.to_string())),
+        "{events:?}"
+    );
+    let states = records::rcpt_states(env.ports.ledger.as_ref(), &bounce.queue_id)
+        .await
+        .expect("states");
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| s.status == RcptStatus::Delivered),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_token_not_the_report_says_who_bounced() {
+    let env = setup();
+    let (_, path) = sent(&env.ports, "real@example.org").await;
+    // The report names someone else: the token's recipient is the one suppressed, never the
+    // address a forger would like to see suppressed.
+    returned(
+        &env.ports,
+        &path,
+        &dsn("victim@example.org", "5.1.1", "failed"),
+    )
+    .await;
+    assert!(suppressed(&env.ports, "victim@example.org").await.is_none());
+    assert!(suppressed(&env.ports, "real@example.org").await.is_some());
+}
+
+#[tokio::test]
+async fn soft_bounces_auto_replies_and_forged_paths_suppress_nobody() {
+    let env = setup();
+    let (original, path) = sent(&env.ports, "full@example.org").await;
+    returned(
+        &env.ports,
+        &path,
+        &dsn("full@example.org", "4.2.2", "delayed"),
+    )
+    .await;
+    returned(
+        &env.ports,
+        &path,
+        "From: full@example.org\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n",
+    )
+    .await;
+    let forged = path.replacen("-0-", "-1-", 1);
+    let ignored = returned(
+        &env.ports,
+        &forged,
+        &dsn("full@example.org", "5.1.1", "failed"),
+    )
+    .await;
+    assert!(suppressed(&env.ports, "full@example.org").await.is_none());
+    let whats: Vec<String> = timeline(env.ports.ledger.as_ref(), &original.queue_id)
+        .await
+        .expect("timeline")
+        .into_iter()
+        .map(|e| e.what)
+        .collect();
+    assert!(
+        whats.contains(&"soft bounce".to_string()) && whats.contains(&"auto-reply".to_string()),
+        "{whats:?}"
+    );
+    let events = timeline(env.ports.ledger.as_ref(), &ignored.queue_id)
+        .await
+        .expect("timeline");
+    assert!(events.iter().any(|e| e.what == "ignored"), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_complaint_suppresses() {
+    let env = setup();
+    let (_, path) = sent(&env.ports, "angry@example.org").await;
+    let arf = "From: abuse@example.org\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/report; report-type=feedback-report; boundary=\"B\"\r\n\r\n\
+        --B\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n\
+        --B\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: x/1\r\nVersion: 1\r\n\
+        Original-Rcpt-To: angry@example.org\r\n\r\n\
+        --B\r\nContent-Type: message/rfc822\r\n\r\nFrom: news@acme.test\r\nTo: angry@example.org\r\nSubject: hi\r\n\r\nbody\r\n--B--\r\n";
+    returned(&env.ports, &path, arf).await;
+    let s = suppressed(&env.ports, "angry@example.org")
+        .await
+        .expect("suppressed");
+    assert!(s.reason.starts_with("complaint"), "{}", s.reason);
+}
