@@ -60,13 +60,21 @@ fn a_return_path_goes_alone_and_only_through_port_25() {
     let out = h.send(
         format!("MAIL FROM:<>\r\nRCPT TO:<b@inbound.test>\r\nRCPT TO:<{good}>\r\n").as_bytes(),
     );
-    assert_eq!(codes(&out), ["250 2.1.0", "250 2.1.5", "550 5.5.3"], "{out}");
+    assert_eq!(
+        codes(&out),
+        ["250 2.1.0", "250 2.1.5", "550 5.5.3"],
+        "{out}"
+    );
     // The other way round, too; and the usual From rule holds for the inbound message.
     let out = h.send(
         format!("RSET\r\nMAIL FROM:<>\r\nRCPT TO:<{good}>\r\nRCPT TO:<b@inbound.test>\r\n")
             .as_bytes(),
     );
-    assert_eq!(codes(&out), ["250 2.0.0", "250 2.1.0", "250 2.1.5", "550 5.5.3"], "{out}");
+    assert_eq!(
+        codes(&out),
+        ["250 2.0.0", "250 2.1.0", "250 2.1.5", "550 5.5.3"],
+        "{out}"
+    );
 
     let mut sub = Harness::with_return_paths(ListenerKind::Submission, paths());
     sub.send(b"EHLO c\r\n");

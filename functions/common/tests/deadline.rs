@@ -145,6 +145,7 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
             max_age: Duration::from_secs(86400),
             delay_notice_after: Duration::from_secs(3600),
         },
+        return_paths: None,
     };
     let unused: Arc<dyn runtime::Stage> = Arc::new(Unused);
     let stages = Stages {
