@@ -1,0 +1,100 @@
+"""Bounces that come back later, by mail: tenant mail goes out from per-recipient return
+paths; a DSN or complaint mailed to one is taken on port 25 from anyone and suppresses that
+recipient for the tenant; a forged return path is refused at RCPT."""
+
+import json
+import re
+import smtplib
+import time
+
+import pytest
+
+from test_pipeline import net, show, submit  # noqa: F401  (the fixture is used by name)
+
+
+@pytest.fixture
+def relay(spawn_relay, net):  # noqa: F811
+    dns, port, _ = net
+    r = spawn_relay(**{
+        "pipeline.run_stages": True,
+        "delivery.port": port,
+        "delivery.nameservers": [dns.addr],
+        "bounces.return_path": True,
+    })
+    r.add_user("alice", "acme", "s3cret")
+    r.add_domain("acme.test", "acme")
+    return r
+
+
+def return_path_of(sink, rcpt):
+    [msg] = sink.wait_messages(1)
+    assert f"X-Rcpt-Args: <{rcpt}>".encode() in msg
+    path = re.search(rb"X-Mail-Args: <([^>]*)>", msg).group(1).decode()
+    assert path.endswith("@bounce.acme.test") and path.startswith("b1-"), path
+    return path
+
+
+def mail_to_relay(relay, rcpt, body):
+    with smtplib.SMTP(*relay.addr("relay"), timeout=30) as s:
+        s.ehlo("mx.example.org")
+        s.mail("<>")
+        code, reply = s.rcpt(rcpt)
+        if code != 250:
+            return code, reply.decode()
+        s.data(body.encode())
+        return 250, ""
+
+
+DSN = """From: MAILER-DAEMON@mx.example.org
+To: {path}
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+The mail system could not deliver your message.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; {rcpt}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown
+
+--B--
+""".replace("\n", "\r\n")
+
+
+def wait_for(predicate, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+def test_a_dsn_mailed_back_later_suppresses_the_recipient(relay, net):  # noqa: F811
+    _, _, sinks = net
+    first = submit(relay, "bob@example.org")
+    path = return_path_of(sinks["good"], "bob@example.org")
+
+    # A forged or mangled return path is refused before DATA; a valid one is taken.
+    assert mail_to_relay(relay, path.replace("-0-", "-1-", 1), "x")[0] == 550
+    assert mail_to_relay(relay, "postmaster@bounce.acme.test", "x")[0] == 550
+    assert mail_to_relay(relay, path, DSN.format(path=path, rcpt="bob@example.org"))[0] == 250
+
+    suppressed = wait_for(lambda: [s for s in json.loads(relay.cli("suppression", "list", "--json").stdout)
+                                   if "bob@example.org" in s["key"]], "the suppression")
+    assert suppressed[0]["key"] == "acme/bob@example.org" and first == suppressed[0]["queue_id"], suppressed
+    assert "5.1.1" in suppressed[0]["reason"], suppressed
+    assert "bounced" in show(relay, first), show(relay, first)
+    # The next message to bob is not sent.
+    second = submit(relay, "bob@example.org", subject="again")
+    # Policy suppresses before anything is sent: once the timeline says so, nothing went out.
+    wait_for(lambda: "suppress" in show(relay, second), "the suppressed second message")
+    assert len(sinks["good"].messages()) == 1, "the second message must not go out"
