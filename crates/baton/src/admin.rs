@@ -205,6 +205,14 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     })?;
     println!("domain {domain} registered for tenant {tenant}");
     print_dns_records(&name, &keys);
+    if settings.raw.bounces.return_path {
+        // Bounces come back to <subdomain>.<domain> (the return paths tenant mail goes out
+        // from), and SPF checks that domain: both must name this relay.
+        let bounce = format!("{}.{name}", settings.raw.bounces.subdomain);
+        let host = settings.raw.hostname.trim_end_matches('.');
+        println!("{bounce}  MX  10 {host}.");
+        println!("{bounce}  TXT  \"v=spf1 a:{host} -all\"");
+    }
     Ok(())
 }
 
