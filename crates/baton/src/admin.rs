@@ -93,6 +93,11 @@ pub fn aws_provision(settings: &Settings) -> anyhow::Result<()> {
         "provisioned bucket {}, queues {}-*, tables {}-*",
         aws.config.bucket, aws.config.prefix, aws.config.prefix
     );
+    // The return-path key: made here, where the roles that only read it cannot.
+    store
+        .rt
+        .block_on(baton_store::verp_key(store.ledger()))
+        .context("preparing the return-path key")?;
     // Where Lambda runs the stages no `serve` creates the keys DSNs are signed with.
     let hostname = &settings.raw.hostname;
     let keys = store
