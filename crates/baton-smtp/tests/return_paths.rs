@@ -95,3 +95,16 @@ fn without_return_paths_a_bounce_domain_is_relaying() {
     );
     assert_eq!(codes(&out), ["250 2.1.0", "554 5.7.1"], "{out}");
 }
+
+#[test]
+fn a_client_allowed_to_relay_reaches_our_return_paths_and_other_bounce_domains() {
+    let mut h = Harness::with_return_paths_trusted(ListenerKind::Relay, paths());
+    h.send(b"EHLO c\r\n");
+    // Someone else's bounce.* address is ordinary relaying for an allow-listed client...
+    let out = h.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<x@bounce.github.test>\r\n");
+    assert_eq!(codes(&out), ["250 2.1.0", "250 2.1.5"], "{out}");
+    // ...while one of ours is a bounce coming back, which goes alone.
+    let good = return_path("bounce.acme.test");
+    let out = h.send(format!("RCPT TO:<{good}>\r\n").as_bytes());
+    assert_eq!(codes(&out), ["550 5.5.3"], "{out}");
+}

@@ -15,9 +15,9 @@ use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppre
 use crate::{Ports, StageError};
 
 /// The bounced messages and recipients `envelope` is addressed to, when every recipient is
-/// at a bounce domain (`<label>.<domain>`): only the return paths that still open (MAC and
-/// age), possibly none. `None` for any other message. Mail to a bounce domain never goes on
-/// through the pipeline: relayed, it would come straight back here.
+/// one of our return paths (at `<label>.<domain>`, its MAC opening with our key): those
+/// still young enough to act on, possibly none. `None` for any other message. Our return
+/// paths never go on through the pipeline: relayed, they would come straight back here.
 pub async fn returned(
     ports: &Ports,
     label: &str,
@@ -39,13 +39,21 @@ pub async fn returned(
         return Ok(None);
     }
     let key = baton_store::verp_key(ports.ledger.as_ref()).await?;
-    let mut bounced = Vec::new();
+    let mut ours = Vec::new();
     for r in &envelope.recipients {
-        if let Ok(b) = key.open(r.address.local(), &r.address.domain().to_string(), now_ms) {
-            bounced.push(b);
-        }
+        // Someone else's address that looks like a bounce domain: ordinary mail.
+        let Ok(b) = key.verify(r.address.local(), &r.address.domain().to_string()) else {
+            return Ok(None);
+        };
+        ours.push(b);
     }
-    Ok(Some(bounced))
+    Ok(Some(
+        ours.into_iter()
+            .filter(|b| {
+                now_ms.saturating_sub(b.queue_id.unix_ms()) <= baton_domain::VERP_MAX_AGE_MS
+            })
+            .collect(),
+    ))
 }
 
 /// Acts on a bounce that came back: see the module documentation.
@@ -63,7 +71,7 @@ pub async fn handle(
         .await?;
     let report = baton_bounce::parse(&raw).ok();
     if bounced.is_empty() {
-        let why = "no return path in it opens (expired, or made with another key)";
+        let why = "its return paths are too old to act on";
         record_event(ledger, &id, now_ms, "bounce", "ignored", why).await?;
     }
     for b in bounced {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use baton_domain::{Envelope, TenantId};
+use baton_domain::{Envelope, QueueId, TenantId};
 use baton_pipeline::records::{self, RcptStatus};
 use baton_pipeline::return_path::ReturnPaths;
 use baton_pipeline::{Disposition, Ports, policy, records::timeline};
@@ -124,7 +124,7 @@ async fn the_token_not_the_report_says_who_bounced() {
 }
 
 #[tokio::test]
-async fn soft_bounces_auto_replies_and_forged_paths_suppress_nobody() {
+async fn soft_bounces_auto_replies_stale_and_forged_paths_suppress_nobody() {
     let env = setup();
     let (original, path) = sent(&env.ports, "full@example.org").await;
     returned(
@@ -139,13 +139,40 @@ async fn soft_bounces_auto_replies_and_forged_paths_suppress_nobody() {
         "From: full@example.org\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n",
     )
     .await;
-    let forged = path.replacen("-0-", "-1-", 1);
+    // A return path of ours, but for a message too old to bounce now (a replayed token).
+    let key = baton_store::verp_key(env.ports.ledger.as_ref())
+        .await
+        .expect("key");
+    let old: QueueId = "01000000000000000000000000".parse().expect("an old id");
+    let stale = format!(
+        "{}@bounce.acme.test",
+        key.local_part("bounce.acme.test", &old, 0)
+    );
     let ignored = returned(
         &env.ports,
-        &forged,
+        &stale,
         &dsn("full@example.org", "5.1.1", "failed"),
     )
     .await;
+    // A forged one (its MAC does not open) is not ours: from a client allowed to relay,
+    // it is ordinary mail, never a bounce.
+    let forged = path.replacen("-0-", "-1-", 1);
+    let (_, msg) = accept_as(
+        &env.ports,
+        &dsn("full@example.org", "5.1.1", "failed"),
+        &[&forged],
+        None,
+    )
+    .await;
+    policy::handle(&env.ports, &config(), &msg)
+        .await
+        .expect("policy");
+    assert_eq!(
+        take::<serde_json::Value>(env.ports.sign.as_ref())
+            .await
+            .len(),
+        1
+    );
     assert!(suppressed(&env.ports, "full@example.org").await.is_none());
     let whats: Vec<String> = timeline(env.ports.ledger.as_ref(), &original.queue_id)
         .await

@@ -321,6 +321,21 @@ impl Session {
         source_route: bool,
         mailbox: &baton_domain::Mailbox,
     ) -> Result<RcptKind, Reply> {
+        let domain = mailbox.domain();
+        let bounce_domain = self
+            .config
+            .return_paths
+            .as_ref()
+            .filter(|paths| paths.is_bounce_domain(&domain.to_string()));
+        // One of our return paths (its MAC proves it), whoever sends to it.
+        if let Some(paths) = bounce_domain
+            && paths
+                .key
+                .verify(mailbox.local(), &domain.to_string())
+                .is_ok()
+        {
+            return Ok(RcptKind::ReturnPath);
+        }
         if self.identity.is_some() || self.peer.trusted_network {
             return Ok(RcptKind::Relayed);
         }
@@ -331,19 +346,16 @@ impl Session {
                 "Sender-specified routing is not permitted",
             ));
         }
-        let domain = mailbox.domain();
         if !matches!(domain, Domain::Literal(_)) && self.config.accept_domains.contains(domain) {
             return Ok(RcptKind::Inbound);
         }
-        // A bounce coming back: only to an address this relay made, and only on port 25.
-        if let Some(paths) = &self.config.return_paths
-            && self.config.listener == ListenerKind::Relay
-            && paths.is_bounce_domain(&domain.to_string())
-        {
-            return match paths.key.verify(mailbox.local(), &domain.to_string()) {
-                Ok(_) => Ok(RcptKind::ReturnPath),
-                Err(e) => Err(Reply::new(550, "5.1.1", format!("<{mailbox}>: {e}"))),
-            };
+        // At a bounce domain but not a return path we made: nobody is there.
+        if bounce_domain.is_some() && self.config.listener == ListenerKind::Relay {
+            return Err(Reply::new(
+                550,
+                "5.1.1",
+                format!("<{mailbox}>: not a return path of this relay"),
+            ));
         }
         Err(match self.config.listener {
             ListenerKind::Relay => {

@@ -44,6 +44,11 @@ impl Harness {
         )
     }
 
+    /// An allow-listed client without TLS, where bounces come back to `paths`.
+    pub fn with_return_paths_trusted(listener: ListenerKind, paths: ReturnPaths) -> Self {
+        Self::with_config(listener, true, false, SessionLimits::default(), Some(paths))
+    }
+
     fn with_config(
         listener: ListenerKind,
         trusted: bool,
