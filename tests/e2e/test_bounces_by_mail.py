@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from awsnet import localstack, unique_name  # noqa: F401  (localstack is a fixture)
+from test_aws_backend import start_aws_relay
 from test_pipeline import net, show, submit  # noqa: F401  (the fixture is used by name)
 
 
@@ -101,3 +103,63 @@ def test_a_dsn_mailed_back_later_suppresses_the_recipient(relay, net):  # noqa: 
     # Policy suppresses before anything is sent: once the timeline says so, nothing went out.
     wait_for(lambda: "suppress" in show(relay, second), "the suppressed second message")
     assert len(sinks["good"].messages()) == 1, "the second message must not go out"
+
+
+ARF = """From: feedback@example.org
+To: {path}
+Subject: complaint about message
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="B"
+
+--B
+Content-Type: text/plain
+
+This is an email abuse report.
+
+--B
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: ExampleFBL/1.0
+Version: 1
+Original-Rcpt-To: {rcpt}
+
+--B
+Content-Type: message/rfc822
+
+From: news@acme.test
+To: {rcpt}
+Subject: hello
+
+hi
+--B--
+""".replace("\n", "\r\n")
+
+
+def suppressed_entry(relay, rcpt):
+    return [s for s in json.loads(relay.cli("suppression", "list", "--json").stdout) if rcpt in s["key"]]
+
+
+def test_an_arf_complaint_mailed_back_suppresses_the_recipient(relay, net):  # noqa: F811
+    _, _, sinks = net
+    first = submit(relay, "carol@example.org")
+    path = return_path_of(sinks["good"], "carol@example.org")
+    assert mail_to_relay(relay, path, ARF.format(path=path, rcpt="carol@example.org"))[0] == 250
+    [entry] = wait_for(lambda: suppressed_entry(relay, "carol@example.org"), "the suppression")
+    assert entry["reason"].startswith("complaint") and entry["queue_id"] == first, entry
+    assert "complaint" in show(relay, first)
+
+
+def test_a_dsn_mailed_back_suppresses_the_recipient_on_aws(spawn_relay, net, localstack):  # noqa: F811
+    _, _, sinks = net
+    relay = start_aws_relay(spawn_relay, net, unique_name(), **{
+        "bounces.return_path": True,
+        # An unauthenticated client, as a remote MTA sending the bounce is.
+        "relay.allow_networks": [],
+    })
+    first = submit(relay, "dan@example.org")
+    path = return_path_of(sinks["good"], "dan@example.org")
+    assert mail_to_relay(relay, path.replace("-0-", "-1-", 1), "x")[0] == 550
+    assert mail_to_relay(relay, path, DSN.format(path=path, rcpt="dan@example.org"))[0] == 250
+    [entry] = wait_for(lambda: suppressed_entry(relay, "dan@example.org"), "the suppression", timeout=60)
+    assert entry["key"] == "acme/dan@example.org" and entry["queue_id"] == first, entry
