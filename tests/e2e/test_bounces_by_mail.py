@@ -98,6 +98,16 @@ def test_a_dsn_mailed_back_later_suppresses_the_recipient(relay, net):  # noqa: 
     assert suppressed[0]["key"] == "acme/bob@example.org" and first == suppressed[0]["queue_id"], suppressed
     assert "5.1.1" in suppressed[0]["reason"], suppressed
     assert "bounced" in show(relay, first), show(relay, first)
+    # The tenant's events, as SES would publish them: Send, Delivery, then the Bounce.
+    events = [e for e in json.loads(relay.cli("events", "--tenant", "acme", "--json").stdout)
+              if e["mail"]["messageId"] == first]
+    assert [e["eventType"] for e in events] == ["Send", "Delivery", "Bounce"], events
+    bounce = events[-1]["bounce"]
+    assert (bounce["bounceType"], bounce["bounceSubType"]) == ("Permanent", "NoEmail"), bounce
+    assert bounce["bouncedRecipients"][0]["emailAddress"] == "bob@example.org", bounce
+    assert events[1]["delivery"]["recipients"] == ["bob@example.org"], events[1]
+    table = relay.cli("events").stdout.splitlines()
+    assert table[0].split() == ["AT", "TENANT", "EVENT", "MESSAGE", "DETAIL"], table
     # The next message to bob is not sent.
     second = submit(relay, "bob@example.org", subject="again")
     # Policy suppresses before anything is sent: once the timeline says so, nothing went out.

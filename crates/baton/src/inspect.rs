@@ -557,3 +557,82 @@ pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Resul
             .collect()
     })
 }
+
+/// Tenants' SES-shaped events, oldest first (the most recent `limit`).
+pub fn events(
+    settings: &Settings,
+    tenant: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_existing(settings)?;
+    let mut all = store
+        .rt
+        .block_on(baton_pipeline::ses_events::list(store.ledger(), tenant))
+        .map_err(pipeline_err)?;
+    let events = all.split_off(all.len().saturating_sub(limit));
+    print(
+        json,
+        &events,
+        &["AT", "TENANT", "EVENT", "MESSAGE", "DETAIL"],
+        || {
+            events
+                .iter()
+                .map(|e| {
+                    vec![
+                        baton_pipeline::ses_events::event_time(e),
+                        e.mail.sending_account_id.clone(),
+                        e.event_type.clone(),
+                        e.mail.message_id.clone(),
+                        event_detail(e),
+                    ]
+                })
+                .collect()
+        },
+    )
+}
+
+/// The gist of an event's object for a table cell.
+fn event_detail(e: &baton_pipeline::ses_events::SesEvent) -> String {
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    };
+    let first = |v: &serde_json::Value, list: &str, k: &str| {
+        v.get(list)
+            .and_then(|l| l.get(0))
+            .map(|r| text(r, k))
+            .unwrap_or_default()
+    };
+    match e.detail.iter().next() {
+        Some((kind, v)) => match kind.as_str() {
+            "bounce" => format!(
+                "{} {} {} {}",
+                text(v, "bounceType"),
+                text(v, "bounceSubType"),
+                first(v, "bouncedRecipients", "emailAddress"),
+                first(v, "bouncedRecipients", "status")
+            ),
+            "complaint" => format!(
+                "{} {}",
+                first(v, "complainedRecipients", "emailAddress"),
+                text(v, "complaintFeedbackType")
+            ),
+            "delivery" => format!(
+                "{} {}",
+                v.get("recipients")
+                    .and_then(|r| r.get(0))
+                    .and_then(|r| r.as_str())
+                    .unwrap_or(""),
+                text(v, "smtpResponse")
+            ),
+            "deliveryDelay" => format!(
+                "{} {}",
+                first(v, "delayedRecipients", "emailAddress"),
+                text(v, "delayType")
+            ),
+            "reject" => text(v, "reason"),
+            _ => e.mail.destination.join(","),
+        },
+        None => e.mail.destination.join(","),
+    }
+}

@@ -61,6 +61,19 @@ enum Command {
     /// Messages, finished or not: list them, or show one.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// What happened to tenants' mail, as Amazon SES event records (Send, Delivery, Bounce,
+    /// Complaint, DeliveryDelay, Reject), oldest first.
+    Events {
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// At most this many (the most recent).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The SES records themselves, one JSON array, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mail kept by routes with `target = "capture"` instead of being sent.
     #[command(subcommand)]
     Capture(CaptureCommand),
@@ -327,6 +340,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inspect::message_show(&settings, &id, json)
         }
         Command::Capture(CaptureCommand::List { json }) => inspect::capture_list(&settings, json),
+        Command::Events {
+            tenant,
+            limit,
+            json,
+        } => inspect::events(&settings, tenant.as_deref(), limit, json),
         Command::Capture(CaptureCommand::Show { id }) => inspect::capture_show(&settings, &id),
         Command::Bounce(BounceCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::BOUNCES, json)

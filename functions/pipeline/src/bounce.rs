@@ -29,8 +29,9 @@ pub async fn handle(
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
 
+    let about = crate::ses_events::About::message(ledger, envelope).await?;
     if job.action == BounceAction::Failed {
-        for f in &job.failures {
+        for (n, f) in job.failures.iter().enumerate() {
             let record = BounceRecord {
                 tenant: envelope.tenant.clone(),
                 queue_id: id,
@@ -53,6 +54,22 @@ pub async fn handle(
                     at: now,
                 };
                 suppress(ledger, envelope.tenant.as_ref(), &f.recipient, &entry).await?;
+            }
+            // Policy refusals have their own events (Reject, suppression Bounce).
+            if let Some(a) = &about
+                && f.source == FailureSource::Delivery
+            {
+                use crate::ses_events::{BounceLine, bounce, bounce_sub_type, feedback_id};
+                let line = BounceLine {
+                    hard: record.hard,
+                    sub_type: bounce_sub_type(&f.enhanced),
+                    recipient: &f.recipient,
+                    status: &f.enhanced,
+                    diagnostic: &format!("{} {} {}", f.code, f.enhanced, f.text),
+                };
+                let remote = f.remote_mta.as_deref().unwrap_or(&config.hostname);
+                let event = bounce(&line, &feedback_id(&id, n), remote, now);
+                a.publish(ledger, now, "Bounce", event).await?;
             }
             let kind = if record.hard {
                 "hard bounce"

@@ -9,6 +9,9 @@ use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Rout
 use baton_store::QueueMessage;
 use rand::Rng;
 
+use crate::ses_events;
+use serde_json::json;
+
 use crate::job::{BounceAction, Failure, Job, decode, encode, send_bounce};
 use crate::records::{Claim, RcptState, RcptStatus, claim_rcpt, record_event, set_rcpt_state};
 use crate::{Disposition, Ports, StageError};
@@ -100,6 +103,7 @@ pub async fn handle(
     let mut failures = Vec::new();
     let mut deferred = Vec::new();
     let sender = envelope.mail_from.as_ref().map(ToString::to_string);
+    let about = ses_events::About::message(ledger, envelope).await?;
     let return_paths = match &stage.return_paths {
         Some(label) => {
             crate::return_path::ReturnPaths::for_envelope(ledger, label, envelope).await?
@@ -205,6 +209,43 @@ pub async fn handle(
                 remote_mta: r.remote_host.clone(),
                 source: Default::default(),
             };
+            if let Some(a) = &about {
+                let remote = r.remote_host.clone().unwrap_or_default();
+                match r.outcome {
+                    Outcome::Delivered => {
+                        let event = json!({ "delivery": {
+                            "timestamp": ses_events::iso8601(now),
+                            "processingTimeMillis": (now - envelope.received_at * 1000).max(0),
+                            "recipients": [r.address],
+                            "smtpResponse": reply,
+                            "reportingMTA": remote,
+                        }});
+                        a.publish(ledger, now, "Delivery", event).await?;
+                    }
+                    Outcome::Deferred => {
+                        let expires = envelope.received_at * 1000
+                            + i64::try_from(stage.retry.max_age.as_millis()).unwrap_or(i64::MAX);
+                        let event = json!({ "deliveryDelay": {
+                            "timestamp": ses_events::iso8601(now),
+                            "delayType": if failure.enhanced.ends_with(".2.2") {
+                                "MailboxFull"
+                            } else {
+                                "TransientCommunicationFailure"
+                            },
+                            "expirationTime": ses_events::iso8601(expires),
+                            "delayedRecipients": [{
+                                "emailAddress": r.address,
+                                "status": failure.enhanced,
+                                "diagnosticCode": format!("smtp; {reply}"),
+                            }],
+                            "reportingMTA": remote,
+                        }});
+                        a.publish(ledger, now, "DeliveryDelay", event).await?;
+                    }
+                    // The bounce stage publishes it, with the other failures.
+                    Outcome::Failed => {}
+                }
+            }
             match r.outcome {
                 Outcome::Delivered => {}
                 Outcome::Failed => failures.push(failure),

@@ -8,10 +8,11 @@
 //! only noted on the timeline. Nothing is ever sent in reply.
 
 use baton_bounce::{Action, Class, Kind, Report};
-use baton_domain::{Bounced, Envelope, TenantId};
+use baton_domain::{Bounced, Envelope, QueueId, TenantId};
 
 use crate::messages;
 use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
+use crate::ses_events;
 use crate::{Ports, StageError};
 
 /// The bounced messages and recipients `envelope` is addressed to, when every recipient is
@@ -121,6 +122,11 @@ pub async fn handle(
         .await?;
         if let Some(record) = outcome.bounce_record(tenant.clone(), b, &address, now_ms) {
             put_bounce(ledger, &record).await?;
+        }
+        if let Some(about) = ses_events::About::from_summary(&b.queue_id, &summary)
+            && let Some((event_type, event)) = outcome.ses_event(&address, &id, now_ms)
+        {
+            about.publish(ledger, now_ms, event_type, event).await?;
         }
         if let Some(reason) = outcome.suppression_reason() {
             let s = Suppression {
@@ -257,6 +263,49 @@ impl Outcome {
             at,
             hard: *hard,
         })
+    }
+
+    /// The SES event for this outcome, if it has one (auto-replies and unreadable reports
+    /// have none in SES's vocabulary).
+    fn ses_event(
+        &self,
+        address: &str,
+        report: &QueueId,
+        now_ms: i64,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            Outcome::Bounce {
+                hard,
+                status,
+                diagnostic,
+                remote_mta,
+                ..
+            } => {
+                let line = ses_events::BounceLine {
+                    hard: *hard,
+                    sub_type: ses_events::bounce_sub_type(status),
+                    recipient: address,
+                    status,
+                    diagnostic,
+                };
+                let remote = remote_mta.as_deref().unwrap_or("unknown");
+                let feedback = ses_events::feedback_id(report, 0);
+                Some((
+                    "Bounce",
+                    ses_events::bounce(&line, &feedback, remote, now_ms),
+                ))
+            }
+            Outcome::Complaint { feedback } => Some((
+                "Complaint",
+                serde_json::json!({ "complaint": {
+                    "complainedRecipients": [{ "emailAddress": address }],
+                    "timestamp": ses_events::iso8601(now_ms),
+                    "feedbackId": ses_events::feedback_id(report, 0),
+                    "complaintFeedbackType": feedback,
+                }}),
+            )),
+            Outcome::AutoReply | Outcome::Unreadable => None,
+        }
     }
 
     /// Hard bounces and complaints suppress; soft bounces and the rest do not.

@@ -21,6 +21,7 @@ pub mod quota;
 pub mod records;
 pub mod return_path;
 pub mod runtime;
+pub mod ses_events;
 pub mod setup;
 pub mod sign;
 pub mod worker;

@@ -13,7 +13,9 @@ use crate::records::{
     RcptState, RcptStatus, init_rcpt_state, rcpt_state, record_event, record_event_once,
     set_rcpt_state, suppressed,
 };
+use crate::ses_events;
 use crate::{Disposition, Ports, StageError};
+use serde_json::json;
 
 /// How much of a body policy reads: the header section must fit (the gateway caps it).
 /// (The stored body starts with our Received: field, so a little more than the section.)
@@ -118,6 +120,26 @@ pub async fn handle(
         sender_domain_refusal(ports, &envelope).await?
     };
 
+    // SES's first event: Send for mail it will try, Reject for mail it refuses whole.
+    let about = ses_events::About::message(ledger, &envelope).await?;
+    if let Some(a) = &about {
+        match &whole_message_refusal {
+            Some(r) => {
+                let reason = format!("{} {} {}", r.code, r.enhanced, r.text);
+                a.publish(
+                    ledger,
+                    now,
+                    "Reject",
+                    json!({ "reject": { "reason": reason } }),
+                )
+                .await?
+            }
+            None => {
+                a.publish(ledger, now, "Send", json!({ "send": {} }))
+                    .await?
+            }
+        }
+    }
     let mut failures = Vec::new();
     let mut pass = Vec::new();
     for rcpt in &envelope.recipients {
@@ -143,6 +165,18 @@ pub async fn handle(
                 remote_mta: None,
                 source: FailureSource::Policy,
             };
+            if let Some(a) = &about {
+                let line = ses_events::BounceLine {
+                    hard: true,
+                    sub_type: "OnAccountSuppressionList",
+                    recipient: &address,
+                    status: &f.enhanced,
+                    diagnostic: &f.text,
+                };
+                let feedback = ses_events::feedback_id(&id, 0);
+                let event = ses_events::bounce(&line, &feedback, &config.hostname, now);
+                a.publish(ledger, now, "Bounce", event).await?;
+            }
             (RcptStatus::Suppressed, Some(f))
         } else {
             (RcptStatus::Pending, None)

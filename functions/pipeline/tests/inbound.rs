@@ -96,6 +96,28 @@ async fn a_hard_bounce_by_mail_suppresses_the_recipient_for_its_tenant() {
             .any(|e| e.what == "bounced" && e.detail.contains(&bounce.queue_id.to_string())),
         "{events:?}"
     );
+    // SES-shaped events for the tenant: Send when policy passed it, Bounce when it came back.
+    let events = baton_pipeline::ses_events::list(env.ports.ledger.as_ref(), Some("acme"))
+        .await
+        .expect("events");
+    let v: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("json"))
+        .collect();
+    let types: Vec<&str> = v.iter().filter_map(|e| e["eventType"].as_str()).collect();
+    assert_eq!(types, ["Send", "Bounce"], "{v:?}");
+    let bounce_event = &v[1];
+    assert_eq!(
+        bounce_event["mail"]["messageId"],
+        original.queue_id.to_string()
+    );
+    assert_eq!(bounce_event["mail"]["sendingAccountId"], "acme");
+    assert_eq!(bounce_event["bounce"]["bounceType"], "Permanent");
+    assert_eq!(bounce_event["bounce"]["bounceSubType"], "NoEmail");
+    assert_eq!(
+        bounce_event["bounce"]["bouncedRecipients"][0]["emailAddress"],
+        "gone@example.org"
+    );
     let states = records::rcpt_states(env.ports.ledger.as_ref(), &bounce.queue_id)
         .await
         .expect("states");
@@ -204,5 +226,14 @@ async fn a_complaint_suppresses() {
     let s = suppressed(&env.ports, "angry@example.org")
         .await
         .expect("suppressed");
+    let events = baton_pipeline::ses_events::list(env.ports.ledger.as_ref(), Some("acme"))
+        .await
+        .expect("events");
+    let complaint = serde_json::to_value(events.last().expect("an event")).expect("json");
+    assert_eq!(complaint["eventType"], "Complaint", "{complaint}");
+    assert_eq!(
+        complaint["complaint"]["complainedRecipients"][0]["emailAddress"],
+        "angry@example.org"
+    );
     assert!(s.reason.starts_with("complaint"), "{}", s.reason);
 }

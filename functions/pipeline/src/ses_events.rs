@@ -1,0 +1,266 @@
+//! What happened to a tenant's mail, as events in the shape of Amazon SES event publishing
+//! (`eventType` Send, Delivery, Bounce, Complaint, DeliveryDelay, Reject, with SES's `mail`,
+//! `bounce`, `complaint`, `delivery` and `deliveryDelay` objects and field names), so that
+//! consumers written for SES read them unchanged. They are kept in the `tenant_events`
+//! ledger table (`baton events`); destinations (SQS, EventBridge, webhooks) are to come.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_domain::{Envelope, QueueId, TenantId};
+use baton_store::Ledger;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::StageError;
+use crate::messages::{self, MessageSummary};
+
+pub const TABLE: &str = "tenant_events";
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// One event, exactly as SES publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SesEvent {
+    pub event_type: String,
+    pub mail: Mail,
+    #[serde(flatten)]
+    pub detail: serde_json::Map<String, Value>,
+}
+
+/// SES's `mail` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mail {
+    pub timestamp: String,
+    pub message_id: String,
+    pub source: String,
+    pub sending_account_id: String,
+    pub destination: Vec<String>,
+    pub headers_truncated: bool,
+    pub common_headers: CommonHeaders,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonHeaders {
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+}
+
+/// `2026-12-02T03:23:03.053Z`, as SES writes times.
+pub fn iso8601(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
+}
+
+/// The message an event is about, for its `mail` object (from policy's summary).
+pub struct About {
+    tenant: TenantId,
+    mail: Mail,
+}
+
+impl About {
+    /// `None` for mail that is not a tenant's: only tenants get events.
+    pub async fn message(
+        ledger: &dyn Ledger,
+        envelope: &Envelope,
+    ) -> Result<Option<About>, StageError> {
+        if envelope.tenant.is_none() {
+            return Ok(None);
+        }
+        let summary = match messages::summary(ledger, &envelope.queue_id).await? {
+            Some(s) => s,
+            None => MessageSummary::new(envelope, None),
+        };
+        Ok(About::from_summary(&envelope.queue_id, &summary))
+    }
+
+    /// From policy's summary of message `id`; `None` when it is not a tenant's.
+    pub fn from_summary(id: &QueueId, summary: &MessageSummary) -> Option<About> {
+        let tenant = TenantId(summary.tenant.clone()?);
+        Some(About {
+            mail: Mail {
+                timestamp: iso8601(summary.received_at),
+                message_id: id.to_string(),
+                source: summary.from.clone(),
+                sending_account_id: tenant.0.clone(),
+                destination: summary.recipients.clone(),
+                headers_truncated: false,
+                common_headers: CommonHeaders {
+                    from: vec![summary.from.clone()],
+                    to: summary.recipients.clone(),
+                    subject: summary.subject.clone(),
+                },
+            },
+            tenant,
+        })
+    }
+
+    /// Keeps `event_type` with its object (`detail`, e.g. `{"bounce": {...}}`).
+    pub async fn publish(
+        &self,
+        ledger: &dyn Ledger,
+        now_ms: i64,
+        event_type: &str,
+        detail: Value,
+    ) -> Result<(), StageError> {
+        let event = SesEvent {
+            event_type: event_type.to_string(),
+            mail: self.mail.clone(),
+            detail: match detail {
+                Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
+        };
+        let key = format!(
+            "{}/{now_ms:013}-{}-{}",
+            self.tenant.0,
+            self.mail.message_id,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let bytes = serde_json::to_vec(&event)
+            .map_err(|e| StageError::Permanent(format!("event {key}: {e}")))?;
+        ledger.put(TABLE, &key, &bytes).await?;
+        Ok(())
+    }
+}
+
+/// SES's `bounceSubType` for an enhanced status code.
+pub fn bounce_sub_type(status: &str) -> &'static str {
+    let detail = status.split_once('.').map_or("", |(_, rest)| rest);
+    match detail {
+        "1.1" | "1.0" | "1.6" => "NoEmail",
+        "2.2" => "MailboxFull",
+        "3.4" | "2.3" => "MessageTooLarge",
+        "7.1" | "6.0" => "ContentRejected",
+        _ => "General",
+    }
+}
+
+/// One bounced recipient.
+pub struct BounceLine<'a> {
+    pub hard: bool,
+    pub sub_type: &'a str,
+    pub recipient: &'a str,
+    pub status: &'a str,
+    pub diagnostic: &'a str,
+}
+
+/// A Bounce event's object for one recipient.
+pub fn bounce(line: &BounceLine<'_>, feedback_id: &str, reporting_mta: &str, now_ms: i64) -> Value {
+    json!({
+        "bounce": {
+            "bounceType": if line.hard { "Permanent" } else { "Transient" },
+            "bounceSubType": line.sub_type,
+            "bouncedRecipients": [{
+                "emailAddress": line.recipient,
+                "action": "failed",
+                "status": line.status,
+                "diagnosticCode": format!("smtp; {}", line.diagnostic),
+            }],
+            "timestamp": iso8601(now_ms),
+            "feedbackId": feedback_id,
+            "reportingMTA": format!("dns; {reporting_mta}"),
+        }
+    })
+}
+
+/// Every kept event of `tenant` (all tenants when `None`), oldest first.
+pub async fn list(ledger: &dyn Ledger, tenant: Option<&str>) -> Result<Vec<SesEvent>, StageError> {
+    let prefix = tenant.map(|t| format!("{t}/")).unwrap_or_default();
+    let mut out = Vec::new();
+    for (key, bytes) in ledger.scan(TABLE, &prefix).await? {
+        out.push(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| StageError::Permanent(format!("{TABLE}/{key}: {e}")))?,
+        );
+    }
+    out.sort_by_key(event_time);
+    Ok(out)
+}
+
+/// When the event happened: its object's `timestamp`, else the mail's.
+pub fn event_time(e: &SesEvent) -> String {
+    e.detail
+        .values()
+        .find_map(|v| v.get("timestamp").and_then(Value::as_str))
+        .unwrap_or(&e.mail.timestamp)
+        .to_string()
+}
+
+/// A unique id for a feedback event (SES's `feedbackId`).
+pub fn feedback_id(id: &QueueId, n: usize) -> String {
+    format!("{id}-{n:06}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounce_reads_as_ses_writes_it() {
+        let mail = Mail {
+            timestamp: iso8601(1_700_000_000_000),
+            message_id: "01M8".into(),
+            source: "news@acme.test".into(),
+            sending_account_id: "acme".into(),
+            destination: vec!["bob@example.org".into()],
+            headers_truncated: false,
+            common_headers: CommonHeaders {
+                from: vec!["news@acme.test".into()],
+                to: vec!["bob@example.org".into()],
+                subject: "hi".into(),
+            },
+        };
+        let line = BounceLine {
+            hard: true,
+            sub_type: bounce_sub_type("5.1.1"),
+            recipient: "bob@example.org",
+            status: "5.1.1",
+            diagnostic: "550 5.1.1 user unknown",
+        };
+        let Value::Object(detail) = bounce(&line, "01M8-000001", "relay.test", 1_700_000_001_000)
+        else {
+            unreachable!()
+        };
+        let event = SesEvent {
+            event_type: "Bounce".into(),
+            mail,
+            detail,
+        };
+        let v = serde_json::to_value(&event).expect("json");
+        assert_eq!(v["eventType"], "Bounce");
+        assert_eq!(v["bounce"]["bounceType"], "Permanent");
+        assert_eq!(v["bounce"]["bounceSubType"], "NoEmail");
+        assert_eq!(
+            v["bounce"]["bouncedRecipients"][0]["emailAddress"],
+            "bob@example.org"
+        );
+        assert_eq!(
+            v["bounce"]["bouncedRecipients"][0]["diagnosticCode"],
+            "smtp; 550 5.1.1 user unknown"
+        );
+        assert_eq!(v["bounce"]["reportingMTA"], "dns; relay.test");
+        assert_eq!(v["mail"]["commonHeaders"]["subject"], "hi");
+        assert_eq!(v["mail"]["timestamp"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(v["mail"]["headersTruncated"], false);
+        assert_eq!(event_time(&event), "2023-11-14T22:13:21.000Z");
+    }
+
+    #[test]
+    fn sub_types_follow_the_status_code() {
+        assert_eq!(bounce_sub_type("5.2.2"), "MailboxFull");
+        assert_eq!(bounce_sub_type("5.3.4"), "MessageTooLarge");
+        assert_eq!(bounce_sub_type("5.7.1"), "ContentRejected");
+        assert_eq!(bounce_sub_type("5.4.4"), "General");
+        assert_eq!(bounce_sub_type(""), "General");
+    }
+}
