@@ -40,6 +40,7 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     expire("recipients", 30),
     expire("messages", 30),
     expire("tenant_events", 30),
+    expire("soft_bounces", 30),
     // No longer than the copies in S3 live (the bucket's default RetentionDays).
     expire("captured", 14),
     expire("dsn_sent", 30),

@@ -73,6 +73,10 @@ pub struct Bounces {
     pub return_path: bool,
     /// The first label of the bounce domains.
     pub subdomain: String,
+    /// Soft bounces of one recipient within `soft_window` that suppress it (0: never).
+    pub soft_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub soft_window: Duration,
 }
 
 impl Default for Bounces {
@@ -80,6 +84,8 @@ impl Default for Bounces {
         Bounces {
             return_path: false,
             subdomain: "bounce".into(),
+            soft_threshold: 3,
+            soft_window: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -16,6 +16,7 @@ const HEAD_MAX: usize = baton_config::HEADER_SECTION_MAX;
 pub struct BounceConfig {
     /// Reporting-MTA and the DSN's From domain.
     pub hostname: String,
+    pub soft: crate::soft::SoftBounces,
 }
 
 pub async fn handle(
@@ -47,13 +48,27 @@ pub async fn handle(
             // Only a delivery failure of a tenant's own mail suppresses: a policy refusal
             // says nothing about the recipient, and anonymous mail must never be able to
             // get an address suppressed.
-            if record.hard && f.source == FailureSource::Delivery && envelope.tenant.is_some() {
-                let entry = Suppression {
-                    reason: format!("{} {} {}", f.code, f.enhanced, f.text),
-                    queue_id: Some(id),
-                    at: now,
+            if let Some(tenant) = &envelope.tenant
+                && f.source == FailureSource::Delivery
+            {
+                let reason = if record.hard {
+                    Some(format!("{} {} {}", f.code, f.enhanced, f.text))
+                } else {
+                    // A soft failure suppresses only when it keeps happening.
+                    let repeated = config
+                        .soft
+                        .note(ledger, tenant, &f.recipient, &id, now)
+                        .await?;
+                    repeated.map(|n| config.soft.reason(n))
                 };
-                suppress(ledger, envelope.tenant.as_ref(), &f.recipient, &entry).await?;
+                if let Some(reason) = reason {
+                    let entry = Suppression {
+                        reason,
+                        queue_id: Some(id),
+                        at: now,
+                    };
+                    suppress(ledger, Some(tenant), &f.recipient, &entry).await?;
+                }
             }
             // Policy refusals have their own events (Reject, suppression Bounce).
             if let Some(a) = &about
@@ -379,6 +394,7 @@ mod tests {
         let dsn = build_dsn(
             &BounceConfig {
                 hostname: "relay.test".into(),
+                soft: Default::default(),
             },
             &env,
             BounceAction::Failed,

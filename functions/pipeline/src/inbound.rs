@@ -13,6 +13,7 @@ use baton_domain::{Bounced, Envelope, QueueId, TenantId};
 use crate::messages;
 use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::ses_events;
+use crate::soft::SoftBounces;
 use crate::{Ports, StageError};
 
 /// The bounced messages and recipients `envelope` is addressed to, when every recipient is
@@ -62,6 +63,7 @@ pub async fn handle(
     ports: &Ports,
     envelope: &Envelope,
     bounced: &[Bounced],
+    soft: &SoftBounces,
     now_ms: i64,
 ) -> Result<(), StageError> {
     let ledger = ports.ledger.as_ref();
@@ -128,7 +130,16 @@ pub async fn handle(
         {
             about.publish(ledger, now_ms, event_type, event).await?;
         }
-        if let Some(reason) = outcome.suppression_reason() {
+        let repeated = match (&outcome, &tenant) {
+            (Outcome::Bounce { hard: false, .. }, Some(t)) => {
+                soft.note(ledger, t, &address, &b.queue_id, now_ms).await?
+            }
+            _ => None,
+        };
+        if let Some(reason) = outcome
+            .suppression_reason()
+            .or_else(|| repeated.map(|n| soft.reason(n)))
+        {
             let s = Suppression {
                 reason,
                 queue_id: Some(b.queue_id),

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod ses_events;
 pub mod setup;
 pub mod sign;
+pub mod soft;
 pub mod worker;
 
 use std::sync::Arc;

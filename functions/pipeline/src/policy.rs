@@ -27,6 +27,8 @@ pub struct PolicyConfig {
     pub hostname: String,
     /// `bounces.subdomain`: mail to `<token>@<it>.<domain>` is a bounce coming back.
     pub bounce_subdomain: String,
+    /// When soft bounces coming back by mail suppress.
+    pub soft: crate::soft::SoftBounces,
 }
 
 pub async fn handle(
@@ -78,7 +80,7 @@ pub async fn handle(
     if let Some(bounced) =
         inbound::returned(ports, &config.bounce_subdomain, &envelope, now).await?
     {
-        inbound::handle(ports, &envelope, &bounced, now).await?;
+        inbound::handle(ports, &envelope, &bounced, &config.soft, now).await?;
         for rcpt in &envelope.recipients {
             let state = RcptState {
                 status: RcptStatus::Delivered,

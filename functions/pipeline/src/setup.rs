@@ -98,15 +98,21 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
             .return_path
             .then(|| raw.bounces.subdomain.clone()),
     };
+    let soft = crate::soft::SoftBounces {
+        threshold: raw.bounces.soft_threshold,
+        window: raw.bounces.soft_window,
+    };
     Ok(Stages {
         policy: Arc::new(PolicyStage(PolicyConfig {
             hostname: raw.hostname.clone(),
             bounce_subdomain: raw.bounces.subdomain.clone(),
+            soft,
         })),
         sign: Arc::new(SignStage),
         deliver: Arc::new(DeliverStage(deliver)),
         bounce: Arc::new(BounceStage(BounceConfig {
             hostname: raw.hostname.clone(),
+            soft,
         })),
     })
 }

@@ -237,3 +237,20 @@ async fn a_complaint_suppresses() {
     );
     assert!(s.reason.starts_with("complaint"), "{}", s.reason);
 }
+
+#[tokio::test]
+async fn soft_bounces_suppress_once_they_repeat() {
+    let env = setup();
+    let (_, path) = sent(&env.ports, "full@example.org").await;
+    let soft = dsn("full@example.org", "4.2.2", "delayed");
+    for _ in 0..2 {
+        returned(&env.ports, &path, &soft).await;
+        assert!(suppressed(&env.ports, "full@example.org").await.is_none());
+    }
+    // The default threshold: three within a week.
+    returned(&env.ports, &path, &soft).await;
+    let s = suppressed(&env.ports, "full@example.org")
+        .await
+        .expect("suppressed on the third");
+    assert_eq!(s.reason, "3 soft bounces within 7d");
+}

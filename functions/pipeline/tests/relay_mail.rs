@@ -166,6 +166,7 @@ async fn dsn_through_the_pipeline(ports: &Ports, action: BounceAction) -> (Vec<u
     };
     let cfg = bounce::BounceConfig {
         hostname: HOST.into(),
+        soft: Default::default(),
     };
     bounce::handle(ports, &cfg, &queued).await.expect("bounce");
     let dsn = next(ports.intake.as_ref()).await;

@@ -79,6 +79,7 @@ async fn only_the_owning_tenants_mail_is_signed_with_its_key() {
 async fn run_bounce(ports: &Ports, job: &BounceJob) {
     let cfg = bounce::BounceConfig {
         hostname: "relay.test".into(),
+        soft: Default::default(),
     };
     bounce::handle(ports, &cfg, &queued(job))
         .await

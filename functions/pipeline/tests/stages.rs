@@ -169,6 +169,7 @@ async fn hard_bounce_records_suppresses_and_sends_one_dsn() {
     };
     let cfg = bounce::BounceConfig {
         hostname: "relay.test".into(),
+        soft: Default::default(),
     };
     bounce::handle(&env.ports, &cfg, &message)
         .await

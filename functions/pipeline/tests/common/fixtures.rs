@@ -86,6 +86,7 @@ pub fn config() -> policy::PolicyConfig {
     policy::PolicyConfig {
         hostname: "relay.test".into(),
         bounce_subdomain: "bounce".into(),
+        soft: Default::default(),
     }
 }
 

@@ -1,0 +1,128 @@
+//! Soft bounces suppress only when they repeat: `threshold` of them for one recipient of a
+//! tenant within `window` (`[bounces] soft_threshold`, `soft_window`), as ESPs do for a
+//! mailbox that stays full.
+
+use std::time::Duration;
+
+use baton_domain::{QueueId, TenantId};
+use baton_store::Ledger;
+
+use crate::StageError;
+
+pub const TABLE: &str = "soft_bounces";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftBounces {
+    /// How many soft bounces within `window` suppress; 0 never does.
+    pub threshold: u32,
+    pub window: Duration,
+}
+
+impl Default for SoftBounces {
+    fn default() -> Self {
+        SoftBounces {
+            threshold: 3,
+            window: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl SoftBounces {
+    /// Counts a soft bounce of `rcpt` (message `id`); the number within the window when it
+    /// reaches the threshold. Entries older than the window are dropped as they are seen.
+    pub async fn note(
+        &self,
+        ledger: &dyn Ledger,
+        tenant: &TenantId,
+        rcpt: &str,
+        id: &QueueId,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StageError> {
+        if self.threshold == 0 {
+            return Ok(None);
+        }
+        let prefix = format!("{}/{}/", tenant.0, rcpt.to_lowercase());
+        ledger
+            .put(TABLE, &format!("{prefix}{now_ms:013}-{id}"), b"1")
+            .await?;
+        let since =
+            now_ms.saturating_sub(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX));
+        let mut count = 0u32;
+        for (key, _) in ledger.scan(TABLE, &prefix).await? {
+            let at = key[prefix.len()..]
+                .get(..13)
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or(0);
+            if at >= since {
+                count += 1;
+            } else {
+                ledger.delete(TABLE, &key).await?;
+            }
+        }
+        Ok((count >= self.threshold).then_some(count))
+    }
+
+    /// The suppression reason once the threshold is reached.
+    pub fn reason(&self, count: u32) -> String {
+        format!("{count} soft bounces within {}", humanize(self.window))
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_store::memory::MemoryLedger;
+
+    #[tokio::test]
+    async fn the_threshold_counts_only_bounces_within_the_window() {
+        let ledger = MemoryLedger::default();
+        let soft = SoftBounces {
+            threshold: 3,
+            window: Duration::from_secs(3600),
+        };
+        let acme = TenantId("acme".into());
+        let id = QueueId::generate();
+        let hour = 3_600_000;
+        let t0 = 1_700_000_000_000;
+        // Two long ago, then two recent: not yet three within the hour.
+        for at in [t0, t0 + 1, t0 + 2 * hour, t0 + 2 * hour + 1] {
+            assert_eq!(
+                soft.note(&ledger, &acme, "Full@example.org", &id, at)
+                    .await
+                    .expect("note"),
+                None
+            );
+        }
+        // The third within the hour reaches it; the old ones were dropped on the way.
+        assert_eq!(
+            soft.note(&ledger, &acme, "full@example.org", &id, t0 + 2 * hour + 2)
+                .await
+                .expect("note"),
+            Some(3)
+        );
+        assert_eq!(ledger.scan(TABLE, "acme/").await.expect("scan").len(), 3);
+        assert_eq!(soft.reason(3), "3 soft bounces within 1h");
+        let never = SoftBounces {
+            threshold: 0,
+            ..soft
+        };
+        assert_eq!(
+            never
+                .note(&ledger, &acme, "x@y.test", &id, t0)
+                .await
+                .expect("note"),
+            None
+        );
+    }
+}
