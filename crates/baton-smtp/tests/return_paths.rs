@@ -37,6 +37,10 @@ fn anyone_may_bounce_to_a_return_path_we_made_and_to_nothing_else_there() {
         let out = h.send(format!("RCPT TO:<{forged}>\r\n").as_bytes());
         assert!(out.starts_with("550 5.1.1 "), "{forged}: {out}");
     }
+    // One return path per message.
+    let second = return_path("bounce.acme.test");
+    let out = h.send(format!("RCPT TO:<{second}>\r\n").as_bytes());
+    assert!(out.starts_with("550 5.5.3 One return path"), "{out}");
     // A bounce domain is not a way to relay: "bounce.test" has no sending domain under it.
     let out = h.send(b"RCPT TO:<x@bounce.test>\r\n");
     assert!(out.starts_with("554 5.7.1 "), "{out}");

@@ -32,7 +32,7 @@ pub async fn handle(
 
     let about = crate::ses_events::About::message(ledger, envelope).await?;
     if job.action == BounceAction::Failed {
-        for (n, f) in job.failures.iter().enumerate() {
+        for f in &job.failures {
             let record = BounceRecord {
                 tenant: envelope.tenant.clone(),
                 queue_id: id,
@@ -51,7 +51,9 @@ pub async fn handle(
             if let Some(tenant) = &envelope.tenant
                 && f.source == FailureSource::Delivery
             {
-                let reason = if record.hard {
+                let reason = if record.hard && crate::records::about_the_sender(&f.enhanced) {
+                    None
+                } else if record.hard {
                     Some(format!("{} {} {}", f.code, f.enhanced, f.text))
                 } else {
                     // A soft failure suppresses only when it keeps happening.
@@ -77,13 +79,18 @@ pub async fn handle(
                 use crate::ses_events::{BounceLine, bounce, bounce_sub_type, feedback_id};
                 let line = BounceLine {
                     hard: record.hard,
-                    sub_type: bounce_sub_type(&f.enhanced),
+                    sub_type: bounce_sub_type(record.hard, &f.enhanced),
                     recipient: &f.recipient,
                     status: &f.enhanced,
                     diagnostic: &format!("{} {} {}", f.code, f.enhanced, f.text),
                 };
                 let remote = f.remote_mta.as_deref().unwrap_or(&config.hostname);
-                let event = bounce(&line, &feedback_id(&id, n), remote, now);
+                let event = bounce(
+                    &line,
+                    &feedback_id(&id, "delivery", &f.recipient),
+                    remote,
+                    now,
+                );
                 a.publish(ledger, now, "Bounce", event).await?;
             }
             let kind = if record.hard {

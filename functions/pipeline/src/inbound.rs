@@ -8,51 +8,51 @@
 //! only noted on the timeline. Nothing is ever sent in reply.
 
 use baton_bounce::{Action, Class, Kind, Report};
-use baton_domain::{Bounced, Envelope, QueueId, TenantId};
+use baton_domain::{Bounced, Domain, Envelope, QueueId, TenantId};
+use baton_store::get_domain;
 
 use crate::messages;
-use crate::records::{BounceRecord, Suppression, put_bounce, record_event, suppress};
+use crate::records::{self, BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::ses_events;
 use crate::soft::SoftBounces;
 use crate::{Ports, StageError};
 
-/// The bounced messages and recipients `envelope` is addressed to, when every recipient is
-/// one of our return paths (at `<label>.<domain>`, its MAC opening with our key): those
-/// still young enough to act on, possibly none. `None` for any other message. Our return
-/// paths never go on through the pipeline: relayed, they would come straight back here.
+/// The bounced messages and recipients `envelope` is addressed to, when its recipients are
+/// at our bounce domains (`<label>.<a registered sending domain>`): the return paths whose
+/// MAC opens and that are young enough to act on, possibly none. `None` for any other
+/// message. Mail to our bounce domains never goes on through the pipeline, whoever sent it
+/// and whatever its tokens say: relayed, it would come straight back here (fail closed).
 pub async fn returned(
     ports: &Ports,
     label: &str,
     envelope: &Envelope,
     now_ms: i64,
 ) -> Result<Option<Vec<Bounced>>, StageError> {
-    if envelope.tenant.is_some() || envelope.recipients.is_empty() {
-        return Ok(None);
-    }
-    let at_bounce_domain = |d: &str| {
-        d.split_once('.')
-            .is_some_and(|(first, rest)| first.eq_ignore_ascii_case(label) && rest.contains('.'))
-    };
-    if !envelope
-        .recipients
-        .iter()
-        .all(|r| at_bounce_domain(&r.address.domain().to_string()))
-    {
-        return Ok(None);
-    }
-    let key = baton_store::verp_key(ports.ledger.as_ref()).await?;
-    let mut ours = Vec::new();
+    let ledger = ports.ledger.as_ref();
+    let mut at_ours = false;
     for r in &envelope.recipients {
-        // Someone else's address that looks like a bounce domain: ordinary mail.
-        let Ok(b) = key.verify(r.address.local(), &r.address.domain().to_string()) else {
-            return Ok(None);
-        };
-        ours.push(b);
+        let domain = r.address.domain().to_string();
+        if let Some((first, rest)) = domain.split_once('.')
+            && first.eq_ignore_ascii_case(label)
+            && rest.contains('.')
+            && let Ok(d) = Domain::parse(rest)
+            && get_domain(ledger, &d).await?.is_some()
+        {
+            at_ours = true;
+            break;
+        }
     }
+    if !at_ours {
+        return Ok(None);
+    }
+    let key = baton_store::verp_key(ledger).await?;
     Ok(Some(
-        ours.into_iter()
-            .filter(|b| {
-                now_ms.saturating_sub(b.queue_id.unix_ms()) <= baton_domain::VERP_MAX_AGE_MS
+        envelope
+            .recipients
+            .iter()
+            .filter_map(|r| {
+                key.open(r.address.local(), &r.address.domain().to_string(), now_ms)
+                    .ok()
             })
             .collect(),
     ))
@@ -74,7 +74,7 @@ pub async fn handle(
         .await?;
     let report = baton_bounce::parse(&raw).ok();
     if bounced.is_empty() {
-        let why = "its return paths are too old to act on";
+        let why = "none of its return paths opens (forged, or too old to act on)";
         record_event(ledger, &id, now_ms, "bounce", "ignored", why).await?;
     }
     for b in bounced {
@@ -113,6 +113,19 @@ pub async fn handle(
             format!("for {} to {address}: {}", b.queue_id, outcome.describe()),
         )
         .await?;
+        // A token seen again (a replay, or the same report sent twice) acts once.
+        if acted_before(ledger, &outcome, tenant.as_ref(), b, &address).await? {
+            record_event(
+                ledger,
+                &id,
+                now_ms,
+                "bounce",
+                "duplicate",
+                "already acted on",
+            )
+            .await?;
+            continue;
+        }
         record_event(
             ledger,
             &b.queue_id,
@@ -151,6 +164,26 @@ pub async fn handle(
     Ok(())
 }
 
+/// Whether this outcome for this token already had its effect (a bounce record, or a
+/// complaint's suppression, for the same message and recipient).
+async fn acted_before(
+    ledger: &dyn baton_store::Ledger,
+    outcome: &Outcome,
+    tenant: Option<&TenantId>,
+    b: &Bounced,
+    address: &str,
+) -> Result<bool, StageError> {
+    Ok(match outcome {
+        Outcome::Bounce { .. } => records::bounce_of(ledger, tenant, &b.queue_id, address)
+            .await?
+            .is_some(),
+        Outcome::Complaint { .. } => records::suppressed(ledger, tenant, address)
+            .await?
+            .is_some_and(|s| s.queue_id == Some(b.queue_id) && s.reason.starts_with("complaint")),
+        _ => false,
+    })
+}
+
 /// What a returned report says about one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -164,6 +197,10 @@ enum Outcome {
     },
     Complaint {
         feedback: String,
+    },
+    /// A delay warning: delivery is still being tried; no bounce.
+    Delayed {
+        status: String,
     },
     AutoReply,
     Unreadable,
@@ -190,14 +227,12 @@ fn outcome(report: Option<&Report>, address: &str) -> Outcome {
                 .unwrap_or_else(|| "complaint".into()),
         },
         (Kind::Autoreply, _) => Outcome::AutoReply,
-        (Kind::Dsn, Some(l))
-            if matches!(
-                l.action,
-                Some(Action::Failed) | Some(Action::Delayed) | None
-            ) =>
-        {
+        (Kind::Dsn, Some(l)) if l.action == Some(Action::Delayed) => Outcome::Delayed {
+            status: l.status.clone().unwrap_or_default(),
+        },
+        (Kind::Dsn, Some(l)) if matches!(l.action, Some(Action::Failed) | None) => {
             Outcome::Bounce {
-                hard: l.class == Class::Hard && l.action != Some(Action::Delayed),
+                hard: l.class == Class::Hard,
                 status: l.status.clone().unwrap_or_default(),
                 reply_code: l.reply_code.unwrap_or(0),
                 diagnostic: l.diagnostic.clone().unwrap_or_default(),
@@ -222,6 +257,7 @@ impl Outcome {
             Outcome::Bounce { hard: true, .. } => "bounced",
             Outcome::Bounce { hard: false, .. } => "soft bounce",
             Outcome::Complaint { .. } => "complaint",
+            Outcome::Delayed { .. } => "delay reported",
             Outcome::AutoReply => "auto-reply",
             Outcome::Unreadable => "unrecognised reply",
         }
@@ -240,6 +276,7 @@ impl Outcome {
                 if *hard { "hard" } else { "soft" }
             ),
             Outcome::Complaint { feedback } => format!("complaint ({feedback})"),
+            Outcome::Delayed { status } => format!("still being tried ({status})"),
             Outcome::AutoReply => "automatic reply, not a bounce".into(),
             Outcome::Unreadable => "not a report we can read".into(),
         }
@@ -294,13 +331,13 @@ impl Outcome {
             } => {
                 let line = ses_events::BounceLine {
                     hard: *hard,
-                    sub_type: ses_events::bounce_sub_type(status),
+                    sub_type: ses_events::bounce_sub_type(*hard, status),
                     recipient: address,
                     status,
                     diagnostic,
                 };
                 let remote = remote_mta.as_deref().unwrap_or("unknown");
-                let feedback = ses_events::feedback_id(report, 0);
+                let feedback = ses_events::feedback_id(report, "mail", address);
                 Some((
                     "Bounce",
                     ses_events::bounce(&line, &feedback, remote, now_ms),
@@ -311,11 +348,11 @@ impl Outcome {
                 serde_json::json!({ "complaint": {
                     "complainedRecipients": [{ "emailAddress": address }],
                     "timestamp": ses_events::iso8601(now_ms),
-                    "feedbackId": ses_events::feedback_id(report, 0),
+                    "feedbackId": ses_events::feedback_id(report, "mail", address),
                     "complaintFeedbackType": feedback,
                 }}),
             )),
-            Outcome::AutoReply | Outcome::Unreadable => None,
+            Outcome::Delayed { .. } | Outcome::AutoReply | Outcome::Unreadable => None,
         }
     }
 
@@ -327,7 +364,9 @@ impl Outcome {
                 status,
                 reason,
                 ..
-            } => Some(format!("hard bounce by mail: {status} {reason}")),
+            } if !records::about_the_sender(status) => {
+                Some(format!("hard bounce by mail: {status} {reason}"))
+            }
             Outcome::Complaint { feedback } => Some(format!("complaint: {feedback}")),
             _ => None,
         }

@@ -175,7 +175,7 @@ pub async fn handle(
                     status: &f.enhanced,
                     diagnostic: &f.text,
                 };
-                let feedback = ses_events::feedback_id(&id, 0);
+                let feedback = ses_events::feedback_id(&id, "suppressed", &address);
                 let event = ses_events::bounce(&line, &feedback, &config.hostname, now);
                 a.publish(ledger, now, "Bounce", event).await?;
             }

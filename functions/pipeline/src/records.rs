@@ -301,14 +301,23 @@ fn tenant_key(tenant: Option<&TenantId>) -> &str {
     tenant.map(|t| t.0.as_str()).unwrap_or("-")
 }
 
+fn bounce_key(tenant: Option<&TenantId>, id: &QueueId, rcpt: &str) -> String {
+    format!("{}/{id}/{}", tenant_key(tenant), rcpt.to_lowercase())
+}
+
 pub async fn put_bounce(ledger: &dyn Ledger, b: &BounceRecord) -> Result<(), StageError> {
-    let key = format!(
-        "{}/{}/{}",
-        tenant_key(b.tenant.as_ref()),
-        b.queue_id,
-        b.recipient.to_lowercase()
-    );
+    let key = bounce_key(b.tenant.as_ref(), &b.queue_id, &b.recipient);
     put_json(ledger, tables::BOUNCES, &key, b).await
+}
+
+/// The bounce record of one recipient of one message, if any.
+pub async fn bounce_of(
+    ledger: &dyn Ledger,
+    tenant: Option<&TenantId>,
+    id: &QueueId,
+    rcpt: &str,
+) -> Result<Option<BounceRecord>, StageError> {
+    get_json(ledger, tables::BOUNCES, &bounce_key(tenant, id, rcpt)).await
 }
 
 pub async fn bounces(
@@ -355,4 +364,25 @@ pub async fn suppressed(
     rcpt: &str,
 ) -> Result<Option<Suppression>, StageError> {
     get_json(ledger, tables::SUPPRESSION, &suppression_key(tenant, rcpt)).await
+}
+
+/// Permanent failures that are about the sender or the message, not the recipient (a bad
+/// sender address or domain, X.1.7/X.1.8; a policy or security refusal, X.7.*): they never
+/// suppress the recipient, or a sender's own DNS mistake would suppress innocent addresses.
+pub fn about_the_sender(status: &str) -> bool {
+    let detail = status.split_once('.').map_or("", |(_, rest)| rest);
+    matches!(detail, "1.7" | "1.8") || detail.starts_with("7.")
+}
+
+#[cfg(test)]
+mod sender_side_tests {
+    use super::about_the_sender;
+
+    #[test]
+    fn sender_and_policy_failures_are_not_about_the_recipient() {
+        assert!(
+            about_the_sender("5.1.8") && about_the_sender("5.1.7") && about_the_sender("5.7.1")
+        );
+        assert!(!about_the_sender("5.1.1") && !about_the_sender("5.2.2") && !about_the_sender(""));
+    }
 }

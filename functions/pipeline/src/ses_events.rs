@@ -133,14 +133,16 @@ impl About {
     }
 }
 
-/// SES's `bounceSubType` for an enhanced status code.
-pub fn bounce_sub_type(status: &str) -> &'static str {
+/// SES's `bounceSubType` for an enhanced status code, among those SES pairs with the
+/// bounce type: Permanent with General or NoEmail; Transient with General, MailboxFull,
+/// MessageTooLarge or ContentRejected.
+pub fn bounce_sub_type(hard: bool, status: &str) -> &'static str {
     let detail = status.split_once('.').map_or("", |(_, rest)| rest);
-    match detail {
-        "1.1" | "1.0" | "1.6" => "NoEmail",
-        "2.2" => "MailboxFull",
-        "3.4" | "2.3" => "MessageTooLarge",
-        "7.1" | "6.0" => "ContentRejected",
+    match (hard, detail) {
+        (true, "1.1" | "1.0" | "1.6") => "NoEmail",
+        (false, "2.2") => "MailboxFull",
+        (false, "3.4" | "2.3") => "MessageTooLarge",
+        (false, "7.1" | "6.0") => "ContentRejected",
         _ => "General",
     }
 }
@@ -196,9 +198,17 @@ pub fn event_time(e: &SesEvent) -> String {
         .to_string()
 }
 
-/// A unique id for a feedback event (SES's `feedbackId`).
-pub fn feedback_id(id: &QueueId, n: usize) -> String {
-    format!("{id}-{n:06}")
+/// A unique id for a feedback event (SES's `feedbackId`): the message, the stage that
+/// reported it and the recipient.
+pub fn feedback_id(id: &QueueId, source: &str, recipient: &str) -> String {
+    // FNV-1a: a short stable tag for the recipient, not a secret.
+    let tag = recipient
+        .to_ascii_lowercase()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{id}-{source}-{tag:016x}")
 }
 
 #[cfg(test)]
@@ -222,7 +232,7 @@ mod tests {
         };
         let line = BounceLine {
             hard: true,
-            sub_type: bounce_sub_type("5.1.1"),
+            sub_type: bounce_sub_type(true, "5.1.1"),
             recipient: "bob@example.org",
             status: "5.1.1",
             diagnostic: "550 5.1.1 user unknown",
@@ -256,11 +266,14 @@ mod tests {
     }
 
     #[test]
-    fn sub_types_follow_the_status_code() {
-        assert_eq!(bounce_sub_type("5.2.2"), "MailboxFull");
-        assert_eq!(bounce_sub_type("5.3.4"), "MessageTooLarge");
-        assert_eq!(bounce_sub_type("5.7.1"), "ContentRejected");
-        assert_eq!(bounce_sub_type("5.4.4"), "General");
-        assert_eq!(bounce_sub_type(""), "General");
+    fn sub_types_follow_the_status_code_within_the_bounce_type() {
+        assert_eq!(bounce_sub_type(true, "5.1.1"), "NoEmail");
+        assert_eq!(bounce_sub_type(false, "4.2.2"), "MailboxFull");
+        assert_eq!(bounce_sub_type(true, "5.2.2"), "General");
+        assert_eq!(bounce_sub_type(false, "4.3.4"), "MessageTooLarge");
+        assert_eq!(bounce_sub_type(false, "4.7.1"), "ContentRejected");
+        assert_eq!(bounce_sub_type(true, "5.7.1"), "General");
+        assert_eq!(bounce_sub_type(false, "4.1.1"), "General");
+        assert_eq!(bounce_sub_type(true, ""), "General");
     }
 }

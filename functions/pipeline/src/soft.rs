@@ -28,8 +28,9 @@ impl Default for SoftBounces {
 }
 
 impl SoftBounces {
-    /// Counts a soft bounce of `rcpt` (message `id`); the number within the window when it
-    /// reaches the threshold. Entries older than the window are dropped as they are seen.
+    /// Counts a soft bounce of `rcpt` by message `id` (one per message, however often it is
+    /// reported); the number of messages within the window when it reaches the threshold.
+    /// Entries older than the window are dropped as they are seen.
     pub async fn note(
         &self,
         ledger: &dyn Ledger,
@@ -43,15 +44,19 @@ impl SoftBounces {
         }
         let prefix = format!("{}/{}/", tenant.0, rcpt.to_lowercase());
         ledger
-            .put(TABLE, &format!("{prefix}{now_ms:013}-{id}"), b"1")
+            .put_if_absent(
+                TABLE,
+                &format!("{prefix}{id}"),
+                now_ms.to_string().as_bytes(),
+            )
             .await?;
-        let since =
-            now_ms.saturating_sub(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX));
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let since = now_ms.saturating_sub(window);
         let mut count = 0u32;
-        for (key, _) in ledger.scan(TABLE, &prefix).await? {
-            let at = key[prefix.len()..]
-                .get(..13)
-                .and_then(|t| t.parse::<i64>().ok())
+        for (key, value) in ledger.scan(TABLE, &prefix).await? {
+            let at = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0);
             if at >= since {
                 count += 1;
@@ -92,21 +97,34 @@ mod tests {
             window: Duration::from_secs(3600),
         };
         let acme = TenantId("acme".into());
-        let id = QueueId::generate();
         let hour = 3_600_000;
         let t0 = 1_700_000_000_000;
-        // Two long ago, then two recent: not yet three within the hour.
-        for at in [t0, t0 + 1, t0 + 2 * hour, t0 + 2 * hour + 1] {
+        // Two messages long ago, then two recent ones, one of them reported twice: not yet
+        // three messages within the hour.
+        let (a, b, c, d, e) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        for (id, at) in [
+            (&a, t0),
+            (&b, t0 + 1),
+            (&c, t0 + 2 * hour),
+            (&d, t0 + 2 * hour + 1),
+            (&d, t0 + 2 * hour + 2),
+        ] {
             assert_eq!(
-                soft.note(&ledger, &acme, "Full@example.org", &id, at)
+                soft.note(&ledger, &acme, "Full@example.org", id, at)
                     .await
                     .expect("note"),
                 None
             );
         }
-        // The third within the hour reaches it; the old ones were dropped on the way.
+        // A third message within the hour reaches it; the old ones were dropped on the way.
         assert_eq!(
-            soft.note(&ledger, &acme, "full@example.org", &id, t0 + 2 * hour + 2)
+            soft.note(&ledger, &acme, "full@example.org", &e, t0 + 2 * hour + 3)
                 .await
                 .expect("note"),
             Some(3)
@@ -119,7 +137,7 @@ mod tests {
         };
         assert_eq!(
             never
-                .note(&ledger, &acme, "x@y.test", &id, t0)
+                .note(&ledger, &acme, "x@y.test", &a, t0)
                 .await
                 .expect("note"),
             None

@@ -278,12 +278,16 @@ impl Session {
             Ok(kind) => kind == RcptKind::ReturnPath,
             Err(denial) => return self.reply_error(denial),
         };
-        if self
-            .txn
-            .as_ref()
-            .and_then(|t| t.to_return_paths)
-            .is_some_and(|earlier| earlier != return_path)
-        {
+        let earlier = self.txn.as_ref().and_then(|t| t.to_return_paths);
+        if return_path && earlier == Some(true) {
+            // A real bounce names one return path; more would multiply what one message does.
+            return self.reply_error(Reply::new(
+                550,
+                "5.5.3",
+                "One return path per message: send each bounce on its own",
+            ));
+        }
+        if earlier.is_some_and(|earlier| earlier != return_path) {
             return self.reply_error(Reply::new(
                 550,
                 "5.5.3",
