@@ -17,6 +17,8 @@ pub struct HeaderFacts {
     pub has_message_id: bool,
     /// The first Subject field, decoded (RFC 2047).
     pub subject: Option<String>,
+    /// How many Received fields (hops) there are.
+    pub received: usize,
 }
 
 /// Why a header section has no usable author.
@@ -50,6 +52,7 @@ impl HeaderFacts {
                 }
                 HeaderName::Date => facts.has_date = true,
                 HeaderName::MessageId => facts.has_message_id = true,
+                HeaderName::Received => facts.received += 1,
                 HeaderName::Subject if facts.subject.is_none() => {
                     facts.subject = header.value.as_text().map(str::to_string);
                 }

@@ -139,3 +139,20 @@ fn a_network_bound_to_a_tenant_may_only_send_as_that_tenant() {
     assert_eq!(codes(&out).last(), Some(&"553 5.7.1"), "{out}");
     assert!(h.stored.is_empty());
 }
+
+#[test]
+fn a_message_that_went_round_fifty_hops_is_refused_as_a_loop() {
+    let mut h = Harness::new(ListenerKind::Relay, false, false);
+    h.send(b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@inbound.test>\r\nDATA\r\n");
+    let hops = "Received: from a by b; Wed, 2 Dec 2026 07:00:00 +0000\r\n".repeat(50);
+    let out = h.send(format!("{hops}From: a@x.test\r\n\r\nhi\r\n.\r\n").as_bytes());
+    assert!(out.starts_with("554 5.4.6 "), "{out}");
+    assert!(h.stored.is_empty());
+    // 49 hops still go through.
+    let hops = "Received: from a by b; Wed, 2 Dec 2026 07:00:00 +0000\r\n".repeat(49);
+    let out = h.send(
+        format!("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@inbound.test>\r\nDATA\r\n{hops}From: a@x.test\r\n\r\nhi\r\n.\r\n")
+            .as_bytes(),
+    );
+    assert!(out.contains("250 2.0.0"), "{out}");
+}

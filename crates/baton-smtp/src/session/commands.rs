@@ -498,10 +498,20 @@ impl Session {
                     self.config.limits.max_text_line
                 ),
             )),
-            // A bounce coming back is only parsed, never relayed, signed or answered: an old
-            // MTA's "From: MAILER-DAEMON" without a domain must not lose it.
-            None if txn.to_return_paths == Some(true) => None,
-            None => self.header_from_refusal(state.inspector.header().unwrap_or_default()),
+            None => {
+                let header = state.inspector.header().unwrap_or_default();
+                let facts = baton_domain::HeaderFacts::parse(header);
+                if facts.received >= MAX_HOPS {
+                    // A mail loop (RFC 5321 6.3): refused, never passed on again.
+                    Some(Reply::new(554, "5.4.6", "Too many hops: mail loop?"))
+                } else if txn.to_return_paths == Some(true) {
+                    // A bounce coming back is only parsed, never relayed, signed or answered:
+                    // an old MTA's "From: MAILER-DAEMON" without a domain must not lose it.
+                    None
+                } else {
+                    self.header_from_refusal(header)
+                }
+            }
         };
         if let Some(r) = refusal {
             self.reply(r);
@@ -792,3 +802,7 @@ enum RcptKind {
     Inbound,
     ReturnPath,
 }
+
+/// Received: fields a message may carry before it is taken for a loop (Postfix's
+/// hopcount_limit).
+const MAX_HOPS: usize = 50;
