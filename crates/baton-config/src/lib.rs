@@ -77,6 +77,10 @@ pub struct Bounces {
     pub soft_threshold: u32,
     #[serde(with = "humantime_serde")]
     pub soft_window: Duration,
+    /// How long a suppression for repeated soft bounces holds (hard bounces and complaints
+    /// hold until removed).
+    #[serde(with = "humantime_serde")]
+    pub soft_suppression: Duration,
 }
 
 impl Default for Bounces {
@@ -86,6 +90,7 @@ impl Default for Bounces {
             subdomain: "bounce".into(),
             soft_threshold: 3,
             soft_window: Duration::from_secs(7 * 24 * 3600),
+            soft_suppression: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

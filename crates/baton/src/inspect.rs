@@ -507,6 +507,7 @@ fn columns(table: &str) -> &'static [(&'static str, &'static str)] {
             ("AT", "at"),
             ("TENANT/ADDRESS", "key"),
             ("QUEUE ID", "queue_id"),
+            ("EXPIRES", "expires_at"),
             ("REASON", "reason"),
         ],
     }
@@ -535,8 +536,10 @@ pub fn table_list(settings: &Settings, table: &str, json: bool) -> anyhow::Resul
             serde_json::from_slice(&bytes).with_context(|| format!("record {key} of {table}"))?;
         if let Some(obj) = value.as_object_mut() {
             // Times for people and machines alike: RFC 3339, milliseconds, UTC.
-            if let Some(ms) = obj.get("at").and_then(serde_json::Value::as_i64) {
-                obj.insert("at".into(), rfc3339_ms(ms).into());
+            for field in ["at", "expires_at"] {
+                if let Some(ms) = obj.get(field).and_then(serde_json::Value::as_i64) {
+                    obj.insert(field.into(), rfc3339_ms(ms).into());
+                }
             }
             obj.insert("key".into(), key.into());
         }

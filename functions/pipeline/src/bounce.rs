@@ -54,20 +54,21 @@ pub async fn handle(
                 let reason = if record.hard && crate::records::about_the_sender(&f.enhanced) {
                     None
                 } else if record.hard {
-                    Some(format!("{} {} {}", f.code, f.enhanced, f.text))
+                    Some((format!("{} {} {}", f.code, f.enhanced, f.text), None))
                 } else {
-                    // A soft failure suppresses only when it keeps happening.
+                    // A soft failure suppresses only when it keeps happening, and for a while.
                     let repeated = config
                         .soft
                         .note(ledger, tenant, &f.recipient, &id, now)
                         .await?;
-                    repeated.map(|n| config.soft.reason(n))
+                    repeated.map(|n| (config.soft.reason(n), Some(config.soft.expiry(now))))
                 };
-                if let Some(reason) = reason {
+                if let Some((reason, expires_at)) = reason {
                     let entry = Suppression {
                         reason,
                         queue_id: Some(id),
                         at: now,
+                        expires_at,
                     };
                     suppress(ledger, Some(tenant), &f.recipient, &entry).await?;
                 }

@@ -149,14 +149,16 @@ pub async fn handle(
             }
             _ => None,
         };
-        if let Some(reason) = outcome
-            .suppression_reason()
-            .or_else(|| repeated.map(|n| soft.reason(n)))
-        {
+        let suppression = match outcome.suppression_reason() {
+            Some(reason) => Some((reason, None)),
+            None => repeated.map(|n| (soft.reason(n), Some(soft.expiry(now_ms)))),
+        };
+        if let Some((reason, expires_at)) = suppression {
             let s = Suppression {
                 reason,
                 queue_id: Some(b.queue_id),
                 at: now_ms,
+                expires_at,
             };
             suppress(ledger, tenant.as_ref(), &address, &s).await?;
         }

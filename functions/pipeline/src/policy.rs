@@ -158,7 +158,10 @@ pub async fn handle(
             let mut f = refusal.clone();
             f.recipient = address.clone();
             (RcptStatus::Failed, Some(f))
-        } else if let Some(s) = suppressed(ledger, envelope.tenant.as_ref(), &address).await? {
+        } else if let Some(s) = suppressed(ledger, envelope.tenant.as_ref(), &address)
+            .await?
+            .filter(|s| s.in_force(now))
+        {
             let f = Failure {
                 recipient: address.clone(),
                 code: 550,

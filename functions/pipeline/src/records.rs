@@ -337,6 +337,10 @@ pub struct Suppression {
     pub reason: String,
     pub queue_id: Option<QueueId>,
     pub at: i64,
+    /// Unix ms after which the address may be tried again (soft-bounce suppressions);
+    /// `None`: until removed (hard bounces, complaints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 fn suppression_key(tenant: Option<&TenantId>, rcpt: &str) -> String {
@@ -358,12 +362,20 @@ pub async fn suppress(
     .await
 }
 
+/// The suppression of `rcpt`, if any, expired or not (see [`Suppression::in_force`]).
 pub async fn suppressed(
     ledger: &dyn Ledger,
     tenant: Option<&TenantId>,
     rcpt: &str,
 ) -> Result<Option<Suppression>, StageError> {
     get_json(ledger, tables::SUPPRESSION, &suppression_key(tenant, rcpt)).await
+}
+
+impl Suppression {
+    /// Whether it still holds at `now_ms`.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.expires_at.is_none_or(|t| now_ms < t)
+    }
 }
 
 /// Permanent failures that are about the sender or the message, not the recipient (a bad

@@ -101,6 +101,7 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
     let soft = crate::soft::SoftBounces {
         threshold: raw.bounces.soft_threshold,
         window: raw.bounces.soft_window,
+        suppress_for: raw.bounces.soft_suppression,
     };
     Ok(Stages {
         policy: Arc::new(PolicyStage(PolicyConfig {

@@ -16,6 +16,8 @@ pub struct SoftBounces {
     /// How many soft bounces within `window` suppress; 0 never does.
     pub threshold: u32,
     pub window: Duration,
+    /// How long such a suppression holds (a full mailbox gets emptied).
+    pub suppress_for: Duration,
 }
 
 impl Default for SoftBounces {
@@ -23,6 +25,7 @@ impl Default for SoftBounces {
         SoftBounces {
             threshold: 3,
             window: Duration::from_secs(7 * 24 * 3600),
+            suppress_for: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -67,6 +70,11 @@ impl SoftBounces {
         Ok((count >= self.threshold).then_some(count))
     }
 
+    /// When a suppression made now for repeated soft bounces ends.
+    pub fn expiry(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(i64::try_from(self.suppress_for.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// The suppression reason once the threshold is reached.
     pub fn reason(&self, count: u32) -> String {
         format!("{count} soft bounces within {}", humanize(self.window))
@@ -95,6 +103,7 @@ mod tests {
         let soft = SoftBounces {
             threshold: 3,
             window: Duration::from_secs(3600),
+            suppress_for: Duration::from_secs(60),
         };
         let acme = TenantId("acme".into());
         let hour = 3_600_000;
@@ -131,6 +140,7 @@ mod tests {
         );
         assert_eq!(ledger.scan(TABLE, "acme/").await.expect("scan").len(), 3);
         assert_eq!(soft.reason(3), "3 soft bounces within 1h");
+        assert_eq!(soft.expiry(t0), t0 + 60_000);
         let never = SoftBounces {
             threshold: 0,
             ..soft

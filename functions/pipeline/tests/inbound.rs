@@ -264,4 +264,7 @@ async fn soft_bounces_suppress_once_they_repeat_across_messages() {
         .await
         .expect("suppressed on the third message");
     assert_eq!(s.reason, "3 soft bounces within 7d");
+    // For 30 days by default, unlike a hard bounce's.
+    let days = (s.expires_at.expect("it ends") - s.at) / 86_400_000;
+    assert_eq!(days, 30);
 }

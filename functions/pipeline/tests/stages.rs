@@ -88,6 +88,7 @@ async fn policy_drops_suppressed_recipients_with_a_reason() {
         reason: "550 5.1.1 no such user".into(),
         queue_id: None,
         at: 0,
+        expires_at: None,
     };
     records::suppress(
         env.ports.ledger.as_ref(),
@@ -206,4 +207,39 @@ async fn hard_bounce_records_suppresses_and_sends_one_dsn() {
     let text = String::from_utf8(body).expect("ascii");
     assert!(text.contains("Action: failed") && text.contains("Status: 5.1.1"));
     assert!(!text.contains("secret"));
+}
+
+#[tokio::test]
+async fn an_expired_suppression_no_longer_holds() {
+    let env = setup();
+    register_acme(&env.ports).await;
+    // Repeated soft bounces suppressed it until a moment that has passed.
+    let entry = Suppression {
+        reason: "3 soft bounces within 7d".into(),
+        queue_id: None,
+        at: 0,
+        expires_at: Some(1),
+    };
+    records::suppress(
+        env.ports.ledger.as_ref(),
+        Some(&TenantId("acme".into())),
+        "full@example.org",
+        &entry,
+    )
+    .await
+    .expect("suppress");
+    let (_, msg) = accept(
+        &env.ports,
+        "From: news@acme.test\r\nDate: x\r\nMessage-ID: <a@b>\r\n\r\nx\r\n",
+        &["full@example.org"],
+    )
+    .await;
+    policy::handle(&env.ports, &config(), &msg)
+        .await
+        .expect("policy");
+    let [job]: [Job; 1] = take(env.ports.sign.as_ref())
+        .await
+        .try_into()
+        .expect("on to signing");
+    assert_eq!(job.pending_recipients(), ["full@example.org"]);
 }
