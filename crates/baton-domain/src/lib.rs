@@ -13,4 +13,4 @@ pub use author::{AuthorError, HeaderFacts};
 pub use dsn::{EnvId, OriginalRecipient, ParamError, XText};
 pub use envelope::{BodyType, Envelope, Identity, NotifyOn, Recipient, Ret, TenantId};
 pub use queue_id::{QueueId, QueueIdError};
-pub use verp::{Bounced, MAX_AGE_MS as VERP_MAX_AGE_MS, VerpError, VerpKey};
+pub use verp::{Bounced, MAX_AGE_MS as VERP_MAX_AGE_MS, VerpError, VerpKey, bounce_domain_parent};

@@ -101,6 +101,13 @@ impl VerpKey {
     }
 }
 
+/// The sending domain under a bounce domain `<label>.<sending domain>`, if `domain` is one
+/// (the label matched case-insensitively; the rest must have a dot of its own).
+pub fn bounce_domain_parent<'a>(label: &str, domain: &'a str) -> Option<&'a str> {
+    let (first, rest) = domain.split_once('.')?;
+    (first.eq_ignore_ascii_case(label) && rest.contains('.')).then_some(rest)
+}
+
 impl fmt::Debug for VerpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("VerpKey(..)")

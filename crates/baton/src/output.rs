@@ -7,13 +7,13 @@ use serde::Serialize;
 
 /// `2026-12-02T03:23:03.053Z`: one precision everywhere, so columns line up.
 pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_else(|| ms.to_string())
+    // The same format SES events use, from the one formatter.
+    let text = baton_pipeline::ses_events::iso8601(ms);
+    if text.is_empty() {
+        ms.to_string()
+    } else {
+        text
+    }
 }
 
 /// Now, in Unix milliseconds.

@@ -127,13 +127,22 @@ pub async fn handle(
             .collect::<Vec<_>>();
         let results = if route_for(&stage.routes, &domain).is_some_and(|r| r.capture) {
             crate::capture::keep(ports, envelope, job.prefix.as_bytes(), &body, &rcpts, now).await?
-        } else if let Some(paths) = &return_paths {
-            // One transaction per recipient, each from its own return path (as Postfix's
+        } else {
+            // With return paths, one transaction per recipient, each from its own (as Postfix's
             // VERP): a bounce that comes back later names the message and the recipient.
-            let mut results = Vec::with_capacity(specs.len());
-            for spec in specs {
-                let from = paths.sender(&spec.address).or_else(|| sender.clone());
-                let msg = transaction(&job, &body, from.as_deref(), vec![spec]);
+            let batches: Vec<(Option<String>, Vec<RcptSpec>)> = match &return_paths {
+                Some(paths) => specs
+                    .into_iter()
+                    .map(|spec| {
+                        let from = paths.sender(&spec.address).or_else(|| sender.clone());
+                        (from, vec![spec])
+                    })
+                    .collect(),
+                None => vec![(sender.clone(), specs)],
+            };
+            let mut results = Vec::new();
+            for (from, specs) in batches {
+                let msg = transaction(&job, &body, from.as_deref(), specs);
                 results.extend(
                     crate::outbound::deliver(
                         &domain,
@@ -146,16 +155,6 @@ pub async fn handle(
                 );
             }
             results
-        } else {
-            let msg = transaction(&job, &body, sender.as_deref(), specs);
-            crate::outbound::deliver(
-                &domain,
-                &msg,
-                stage.resolver.as_ref(),
-                &stage.routes,
-                &stage.client,
-            )
-            .await
         };
         for r in results {
             let reply = format!(

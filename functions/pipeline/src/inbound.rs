@@ -32,9 +32,7 @@ pub async fn returned(
     let mut at_ours = false;
     for r in &envelope.recipients {
         let domain = r.address.domain().to_string();
-        if let Some((first, rest)) = domain.split_once('.')
-            && first.eq_ignore_ascii_case(label)
-            && rest.contains('.')
+        if let Some(rest) = baton_domain::bounce_domain_parent(label, &domain)
             && let Ok(d) = Domain::parse(rest)
             && get_domain(ledger, &d).await?.is_some()
         {

@@ -94,9 +94,7 @@ pub struct ReturnPaths {
 impl ReturnPaths {
     /// Whether `domain` is a bounce domain (`<label>.<something>`).
     pub fn is_bounce_domain(&self, domain: &str) -> bool {
-        domain.split_once('.').is_some_and(|(first, rest)| {
-            first.eq_ignore_ascii_case(&self.label) && rest.contains('.')
-        })
+        baton_domain::bounce_domain_parent(&self.label, domain).is_some()
     }
 }
 
