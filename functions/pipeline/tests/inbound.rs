@@ -268,3 +268,30 @@ async fn soft_bounces_suppress_once_they_repeat_across_messages() {
     let days = (s.expires_at.expect("it ends") - s.at) / 86_400_000;
     assert_eq!(days, 30);
 }
+
+#[tokio::test]
+async fn a_replayed_hard_bounce_acts_once() {
+    let env = setup();
+    let (original, path) = sent(&env.ports, "gone@example.org").await;
+    let report = dsn("gone@example.org", "5.1.1", "failed");
+    returned(&env.ports, &path, &report).await;
+    let replay = returned(&env.ports, &path, &report).await;
+    let events = timeline(env.ports.ledger.as_ref(), &replay.queue_id)
+        .await
+        .expect("timeline");
+    assert!(events.iter().any(|e| e.what == "duplicate"), "{events:?}");
+    let bounced = timeline(env.ports.ledger.as_ref(), &original.queue_id)
+        .await
+        .expect("timeline")
+        .into_iter()
+        .filter(|e| e.what == "bounced")
+        .count();
+    assert_eq!(bounced, 1, "the original's timeline says it once");
+    let ses_bounces = baton_pipeline::ses_events::list(env.ports.ledger.as_ref(), Some("acme"))
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.event_type == "Bounce")
+        .count();
+    assert_eq!(ses_bounces, 1, "one Bounce event, not one per replay");
+}
