@@ -45,5 +45,12 @@ if [ ! -x .venv-tests/bin/pytest ]; then
 fi
 .venv-tests/bin/pip install -q -r tests/e2e/requirements.txt
 
+# cfn-lint (pinned) for infra/lint.sh, in its own venv: its dependencies stay out of the
+# e2e venv. infra/.gitignore keeps the venv out of git.
+if [ ! -x infra/.venv-lint/bin/cfn-lint ]; then
+    python3 -m venv infra/.venv-lint
+fi
+infra/.venv-lint/bin/pip install -q -r infra/requirements-lint.txt
+
 # LocalStack (pinned venv, Python >= 3.12) and DynamoDB Local for the AWS-backend tests.
 localstack/install.sh

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Everything CI runs: installs the test dependencies (LocalStack and DynamoDB Local too),
-# builds, runs the Rust tests, then the end-to-end suite against the release binaries with
-# real SMTP clients, on the embedded backend and on LocalStack.
+# lints the CloudFormation template (cfn-lint), builds, runs the Rust tests, then the
+# end-to-end suite against the release binaries with real SMTP clients, on the embedded
+# backend and on LocalStack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+infra/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce
