@@ -12,7 +12,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-20}
 [[ ${1:-} == --runs ]] && RUNS=$2
 cd "$ROOT"
-cargo build -q --profile lambda -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce
+cargo build -q --profile lambda -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "== Lambda functions $(date -u +%Y-%m-%dT%H:%M:%SZ), profile lambda, $(nproc) cores"

@@ -28,7 +28,7 @@ if [ "$what" = all ] || [ "$what" = localstack ]; then
         # DNS_ADDRESS=0: no DNS server of its own (port 53 is not ours to take).
         # SQS_ENDPOINT_STRATEGY=path: queue URLs on the gateway address, which resolves offline.
         GATEWAY_LISTEN=127.0.0.1:$LOCALSTACK_PORT \
-            SERVICES=s3,sqs \
+            SERVICES=s3,sqs,events \
             EAGER_SERVICE_LOADING=1 \
             DNS_ADDRESS=0 \
             SQS_ENDPOINT_STRATEGY=path \

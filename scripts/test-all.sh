@@ -10,7 +10,7 @@ scripts/install-test-deps.sh
 infra/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce
+cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events
 
 # The AWS-backend tests need LocalStack and DynamoDB Local; start them unless they already
 # run, and stop what we started when done.

@@ -55,4 +55,4 @@ def test_operator_rules_override_the_built_in_ones(tmp_path):
     assert (after["reason"], after["class"]) == ("policy_block", "soft"), after
     rules.write_text('[[status]]\ncode = "5.0.0"\nreason = "no_such_reason"\n')
     bad = parse("--rules", rules, dsn)
-    assert bad.returncode == 1 and bad.stderr.startswith("baton: rules ") and "\n" == bad.stderr[-1:], bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("baton: bounce rules ") and "\n" == bad.stderr[-1:], bad.stderr

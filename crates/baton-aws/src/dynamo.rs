@@ -35,11 +35,13 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     keep("secrets"),
     keep("tenants"),
     keep("suppression"),
+    keep("event_destinations"),
     expire("quota_counters", 2),
     expire("events", 30),
     expire("recipients", 30),
     expire("messages", 30),
     expire("tenant_events", 30),
+    expire("event_sent", 30),
     expire("soft_bounces", 30),
     // No longer than the copies in S3 live (the bucket's default RetentionDays).
     expire("captured", 14),

@@ -10,6 +10,7 @@ mod provision;
 mod s3;
 mod sqs;
 pub mod sweeper;
+mod targets;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec};
 pub use error::AwsError;
 pub use s3::{S3BlobStore, object_key};
 pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event};
+pub use targets::EventTargets;
 
 /// Delay SQS can apply to one message; longer backoffs are chained (see [`SqsQueue::send`]).
 pub const SQS_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -31,6 +33,7 @@ pub struct AwsBackend {
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
     dynamodb: aws_sdk_dynamodb::Client,
+    eventbridge: aws_sdk_eventbridge::Client,
     pub config: Aws,
 }
 
@@ -88,6 +91,7 @@ impl AwsBackend {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(&shared),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            eventbridge: aws_sdk_eventbridge::Client::new(&shared),
             config: config.clone(),
         }
     }
@@ -98,6 +102,14 @@ impl AwsBackend {
             self.config.bucket.clone(),
             self.config.part_size,
         )
+    }
+
+    /// Senders to tenants' own queues and buses (event destinations).
+    pub fn event_targets(&self) -> EventTargets {
+        EventTargets {
+            sqs: self.sqs.clone(),
+            eventbridge: self.eventbridge.clone(),
+        }
     }
 
     pub fn ledger(&self) -> DynamoLedger {

@@ -60,6 +60,7 @@ pub struct Config {
     pub pipeline: Pipeline,
     pub aws: Aws,
     pub bounces: Bounces,
+    pub events: Events,
 }
 
 /// Bounces that come back as mail: tenant mail is sent with a return path this relay made
@@ -81,6 +82,33 @@ pub struct Bounces {
     /// hold until removed).
     #[serde(with = "humantime_serde")]
     pub soft_suppression: Duration,
+    /// Classification rules (TOML, the format of `baton bounce parse --rules`) that extend
+    /// and override the built-in ones for bounces that come back by mail.
+    pub rules_file: Option<PathBuf>,
+}
+
+/// Event destinations (`baton events destination add`): how webhooks are called.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Deadline of one webhook call (connect, request and response head).
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// PEM certificates trusted for webhooks besides the platform's roots.
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Let webhooks reach loopback, private and link-local addresses (off: a webhook URL
+    /// must never become a way into the relay's own network).
+    pub webhook_allow_private: bool,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            webhook_timeout: Duration::from_secs(10),
+            webhook_ca_file: None,
+            webhook_allow_private: false,
+        }
+    }
 }
 
 impl Default for Bounces {
@@ -91,6 +119,7 @@ impl Default for Bounces {
             soft_threshold: 3,
             soft_window: Duration::from_secs(7 * 24 * 3600),
             soft_suppression: Duration::from_secs(30 * 24 * 3600),
+            rules_file: None,
         }
     }
 }
@@ -430,6 +459,7 @@ impl Default for Config {
             pipeline: Pipeline::default(),
             aws: Aws::default(),
             bounces: Bounces::default(),
+            events: Events::default(),
         }
     }
 }

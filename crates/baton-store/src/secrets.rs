@@ -1,5 +1,6 @@
 //! The relay's own secrets, in the `secrets` ledger table (sealed at rest: AES-GCM under the
-//! master key on the embedded backend, KMS on AWS). Today one: the return-path MAC key.
+//! master key on the embedded backend, KMS on AWS): the return-path MAC key here, and the
+//! webhook signing secrets of event destinations (`baton_pipeline::event_destinations`).
 
 use baton_domain::VerpKey;
 

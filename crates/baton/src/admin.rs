@@ -59,7 +59,7 @@ pub(crate) fn open_existing(settings: &Settings) -> anyhow::Result<Store> {
     )
 }
 
-fn open(settings: &Settings) -> anyhow::Result<Store> {
+pub(crate) fn open(settings: &Settings) -> anyhow::Result<Store> {
     let rt = runtime()?;
     if settings.raw.storage.backend == "aws" {
         let aws = rt.block_on(AwsBackend::connect(&settings.raw.aws));
@@ -329,5 +329,31 @@ pub fn tenant_quota(
         show(settings.max_per_second),
         show(settings.max_per_day)
     );
+    Ok(())
+}
+
+pub fn suppression_remove(
+    settings: &Settings,
+    address: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let store = open_existing(settings)?;
+    let tenant = tenant.map(|t| TenantId(t.to_string()));
+    let removed = store
+        .rt
+        .block_on(records::unsuppress(
+            store.ledger(),
+            tenant.as_ref(),
+            address,
+        ))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let list = tenant
+        .as_ref()
+        .map(|t| format!("tenant {}'s suppression list", t.0))
+        .unwrap_or_else(|| "the relay-wide suppression list".into());
+    if !removed {
+        bail!("{address} is not on {list}");
+    }
+    println!("{address} removed from {list}: mail to it goes out again");
     Ok(())
 }

@@ -4,23 +4,15 @@
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use baton_bounce::{MAX_INPUT, Parser, Rules};
+use anyhow::bail;
+use baton_bounce::MAX_INPUT;
 
 /// Parses each file; a file that cannot be read or parsed gets `{"file","error"}` and the
 /// command fails at the end, after every other file was reported.
 pub fn run(files: &[PathBuf], rules: Option<&Path>) -> anyhow::Result<()> {
-    let rules = match rules {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading rules {}", path.display()))?;
-            let own =
-                Rules::from_toml(&text).with_context(|| format!("rules {}", path.display()))?;
-            Rules::default().merged(&own)
-        }
-        None => Rules::default(),
-    };
-    let parser = Parser::new(rules);
+    // The same rules the pipeline uses with `bounces.rules_file`.
+    let parser = baton_pipeline::inbound::parser(rules)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_start_matches("permanent: ")))?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut failed = 0usize;
     for path in files {

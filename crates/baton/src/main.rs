@@ -2,6 +2,7 @@
 
 mod admin;
 mod bounce_parse;
+mod destinations;
 mod docs;
 mod inspect;
 mod output;
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_config::{Config, Settings};
+use baton_pipeline::event_destinations::Target;
 use baton_pipeline::messages::{Filter, MessageState};
 use baton_pipeline::records;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Where `--help` lists the options every command takes.
 const GLOBAL: &str = "Global options";
@@ -62,8 +64,12 @@ enum Command {
     #[command(subcommand)]
     Message(MessageCommand),
     /// What happened to tenants' mail, as Amazon SES event records (Send, Delivery, Bounce,
-    /// Complaint, DeliveryDelay, Reject), oldest first.
+    /// Complaint, DeliveryDelay, Reject), oldest first; `events destination` says where
+    /// they are sent.
+    #[command(args_conflicts_with_subcommands = true)]
     Events {
+        #[command(subcommand)]
+        command: Option<EventsCommand>,
         /// Only this tenant's events.
         #[arg(long)]
         tenant: Option<String>,
@@ -80,9 +86,9 @@ enum Command {
     /// Bounce records (recipients that failed permanently or expired), and the bounce parser.
     #[command(subcommand)]
     Bounce(BounceCommand),
-    /// The suppression list (recipients that hard-bounced).
+    /// The suppression list: recipients that hard-bounced, complained or kept soft-bouncing.
     #[command(subcommand)]
-    Suppression(ListCommand),
+    Suppression(SuppressionCommand),
     /// Print a shell completion script, e.g. `baton completions bash > ~/.local/share/bash-completion/completions/baton`.
     Completions {
         #[arg(value_enum)]
@@ -113,6 +119,79 @@ enum ListCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SuppressionCommand {
+    /// All entries, newest last.
+    List {
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let mail go to an address again.
+    Remove {
+        address: String,
+        /// The tenant whose list holds it (without: the relay-wide list).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Where a tenant's events are sent: SQS queues, EventBridge buses, HTTPS webhooks.
+    #[command(subcommand)]
+    Destination(DestinationCommand),
+}
+
+#[derive(Subcommand)]
+enum DestinationCommand {
+    /// Send a tenant's events to one more place. A webhook gets a signing secret, printed
+    /// once. Calls are retried with backoff and dead-lettered (queue `events-dlq`).
+    Add {
+        tenant: String,
+        /// A name for it, to remove it by.
+        name: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Every destination, by tenant.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending to a destination (events already queued for it are dropped).
+    Remove { tenant: String, name: String },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// An SQS queue URL: each event is one message, with attributes eventId and eventType.
+    #[arg(long)]
+    sqs: Option<String>,
+    /// An EventBridge bus name or ARN: entries with source "baton" and SES's detail-types
+    /// ("Email Bounced", ...).
+    #[arg(long)]
+    eventbridge: Option<String>,
+    /// An https:// URL: each event is POSTed with Baton-Event-Id and Baton-Signature.
+    #[arg(long)]
+    webhook: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> Target {
+        match (self.sqs, self.eventbridge, self.webhook) {
+            (Some(queue_url), _, _) => Target::Sqs { queue_url },
+            (_, Some(bus), _) => Target::Eventbridge { bus },
+            (_, _, Some(url)) => Target::Webhook { url },
+            _ => unreachable!("clap requires one"),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -341,16 +420,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Capture(CaptureCommand::List { json }) => inspect::capture_list(&settings, json),
         Command::Events {
+            command: None,
             tenant,
             limit,
             json,
         } => inspect::events(&settings, tenant.as_deref(), limit, json),
+        Command::Events {
+            command: Some(EventsCommand::Destination(d)),
+            ..
+        } => match d {
+            DestinationCommand::Add {
+                tenant,
+                name,
+                target,
+            } => destinations::add(&settings, &tenant, &name, target.target()),
+            DestinationCommand::List { tenant, json } => {
+                destinations::list(&settings, tenant.as_deref(), json)
+            }
+            DestinationCommand::Remove { tenant, name } => {
+                destinations::remove(&settings, &tenant, &name)
+            }
+        },
         Command::Capture(CaptureCommand::Show { id }) => inspect::capture_show(&settings, &id),
         Command::Bounce(BounceCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::BOUNCES, json)
         }
-        Command::Suppression(ListCommand::List { json }) => {
+        Command::Suppression(SuppressionCommand::List { json }) => {
             inspect::table_list(&settings, records::tables::SUPPRESSION, json)
+        }
+        Command::Suppression(SuppressionCommand::Remove { address, tenant }) => {
+            admin::suppression_remove(&settings, &address, tenant.as_deref())
         }
         Command::Completions { .. }
         | Command::Man { .. }

@@ -36,6 +36,7 @@ fn pipeline_ports(backend: &EmbeddedBackend) -> (Ports, DeadLetters) {
         sign: queue(queue_names::SIGN),
         deliver: queue(queue_names::DELIVER),
         bounce: queue(queue_names::BOUNCE),
+        events: queue(queue_names::EVENTS),
         clock: Arc::new(SystemClock),
     };
     let dead = DeadLetters {
@@ -43,6 +44,7 @@ fn pipeline_ports(backend: &EmbeddedBackend) -> (Ports, DeadLetters) {
         sign: dead_letter(queue_names::SIGN),
         deliver: dead_letter(queue_names::DELIVER),
         bounce: dead_letter(queue_names::BOUNCE),
+        events: dead_letter(queue_names::EVENTS),
     };
     (ports, dead)
 }
@@ -74,6 +76,7 @@ fn concurrency(settings: &Settings) -> runtime::Concurrency {
         policy: settings.raw.pipeline.policy_workers,
         sign: settings.raw.pipeline.sign_workers,
         deliver: settings.raw.pipeline.deliver_workers,
+        ..runtime::Concurrency::default()
     }
 }
 
@@ -111,7 +114,9 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     let gateway = Gateway::bind(&settings, deps).await?;
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = if settings.raw.pipeline.run_stages {
-        let stages = baton_pipeline::setup::stages(&settings)?;
+        // Tenants' SQS and EventBridge destinations are AWS services, whichever the backend.
+        let cloud = baton_functions::cloud_targets(&AwsBackend::connect(&settings.raw.aws).await);
+        let stages = baton_pipeline::setup::stages(&settings, cloud)?;
         let config = WorkerConfig {
             batch: settings.raw.pipeline.batch,
             ..WorkerConfig::default()
@@ -164,7 +169,8 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = JoinSet::new();
     if settings.raw.pipeline.run_stages {
-        let stages = baton_pipeline::setup::stages(&settings)?;
+        let cloud = baton_functions::cloud_targets(&aws);
+        let stages = baton_pipeline::setup::stages(&settings, cloud)?;
         let c = concurrency(&settings);
         for stage in Stage::ALL {
             let function = Function::new(stage, ports.clone(), &dead, &stages);
@@ -175,6 +181,7 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
                     Stage::Sign => c.sign,
                     Stage::Deliver => c.deliver,
                     Stage::Bounce => 1,
+                    Stage::Events => c.events,
                 },
                 wait: Duration::from_secs(1),
                 region: settings.raw.aws.region.clone(),

@@ -1,4 +1,4 @@
-//! What the four Lambda functions share. Each function's `main.rs` is a thin wrapper:
+//! What the Lambda functions share. Each function's `main.rs` is a thin wrapper:
 //! [`Function::from_env`] builds the AWS ports and its stage from `BATON_*` variables (the
 //! same keys as `baton.toml`), and [`Function::handle`] turns one `SqsEvent` into an
 //! `SqsBatchResponse` with partial batch failures. `baton serve --backend aws` runs the
@@ -14,9 +14,10 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use baton_aws::{AwsBackend, LEDGER_TABLES, QueueSpec, queue_message_from_event};
 use baton_config::{Config, Settings};
 use baton_pipeline::driver::{Settled, process_batch};
+use baton_pipeline::notify::CloudTargets;
 use baton_pipeline::outbound::deadline;
 use baton_pipeline::runtime::{DeadLetters, Stages};
-use baton_pipeline::{Ports, SystemClock, queue_names};
+use baton_pipeline::{Ports, StageError, SystemClock, queue_names};
 use baton_store::{Queue, QueueMessage};
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -40,10 +41,18 @@ pub enum Stage {
     Sign,
     Deliver,
     Bounce,
+    /// Sends events to tenants' destinations.
+    Events,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Policy, Stage::Sign, Stage::Deliver, Stage::Bounce];
+    pub const ALL: [Stage; 5] = [
+        Stage::Policy,
+        Stage::Sign,
+        Stage::Deliver,
+        Stage::Bounce,
+        Stage::Events,
+    ];
 
     /// The queue the stage consumes.
     pub fn queue(self) -> &'static str {
@@ -52,6 +61,7 @@ impl Stage {
             Stage::Sign => queue_names::SIGN,
             Stage::Deliver => queue_names::DELIVER,
             Stage::Bounce => queue_names::BOUNCE,
+            Stage::Events => queue_names::EVENTS,
         }
     }
 
@@ -61,6 +71,7 @@ impl Stage {
             Stage::Sign => "sign",
             Stage::Deliver => "deliver",
             Stage::Bounce => "bounce",
+            Stage::Events => "events",
         }
     }
 
@@ -108,6 +119,7 @@ pub fn aws_ports(aws: &AwsBackend) -> (Ports, DeadLetters) {
         sign: q(queue_names::SIGN),
         deliver: q(queue_names::DELIVER),
         bounce: q(queue_names::BOUNCE),
+        events: q(queue_names::EVENTS),
         clock: Arc::new(SystemClock),
     };
     let dead = DeadLetters {
@@ -115,8 +127,42 @@ pub fn aws_ports(aws: &AwsBackend) -> (Ports, DeadLetters) {
         sign: dlq(queue_names::SIGN),
         deliver: dlq(queue_names::DELIVER),
         bounce: dlq(queue_names::BOUNCE),
+        events: dlq(queue_names::EVENTS),
     };
     (ports, dead)
+}
+
+/// Tenants' SQS queues and EventBridge buses, through the backend's clients.
+pub fn cloud_targets(aws: &AwsBackend) -> Arc<dyn CloudTargets> {
+    Arc::new(AwsCloudTargets(aws.event_targets()))
+}
+
+struct AwsCloudTargets(baton_aws::EventTargets);
+
+#[async_trait::async_trait]
+impl CloudTargets for AwsCloudTargets {
+    async fn send_to_queue(
+        &self,
+        queue_url: &str,
+        body: &str,
+        event_id: &str,
+        event_type: &str,
+    ) -> Result<(), StageError> {
+        Ok(self
+            .0
+            .send_to_queue(queue_url, body, event_id, event_type)
+            .await?)
+    }
+
+    async fn put_event(
+        &self,
+        bus: &str,
+        source: &str,
+        detail_type: &str,
+        detail: &str,
+    ) -> Result<(), StageError> {
+        Ok(self.0.put_event(bus, source, detail_type, detail).await?)
+    }
 }
 
 /// How a function spends an invocation's time.
@@ -187,6 +233,11 @@ impl Function {
                 dead.bounce.clone(),
                 stages.bounce.clone(),
             ),
+            Stage::Events => (
+                ports.events.clone(),
+                dead.events.clone(),
+                stages.events.clone(),
+            ),
         };
         Function {
             stage,
@@ -222,7 +273,7 @@ impl Function {
     ) -> Result<Function, FunctionError> {
         let aws = AwsBackend::connect(&settings.raw.aws).await;
         let (ports, dead) = aws_ports(&aws);
-        let stages = baton_pipeline::setup::stages(settings)?;
+        let stages = baton_pipeline::setup::stages(settings, cloud_targets(&aws))?;
         let function = Function::new(stage, ports, &dead, &stages);
         Ok(match stage {
             Stage::Deliver => function.with_limits(Limits::deliver(settings)),

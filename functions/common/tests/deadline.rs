@@ -118,6 +118,7 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
         sign: q("sign"),
         deliver: deliver.clone(),
         bounce: q("bounce"),
+        events: q("events"),
         clock: Arc::new(SystemClock),
     };
     let dead = DeadLetters {
@@ -125,6 +126,7 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
         sign: q("sign-dlq"),
         deliver: q("deliver-dlq"),
         bounce: q("bounce-dlq"),
+        events: q("events-dlq"),
     };
     // Per-command timeouts far longer than the invocation: only the deadline can save it.
     let stage = DeliverStage {
@@ -152,7 +154,8 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
         policy: unused.clone(),
         sign: unused.clone(),
         deliver: Arc::new(runtime::DeliverStage(stage)),
-        bounce: unused,
+        bounce: unused.clone(),
+        events: unused,
     };
     let function = Function::new(Stage::Deliver, ports.clone(), &dead, &stages).with_limits(limits);
     Fixture {

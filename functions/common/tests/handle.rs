@@ -43,6 +43,7 @@ fn fixture() -> Fixture {
         sign: other("sign"),
         deliver: other("deliver"),
         bounce: other("bounce"),
+        events: other("events"),
         clock: Arc::new(SystemClock),
     };
     let dead = DeadLetters {
@@ -50,13 +51,15 @@ fn fixture() -> Fixture {
         sign: other("sign-dlq"),
         deliver: other("deliver-dlq"),
         bounce: other("bounce-dlq"),
+        events: other("events-dlq"),
     };
     let handler: Arc<dyn runtime::Stage> = Arc::new(ByBody);
     let stages = Stages {
         policy: handler.clone(),
         sign: handler.clone(),
         deliver: handler.clone(),
-        bounce: handler,
+        bounce: handler.clone(),
+        events: handler,
     };
     Fixture {
         intake,

@@ -86,13 +86,9 @@ pub async fn handle(
                     diagnostic: &format!("{} {} {}", f.code, f.enhanced, f.text),
                 };
                 let remote = f.remote_mta.as_deref().unwrap_or(&config.hostname);
-                let event = bounce(
-                    &line,
-                    &feedback_id(&id, "delivery", &f.recipient),
-                    remote,
-                    now,
-                );
-                a.publish(ledger, now, "Bounce", event).await?;
+                let feedback = feedback_id(&id, "delivery", &f.recipient);
+                let event = bounce(&line, &feedback, remote, now);
+                a.publish(ports, "Bounce", &feedback, event).await?;
             }
             let kind = if record.hard {
                 "hard bounce"

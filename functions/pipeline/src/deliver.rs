@@ -219,7 +219,7 @@ pub async fn handle(
                             "smtpResponse": reply,
                             "reportingMTA": remote,
                         }});
-                        a.publish(ledger, now, "Delivery", event).await?;
+                        a.publish(ports, "Delivery", &r.address, event).await?;
                     }
                     Outcome::Deferred => {
                         let expires = envelope.received_at * 1000
@@ -239,7 +239,9 @@ pub async fn handle(
                             }],
                             "reportingMTA": remote,
                         }});
-                        a.publish(ledger, now, "DeliveryDelay", event).await?;
+                        let occurrence = format!("{}#{attempt}", r.address);
+                        a.publish(ports, "DeliveryDelay", &occurrence, event)
+                            .await?;
                     }
                     // The bounce stage publishes it, with the other failures.
                     Outcome::Failed => {}

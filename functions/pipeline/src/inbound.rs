@@ -12,9 +12,9 @@ use baton_domain::{Bounced, Domain, Envelope, QueueId, TenantId};
 use baton_store::get_domain;
 
 use crate::messages;
+use crate::policy::PolicyConfig;
 use crate::records::{self, BounceRecord, Suppression, put_bounce, record_event, suppress};
 use crate::ses_events;
-use crate::soft::SoftBounces;
 use crate::{Ports, StageError};
 
 /// The bounced messages and recipients `envelope` is addressed to, when its recipients are
@@ -56,21 +56,39 @@ pub async fn returned(
     ))
 }
 
+/// The bounce parser with the operator's rules file (if any) over the built-in rules.
+pub fn parser(rules_file: Option<&std::path::Path>) -> Result<baton_bounce::Parser, StageError> {
+    let rules = match rules_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StageError::Permanent(format!("bounce rules {}: {e}", path.display()))
+            })?;
+            let own = baton_bounce::Rules::from_toml(&text).map_err(|e| {
+                StageError::Permanent(format!("bounce rules {}: {e}", path.display()))
+            })?;
+            baton_bounce::Rules::default().merged(&own)
+        }
+        None => baton_bounce::Rules::default(),
+    };
+    Ok(baton_bounce::Parser::new(rules))
+}
+
 /// Acts on a bounce that came back: see the module documentation.
 pub async fn handle(
     ports: &Ports,
+    config: &PolicyConfig,
     envelope: &Envelope,
     bounced: &[Bounced],
-    soft: &SoftBounces,
     now_ms: i64,
 ) -> Result<(), StageError> {
+    let soft = &config.soft;
     let ledger = ports.ledger.as_ref();
     let id = envelope.queue_id;
     let raw = ports
         .blobs
         .read_head(&id.to_string(), baton_bounce::MAX_INPUT)
         .await?;
-    let report = baton_bounce::parse(&raw).ok();
+    let report = config.bounce_parser.parse(&raw).ok();
     if bounced.is_empty() {
         let why = "none of its return paths opens (forged, or too old to act on)";
         record_event(ledger, &id, now_ms, "bounce", "ignored", why).await?;
@@ -139,7 +157,8 @@ pub async fn handle(
         if let Some(about) = ses_events::About::from_summary(&b.queue_id, &summary)
             && let Some((event_type, event)) = outcome.ses_event(&address, &id, now_ms)
         {
-            about.publish(ledger, now_ms, event_type, event).await?;
+            let occurrence = format!("{id}/{address}");
+            about.publish(ports, event_type, &occurrence, event).await?;
         }
         let repeated = match (&outcome, &tenant) {
             (Outcome::Bounce { hard: false, .. }, Some(t)) => {

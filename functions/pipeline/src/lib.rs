@@ -4,6 +4,7 @@
 //!
 //! intake ──policy──▶ sign ──sign──▶ deliver ──deliver──▶ (done | retry on deliver | bounce)
 //! bounce ──bounce──▶ bounce records, suppression, DSN (back into intake)
+//! any stage ──SES-shaped event──▶ events ──notify──▶ the tenant's queues, buses, webhooks
 
 pub mod bounce;
 pub mod capture;
@@ -11,9 +12,11 @@ pub mod deliver;
 pub mod dkim;
 pub mod driver;
 mod error;
+pub mod event_destinations;
 pub mod inbound;
 pub mod job;
 pub mod messages;
+pub mod notify;
 pub mod outbound;
 pub mod policy;
 pub mod poll_outage;
@@ -25,6 +28,7 @@ pub mod ses_events;
 pub mod setup;
 pub mod sign;
 pub mod soft;
+pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;
@@ -40,7 +44,9 @@ pub mod queue_names {
     pub const SIGN: &str = "sign";
     pub const DELIVER: &str = "deliver";
     pub const BOUNCE: &str = "bounce";
-    pub const ALL: [&str; 4] = [INTAKE, SIGN, DELIVER, BOUNCE];
+    /// Events on their way to tenants' destinations (one message per event and destination).
+    pub const EVENTS: &str = "events";
+    pub const ALL: [&str; 5] = [INTAKE, SIGN, DELIVER, BOUNCE, EVENTS];
 
     pub fn dead_letter(queue: &str) -> String {
         format!("{queue}-dlq")
@@ -76,6 +82,7 @@ pub struct Ports {
     pub sign: Arc<dyn Queue>,
     pub deliver: Arc<dyn Queue>,
     pub bounce: Arc<dyn Queue>,
+    pub events: Arc<dyn Queue>,
     pub clock: Arc<dyn Clock>,
 }
 

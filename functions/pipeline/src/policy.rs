@@ -29,6 +29,8 @@ pub struct PolicyConfig {
     pub bounce_subdomain: String,
     /// When soft bounces coming back by mail suppress.
     pub soft: crate::soft::SoftBounces,
+    /// Parses them, with the operator's rules (`bounces.rules_file`) over the built-in ones.
+    pub bounce_parser: std::sync::Arc<baton_bounce::Parser>,
 }
 
 pub async fn handle(
@@ -80,7 +82,7 @@ pub async fn handle(
     if let Some(bounced) =
         inbound::returned(ports, &config.bounce_subdomain, &envelope, now).await?
     {
-        inbound::handle(ports, &envelope, &bounced, &config.soft, now).await?;
+        inbound::handle(ports, config, &envelope, &bounced, now).await?;
         for rcpt in &envelope.recipients {
             let state = RcptState {
                 status: RcptStatus::Delivered,
@@ -129,17 +131,14 @@ pub async fn handle(
             Some(r) => {
                 let reason = format!("{} {} {}", r.code, r.enhanced, r.text);
                 a.publish(
-                    ledger,
-                    now,
+                    ports,
                     "Reject",
+                    "",
                     json!({ "reject": { "reason": reason } }),
                 )
                 .await?
             }
-            None => {
-                a.publish(ledger, now, "Send", json!({ "send": {} }))
-                    .await?
-            }
+            None => a.publish(ports, "Send", "", json!({ "send": {} })).await?,
         }
     }
     let mut failures = Vec::new();
@@ -180,7 +179,7 @@ pub async fn handle(
                 };
                 let feedback = ses_events::feedback_id(&id, "suppressed", &address);
                 let event = ses_events::bounce(&line, &feedback, &config.hostname, now);
-                a.publish(ledger, now, "Bounce", event).await?;
+                a.publish(ports, "Bounce", &feedback, event).await?;
             }
             (RcptStatus::Suppressed, Some(f))
         } else {

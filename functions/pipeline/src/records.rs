@@ -363,6 +363,18 @@ pub async fn suppress(
 }
 
 /// The suppression of `rcpt`, if any, expired or not (see [`Suppression::in_force`]).
+/// Takes `rcpt` off the list; false if it was not on it.
+pub async fn unsuppress(
+    ledger: &dyn Ledger,
+    tenant: Option<&TenantId>,
+    rcpt: &str,
+) -> Result<bool, StageError> {
+    let key = suppression_key(tenant, rcpt);
+    let was = ledger.get(tables::SUPPRESSION, &key).await?.is_some();
+    ledger.delete(tables::SUPPRESSION, &key).await?;
+    Ok(was)
+}
+
 pub async fn suppressed(
     ledger: &dyn Ledger,
     tenant: Option<&TenantId>,

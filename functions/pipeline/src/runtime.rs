@@ -19,6 +19,7 @@ pub struct DeadLetters {
     pub sign: Arc<dyn Queue>,
     pub deliver: Arc<dyn Queue>,
     pub bounce: Arc<dyn Queue>,
+    pub events: Arc<dyn Queue>,
 }
 
 /// A stage handler as the runtime sees it.
@@ -35,6 +36,18 @@ pub struct PolicyStage(pub PolicyConfig);
 pub struct SignStage;
 pub struct DeliverStage(pub crate::deliver::DeliverStage);
 pub struct BounceStage(pub BounceConfig);
+pub struct NotifyStage(pub crate::notify::NotifyStage);
+
+#[async_trait::async_trait]
+impl Stage for NotifyStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        crate::notify::handle(ports, &self.0, message).await
+    }
+}
 
 #[async_trait::async_trait]
 impl Stage for SignStage {
@@ -85,6 +98,7 @@ pub struct Stages {
     pub sign: Arc<dyn Stage>,
     pub deliver: Arc<dyn Stage>,
     pub bounce: Arc<dyn Stage>,
+    pub events: Arc<dyn Stage>,
 }
 
 /// Starts one worker per stage. They stop, finishing their batch, when `shutdown` is true.
@@ -95,6 +109,8 @@ pub struct Concurrency {
     pub policy: usize,
     pub sign: usize,
     pub deliver: usize,
+    /// Webhook calls wait on the tenant's server.
+    pub events: usize,
 }
 
 impl Default for Concurrency {
@@ -103,6 +119,7 @@ impl Default for Concurrency {
             policy: 8,
             sign: 8,
             deliver: 32,
+            events: 4,
         }
     }
 }
@@ -137,6 +154,12 @@ pub fn spawn(
             concurrency.deliver.max(1),
         ),
         (ports.bounce.clone(), dead.bounce, stages.bounce, 1),
+        (
+            ports.events.clone(),
+            dead.events,
+            stages.events,
+            concurrency.events.max(1),
+        ),
     ];
     for (queue, dlq, stage, workers) in plan {
         // One outage log per queue, shared by its workers: an outage is logged once.

@@ -2,21 +2,24 @@
 //! (`eventType` Send, Delivery, Bounce, Complaint, DeliveryDelay, Reject, with SES's `mail`,
 //! `bounce`, `complaint`, `delivery` and `deliveryDelay` objects and field names), so that
 //! consumers written for SES read them unchanged. They are kept in the `tenant_events`
-//! ledger table (`baton events`); destinations (SQS, EventBridge, webhooks) are to come.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! ledger table (`baton events`) and, for each of the tenant's destinations, handed to the
+//! events stage (`notify`) through its queue, never sent inline by the stage that saw them.
+//!
+//! Stages run at least once, so an event has an id made from what it is about (message,
+//! type, and which occurrence: a recipient, an attempt): a stage that runs again writes
+//! nothing new, and destinations get the same id again (`Baton-Event-Id`, the SQS attribute
+//! `eventId`) to deduplicate on.
 
 use baton_domain::{Envelope, QueueId, TenantId};
 use baton_store::Ledger;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
-use crate::StageError;
 use crate::messages::{self, MessageSummary};
+use crate::{Ports, StageError, event_destinations, notify};
 
 pub const TABLE: &str = "tenant_events";
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// One event, exactly as SES publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +68,8 @@ pub fn iso8601(ms: i64) -> String {
 pub struct About {
     tenant: TenantId,
     mail: Mail,
+    /// The tenant's destination names, read once, at the first event.
+    destinations: OnceCell<Vec<String>>,
 }
 
 impl About {
@@ -101,15 +106,18 @@ impl About {
                 },
             },
             tenant,
+            destinations: OnceCell::new(),
         })
     }
 
-    /// Keeps `event_type` with its object (`detail`, e.g. `{"bounce": {...}}`).
+    /// Keeps `event_type` with its object (`detail`, e.g. `{"bounce": {...}}`) and queues it
+    /// for each destination. `occurrence` tells this event from others of the same type about
+    /// the same message (a recipient, an attempt): with it, the event's id.
     pub async fn publish(
         &self,
-        ledger: &dyn Ledger,
-        now_ms: i64,
+        ports: &Ports,
         event_type: &str,
+        occurrence: &str,
         detail: Value,
     ) -> Result<(), StageError> {
         let event = SesEvent {
@@ -120,16 +128,64 @@ impl About {
                 _ => serde_json::Map::new(),
             },
         };
-        let key = format!(
-            "{}/{now_ms:013}-{}-{}",
-            self.tenant.0,
-            self.mail.message_id,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = event_id(&self.mail.message_id, event_type, occurrence);
+        let key = format!("{}/{id}", self.tenant.0);
         let bytes = serde_json::to_vec(&event)
             .map_err(|e| StageError::Permanent(format!("event {key}: {e}")))?;
-        ledger.put(TABLE, &key, &bytes).await?;
+        // A stage run again finds its event there and keeps the first (same id, same body).
+        ports.ledger.put_if_absent(TABLE, &key, &bytes).await?;
+        let destinations = self
+            .destinations
+            .get_or_try_init(|| async {
+                let all = event_destinations::list(ports.ledger.as_ref(), Some(&self.tenant.0));
+                Ok::<_, StageError>(all.await?.into_iter().map(|d| d.name).collect())
+            })
+            .await?;
+        // Queued again when the stage runs again: the events stage sends each (event,
+        // destination) once it has succeeded, so a second job finds it done.
+        for name in destinations {
+            let job = notify::NotifyJob {
+                tenant: self.tenant.0.clone(),
+                event_id: id.clone(),
+                destination: name.clone(),
+            };
+            notify::enqueue(ports.events.as_ref(), &job, &self.mail.message_id).await?;
+        }
         Ok(())
+    }
+}
+
+/// An event's id: what it is about, hashed (SHA-256, 128 bits in hex).
+pub fn event_id(message_id: &str, event_type: &str, occurrence: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{message_id}\0{event_type}\0{occurrence}").as_bytes(),
+    );
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The stored event `id` of `tenant`, as SES would publish it.
+pub async fn get(
+    ledger: &dyn Ledger,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Vec<u8>>, StageError> {
+    Ok(ledger.get(TABLE, &format!("{tenant}/{id}")).await?)
+}
+
+/// EventBridge's `detail-type` for SES events of `event_type`, as SES names them.
+pub fn detail_type(event_type: &str) -> String {
+    match event_type {
+        "Send" => "Email Sent".into(),
+        "Delivery" => "Email Delivered".into(),
+        "Bounce" => "Email Bounced".into(),
+        "Complaint" => "Email Complaint Received".into(),
+        "DeliveryDelay" => "Email Delivery Delayed".into(),
+        "Reject" => "Email Rejected".into(),
+        other => format!("Email {other}"),
     }
 }
 

@@ -11,16 +11,19 @@ use crate::StageError;
 use crate::bounce::BounceConfig;
 use crate::deliver;
 use crate::dkim::{self, EnsuredKeys};
+use crate::notify::CloudTargets;
 use crate::outbound::{
     ClientConfig, ConnectionPool, Credentials, HickoryMxResolver, MxResolver, Route, VerifiedTls,
     opportunistic_tls, verified_tls,
 };
 use crate::policy::PolicyConfig;
-use crate::runtime::{BounceStage, DeliverStage, PolicyStage, SignStage, Stages};
+use crate::runtime::{BounceStage, DeliverStage, NotifyStage, PolicyStage, SignStage, Stages};
 
-/// The four stages as `settings` configures them (shared by `baton serve` and the Lambda
-/// functions, so both behave alike).
-pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
+/// The stages as `settings` configures them (shared by `baton serve` and the Lambda
+/// functions, so both behave alike). `cloud` sends events to tenants' SQS queues and EventBridge
+/// buses: the AWS backend's clients, on both backends, since those destinations are AWS
+/// services.
+pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stages, StageError> {
     // EHLO and DSNs must name a real host; a placeholder is only for a loopback trial.
     settings
         .check_delivery_hostname(true)
@@ -103,11 +106,17 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
         window: raw.bounces.soft_window,
         suppress_for: raw.bounces.soft_suppression,
     };
+    let notify = crate::notify::NotifyStage {
+        cloud,
+        webhooks: crate::webhook::WebhookClient::new(&raw.events)?,
+        own_prefix: raw.aws.prefix.clone(),
+    };
     Ok(Stages {
         policy: Arc::new(PolicyStage(PolicyConfig {
             hostname: raw.hostname.clone(),
             bounce_subdomain: raw.bounces.subdomain.clone(),
             soft,
+            bounce_parser: Arc::new(crate::inbound::parser(raw.bounces.rules_file.as_deref())?),
         })),
         sign: Arc::new(SignStage),
         deliver: Arc::new(DeliverStage(deliver)),
@@ -115,6 +124,7 @@ pub fn stages(settings: &Settings) -> Result<Stages, StageError> {
             hostname: raw.hostname.clone(),
             soft,
         })),
+        events: Arc::new(NotifyStage(notify)),
     })
 }
 

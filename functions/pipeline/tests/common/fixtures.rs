@@ -87,6 +87,7 @@ pub fn config() -> policy::PolicyConfig {
         hostname: "relay.test".into(),
         bounce_subdomain: "bounce".into(),
         soft: Default::default(),
+        bounce_parser: std::sync::Arc::new(baton_bounce::Parser::new(Default::default())),
     }
 }
 

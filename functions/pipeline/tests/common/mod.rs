@@ -20,6 +20,7 @@ pub fn embedded_ports(dir: &std::path::Path) -> Ports {
         sign: q(queue_names::SIGN),
         deliver: q(queue_names::DELIVER),
         bounce: q(queue_names::BOUNCE),
+        events: q(queue_names::EVENTS),
         clock: Arc::new(SystemClock),
     }
 }
