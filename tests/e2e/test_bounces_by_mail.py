@@ -114,6 +114,16 @@ def test_a_dsn_mailed_back_later_suppresses_the_recipient(relay, net):  # noqa: 
     wait_for(lambda: "suppress" in show(relay, second), "the suppressed second message")
     assert len(sinks["good"].messages()) == 1, "the second message must not go out"
 
+    # The operator lets mail go to bob again.
+    out = relay.cli("suppression", "remove", "bob@example.org", "--tenant", "acme").stdout
+    assert "removed" in out, out
+    assert not suppressed_entry(relay, "bob@example.org")
+    again = relay.cli("suppression", "remove", "bob@example.org", "--tenant", "acme", check=False)
+    assert again.returncode == 1 and "not on tenant acme's suppression list" in again.stderr, again.stderr
+    third = submit(relay, "bob@example.org", subject="welcome back")
+    sinks["good"].wait_messages(2)
+    wait_for(lambda: "delivered" in show(relay, third), "the third message delivered")
+
 
 ARF = """From: feedback@example.org
 To: {path}

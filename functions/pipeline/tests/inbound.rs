@@ -295,3 +295,51 @@ async fn a_replayed_hard_bounce_acts_once() {
         .count();
     assert_eq!(ses_bounces, 1, "one Bounce event, not one per replay");
 }
+
+#[tokio::test]
+async fn the_operators_rules_file_decides_for_the_running_pipeline() {
+    let env = setup();
+    let (_, path) = sent(&env.ports, "gone@example.org").await;
+    // This operator treats "user unknown" as temporary (say, a provider known to lie).
+    let dir = tempfile::tempdir().expect("dir");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[status]]\ncode = \"5.1.1\"\nreason = \"user_unknown\"\nclass = \"soft\"\n",
+    )
+    .expect("write rules");
+    let mut config = config();
+    config.bounce_parser =
+        std::sync::Arc::new(baton_pipeline::inbound::parser(Some(&rules)).expect("rules load"));
+    let (_, msg) = common::fixtures::accept_as(
+        &env.ports,
+        &dsn("gone@example.org", "5.1.1", "failed"),
+        &[&path],
+        None,
+    )
+    .await;
+    policy::handle(&env.ports, &config, &msg)
+        .await
+        .expect("policy");
+    assert!(
+        suppressed(&env.ports, "gone@example.org").await.is_none(),
+        "a soft bounce by the operator's rules must not suppress at once"
+    );
+    let [b] = records::bounces(env.ports.ledger.as_ref(), Some(&TenantId("acme".into())))
+        .await
+        .expect("bounces")
+        .try_into()
+        .expect("one bounce record");
+    assert!(!b.hard, "{b:?}");
+
+    // A file that does not load stops the start, with the file named.
+    std::fs::write(
+        &rules,
+        "[[status]]\ncode = \"5.1.1\"\nreason = \"no_such_reason\"\n",
+    )
+    .expect("write rules");
+    let err = baton_pipeline::inbound::parser(Some(&rules))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("rules.toml"), "{err}");
+}
