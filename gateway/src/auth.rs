@@ -225,6 +225,7 @@ mod tests {
             &domain,
             &DomainRecord {
                 tenant: TenantId("acme".into()),
+                return_path: false,
             },
         )
         .await

@@ -39,6 +39,11 @@ def return_path_of(sink, rcpt):
     return path
 
 
+def return_path_of_message_to(sink, rcpt):
+    [msg] = [m for m in sink.messages() if f"X-Rcpt-Args: <{rcpt}>".encode() in m]
+    return re.search(rb"X-Mail-Args: <([^>]*)>", msg).group(1).decode()
+
+
 def mail_to_relay(relay, rcpt, body):
     with smtplib.SMTP(*relay.addr("relay"), timeout=30) as s:
         s.ehlo("mx.example.org")
@@ -98,6 +103,10 @@ def test_a_dsn_mailed_back_later_suppresses_the_recipient(relay, net):  # noqa: 
     assert suppressed[0]["key"] == "acme/bob@example.org" and first == suppressed[0]["queue_id"], suppressed
     assert "5.1.1" in suppressed[0]["reason"], suppressed
     assert "bounced" in show(relay, first), show(relay, first)
+    # The bounce the sender would have had without our return path: passed on as our DSN.
+    [forwarded] = sinks["sender"].wait_messages(1)
+    assert b"X-Mail-Args: <>" in forwarded and b"X-Rcpt-Args: <news@acme.test>" in forwarded, forwarded
+    assert b"Final-Recipient: rfc822; bob@example.org" in forwarded and b"Status: 5.1.1" in forwarded, forwarded
     # The tenant's events, as SES would publish them: Send, Delivery, then the Bounce.
     events = [e for e in json.loads(relay.cli("events", "--tenant", "acme", "--json").stdout)
               if e["mail"]["messageId"] == first]
@@ -183,3 +192,34 @@ def test_a_dsn_mailed_back_suppresses_the_recipient_on_aws(spawn_relay, net, loc
     assert mail_to_relay(relay, path, DSN.format(path=path, rcpt="dan@example.org"))[0] == 250
     [entry] = wait_for(lambda: suppressed_entry(relay, "dan@example.org"), "the suppression", timeout=60)
     assert entry["key"] == "acme/dan@example.org" and entry["queue_id"] == first, entry
+
+
+def test_return_paths_start_for_a_domain_once_its_bounce_mx_is_verified(spawn_relay, net):  # noqa: F811
+    dns, port, sinks = net
+    relay = spawn_relay(**{
+        "pipeline.run_stages": True,
+        "delivery.port": port,
+        "delivery.nameservers": [dns.addr],
+    })
+    relay.add_user("alice", "acme", "s3cret")
+    out = relay.cli("domain", "add", "acme.test", "--tenant", "acme").stdout
+    assert "bounce.acme.test  MX  10 relay.test." in out and "domain verify acme.test" in out, out
+    submit(relay, "bob@example.org")
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"X-Mail-Args: <news@acme.test>" in msg, "no return path before the MX is verified"
+
+    early = relay.cli("domain", "verify", "acme.test", check=False)
+    assert early.returncode == 1 and "publish `bounce.acme.test  MX  10 relay.test.`" in early.stderr, early.stderr
+    dns.mx("bounce.acme.test", (10, "elsewhere.test"))
+    dns.a("elsewhere.test", "192.0.2.1")
+    dns.a("relay.test", "127.0.0.1")
+    wrong = relay.cli("domain", "verify", "acme.test", check=False)
+    assert wrong.returncode == 1 and "has MX elsewhere.test, not relay.test" in wrong.stderr, wrong.stderr
+
+    dns.mx("bounce.acme.test", (10, "relay.test"))
+    ok = relay.cli("domain", "verify", "acme.test")
+    assert "return paths on" in ok.stdout, ok.stdout
+    submit(relay, "carol@example.org")
+    sinks["good"].wait_messages(2)
+    path = return_path_of_message_to(sinks["good"], "carol@example.org")
+    assert path.startswith("b1-") and path.endswith("@bounce.acme.test"), path

@@ -4,7 +4,6 @@ HTTPS webhook whose signature the receiver checks. The bounce comes back by mail
 return path, as a remote MX would send it; a complaint likewise."""
 
 import json
-import re
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from awsnet import AWS_ENV, REGION, client, localstack, unique_name  # noqa: F401  (fixture)
 from awsnet import ENDPOINT
 from test_aws_backend import start_aws_relay
-from test_bounces_by_mail import ARF, DSN, mail_to_relay, return_path_of, wait_for
+from test_bounces_by_mail import ARF, DSN, mail_to_relay, return_path_of, return_path_of_message_to, wait_for
 from test_pipeline import net, submit  # noqa: F401  (the fixture is used by name)
 from test_route_auth import self_signed
 from webhook import Receiver, verify
@@ -151,7 +150,8 @@ def test_events_reach_a_queue_a_bus_and_a_signed_webhook(spawn_relay, net, desti
 
     # A complaint about another message.
     second = submit(relay, "carol@example.org", subject="news")
-    path = wait_for(lambda: return_path_to(sinks["good"], "carol@example.org"), "the message to carol")
+    wait_for(lambda: len(sinks["good"].messages()) == 2, "the message to carol")
+    path = return_path_of_message_to(sinks["good"], "carol@example.org")
     assert mail_to_relay(relay, path, ARF.format(path=path, rcpt="carol@example.org"))[0] == 250
     complaint = check_everywhere(destinations, receiver, secret, second, "Complaint",
                                  "Email Complaint Received")["complaint"]
@@ -164,14 +164,6 @@ def test_events_reach_a_queue_a_bus_and_a_signed_webhook(spawn_relay, net, desti
     sqs_events(destinations, third, "Delivery")
     time.sleep(1)
     assert len(receiver.calls) == calls, receiver.calls[calls:]
-
-
-def return_path_to(sink, rcpt):
-    """The return path of the message the next hop took for `rcpt`, once it has."""
-    for msg in sink.messages():
-        if f"X-Rcpt-Args: <{rcpt}>".encode() in msg:
-            return re.search(rb"X-Mail-Args: <([^>]*)>", msg).group(1).decode()
-    return None
 
 
 def test_events_reach_the_destinations_on_aws(spawn_relay, net, destinations, receiver):  # noqa: F811

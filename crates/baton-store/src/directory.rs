@@ -15,6 +15,10 @@ pub struct UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRecord {
     pub tenant: TenantId,
+    /// Its mail goes out from per-recipient return paths: set by `baton domain verify` once
+    /// the bounce domain's MX names this relay (or for every domain, `bounces.return_path`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_path: bool,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {

@@ -12,8 +12,9 @@ use baton_config::Settings;
 use baton_domain::{Domain, TenantId};
 use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
+use baton_pipeline::outbound::{HickoryMxResolver, MxResolver};
 use baton_pipeline::{dkim, queue_names, quota, records, setup};
-use baton_store::{BlobStore, DomainRecord, Ledger, UserRecord, put_domain, put_user};
+use baton_store::{BlobStore, DomainRecord, Ledger, UserRecord, get_domain, put_domain, put_user};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -199,6 +200,7 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     let ledger = backend.ledger();
     let record = DomainRecord {
         tenant: TenantId(tenant.to_string()),
+        return_path: false,
     };
     let name = domain.to_string();
     let keys = backend.rt.block_on(async {
@@ -210,14 +212,66 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
     })?;
     println!("domain {domain} registered for tenant {tenant}");
     print_dns_records(&name, &keys);
-    if settings.raw.bounces.return_path {
-        // Bounces come back to <subdomain>.<domain> (the return paths tenant mail goes out
-        // from), and SPF checks that domain: both must name this relay.
-        let bounce = format!("{}.{name}", settings.raw.bounces.subdomain);
-        let host = settings.raw.hostname.trim_end_matches('.');
-        println!("{bounce}  MX  10 {host}.");
-        println!("{bounce}  TXT  \"v=spf1 a:{host} -all\"");
+    // Bounces come back to <subdomain>.<domain> (the return paths tenant mail goes out
+    // from), and SPF checks that domain: both must name this relay.
+    let bounce = format!("{}.{name}", settings.raw.bounces.subdomain);
+    let host = settings.raw.hostname.trim_end_matches('.');
+    println!("{bounce}  MX  10 {host}.");
+    println!("{bounce}  TXT  \"v=spf1 a:{host} -all\"");
+    if !settings.raw.bounces.return_path {
+        println!(
+            "# once published, `baton domain verify {name}` sends its mail from return paths \
+             at {bounce}, so bounces that come later are tied to message and recipient"
+        );
     }
+    Ok(())
+}
+
+/// Turns return paths on for `domain` once its bounce domain's MX names this relay.
+pub fn domain_verify(settings: &Settings, domain: &str) -> anyhow::Result<()> {
+    let domain =
+        Domain::parse(domain).map_err(|e| anyhow::anyhow!("invalid domain {domain:?}: {e}"))?;
+    let store = open_existing(settings)?;
+    let ledger = store.ledger();
+    let bounce = format!("{}.{domain}", settings.raw.bounces.subdomain);
+    let host = settings
+        .raw
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let nameservers = &settings.raw.delivery.nameservers;
+    let resolver = if nameservers.is_empty() {
+        HickoryMxResolver::system()
+    } else {
+        HickoryMxResolver::with_nameservers(nameservers)
+    }
+    .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+    store.rt.block_on(async {
+        let Some(mut record) = get_domain(ledger, &domain).await? else {
+            bail!("{domain} is not registered: `baton domain add {domain} --tenant T` first");
+        };
+        let found: Vec<String> = match resolver.resolve(&bounce).await {
+            Ok(hosts) => hosts
+                .iter()
+                .map(|h| h.name.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            Err(e) => bail!("{bounce}: {e}; publish `{bounce}  MX  10 {host}.` and try again"),
+        };
+        if !found.contains(&host) {
+            bail!(
+                "{bounce} has MX {}, not {host}: publish `{bounce}  MX  10 {host}.` and try \
+                 again (until then mail from {domain} keeps its sender's return path)",
+                found.join(", ")
+            );
+        }
+        record.return_path = true;
+        put_domain(ledger, &domain, &record).await?;
+        anyhow::Ok(())
+    })?;
+    println!(
+        "{domain}: return paths on; its mail goes out from <token>@{bounce}, whose bounces \
+         come back to {host}"
+    );
     Ok(())
 }
 

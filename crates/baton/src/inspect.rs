@@ -345,6 +345,8 @@ pub fn message_show(settings: &Settings, id: &str, json: bool) -> anyhow::Result
         tenant: None,
         subject: String::new(),
         size: 0,
+        envid: None,
+        dsn_params: Vec::new(),
     });
     let view = MessageView::new(id.to_string(), summary, state, &states);
     let timeline: Vec<EventView> = events

@@ -283,6 +283,9 @@ enum DomainCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Check that the bounce domain's MX (`<bounces.subdomain>.<domain>`) names this relay,
+    /// then send the domain's mail from per-recipient return paths there.
+    Verify { domain: String },
     /// Add a new DKIM selector pair; the old selectors keep signing until retired.
     RotateDkim { domain: String },
     /// Stop signing with a selector.
@@ -381,6 +384,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => admin::user_add(&settings, &name, &tenant),
         Command::Domain(DomainCommand::Add { domain, tenant }) => {
             admin::domain_add(&settings, &domain, &tenant)
+        }
+        Command::Domain(DomainCommand::Verify { domain }) => {
+            admin::domain_verify(&settings, &domain)
         }
         Command::Domain(DomainCommand::RotateDkim { domain }) => {
             admin::domain_rotate_dkim(&settings, &domain)

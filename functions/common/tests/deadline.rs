@@ -147,7 +147,10 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
             max_age: Duration::from_secs(86400),
             delay_notice_after: Duration::from_secs(3600),
         },
-        return_paths: None,
+        return_paths: baton_pipeline::return_path::ReturnPathPolicy {
+            label: "bounce".into(),
+            every_domain: false,
+        },
     };
     let unused: Arc<dyn runtime::Stage> = Arc::new(Unused);
     let stages = Stages {

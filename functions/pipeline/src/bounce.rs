@@ -136,7 +136,13 @@ pub async fn handle(
 
     // Headers only, whatever RET asked for: the DSN is signed with the relay's key, and a
     // signed copy of a body the sender chose could be replayed as our mail (DKIM replay).
-    let original = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
+    // A bounce reported by mail can come after the body's retention: a DSN without it.
+    let original = match ports.blobs.read_head(&id.to_string(), HEAD_MAX).await {
+        Err(baton_store::StoreError::NotFound(_)) if job.action == BounceAction::Reported => {
+            Vec::new()
+        }
+        other => other?,
+    };
     let dsn_id = QueueId::generate();
     let dsn = build_dsn(
         config,
@@ -184,7 +190,7 @@ pub async fn handle(
         )
         .await?;
     let what = match job.action {
-        BounceAction::Failed => "DSN sent (failed)",
+        BounceAction::Failed | BounceAction::Reported => "DSN sent (failed)",
         BounceAction::Delayed => "DSN sent (delayed)",
     };
     record_event(
@@ -209,7 +215,7 @@ fn wants_notice(envelope: &Envelope, rcpt: &str, action: BounceAction) -> bool {
     match (notify, action) {
         (None, _) => true,
         (Some(n), _) if n.never => false,
-        (Some(n), BounceAction::Failed) => n.failure,
+        (Some(n), BounceAction::Failed | BounceAction::Reported) => n.failure,
         (Some(n), BounceAction::Delayed) => n.delay,
     }
 }
@@ -255,7 +261,7 @@ pub fn build_dsn(
         .map(Mailbox::to_string)
         .unwrap_or_default();
     let (subject, intro, action_word) = match action {
-        BounceAction::Failed => (
+        BounceAction::Failed | BounceAction::Reported => (
             "Undelivered Mail Returned to Sender",
             "Your message could not be delivered to one or more recipients.\r\nThis is a permanent error; the recipients listed below will not be retried.",
             "failed",

@@ -41,9 +41,8 @@ pub struct DeliverStage {
     pub client: ClientConfig,
     pub routes: Vec<Route>,
     pub retry: RetryPolicy,
-    /// `bounces.subdomain` when tenant mail goes out from per-recipient return paths
-    /// (`bounces.return_path`).
-    pub return_paths: Option<String>,
+    /// Which tenant mail goes out from per-recipient return paths.
+    pub return_paths: crate::return_path::ReturnPathPolicy,
 }
 
 impl DeliverStage {
@@ -104,12 +103,9 @@ pub async fn handle(
     let mut deferred = Vec::new();
     let sender = envelope.mail_from.as_ref().map(ToString::to_string);
     let about = ses_events::About::message(ledger, envelope).await?;
-    let return_paths = match &stage.return_paths {
-        Some(label) => {
-            crate::return_path::ReturnPaths::for_envelope(ledger, label, envelope).await?
-        }
-        None => None,
-    };
+    let return_paths =
+        crate::return_path::ReturnPaths::for_envelope(ledger, &stage.return_paths, envelope)
+            .await?;
     for (domain, rcpts) in by_domain {
         let specs = rcpts
             .iter()

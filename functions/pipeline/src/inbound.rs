@@ -11,6 +11,7 @@ use baton_bounce::{Action, Class, Kind, Report};
 use baton_domain::{Bounced, Domain, Envelope, QueueId, TenantId};
 use baton_store::get_domain;
 
+use crate::job::{BounceAction, Failure, FailureSource, send_bounce};
 use crate::messages;
 use crate::policy::PolicyConfig;
 use crate::records::{self, BounceRecord, Suppression, put_bounce, record_event, suppress};
@@ -179,6 +180,21 @@ pub async fn handle(
             };
             suppress(ledger, tenant.as_ref(), &address, &s).await?;
         }
+        // The return path took the bounce the sender would have had: pass it on, as a DSN
+        // of ours (headers only, NOTIFY honoured; the bounce stage sends it once).
+        if let Some(failure) = outcome.failure(&address)
+            && let Some(original) = summary.envelope_for(b.queue_id, &address)
+        {
+            let attributes = [("queue_id".to_string(), b.queue_id.to_string())].into();
+            send_bounce(
+                ports,
+                &original,
+                BounceAction::Reported,
+                vec![failure],
+                &attributes,
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -201,6 +217,46 @@ async fn acted_before(
             .is_some_and(|s| s.queue_id == Some(b.queue_id) && s.reason.starts_with("complaint")),
         _ => false,
     })
+}
+
+impl Outcome {
+    /// A bounce as the failure a DSN to the sender reports.
+    fn failure(&self, address: &str) -> Option<Failure> {
+        let Outcome::Bounce {
+            hard,
+            status,
+            reply_code,
+            diagnostic,
+            remote_mta,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let enhanced = if status.is_empty() {
+            if *hard { "5.0.0" } else { "4.0.0" }.to_string()
+        } else {
+            status.clone()
+        };
+        let code = match *reply_code {
+            0 if *hard => 550,
+            0 => 450,
+            code => code,
+        };
+        // The DSN writes "<code> <status> <text>": the remote's own prefix is not repeated.
+        let text = diagnostic
+            .strip_prefix(&format!("{code} "))
+            .map(|rest| rest.strip_prefix(&format!("{enhanced} ")).unwrap_or(rest))
+            .unwrap_or(diagnostic);
+        Some(Failure {
+            recipient: address.to_string(),
+            code,
+            enhanced: enhanced.clone(),
+            text: text.to_string(),
+            remote_mta: remote_mta.clone(),
+            source: FailureSource::Delivery,
+        })
+    }
 }
 
 /// What a returned report says about one recipient.

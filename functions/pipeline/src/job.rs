@@ -130,6 +130,9 @@ pub enum BounceAction {
     Failed,
     /// RFC 3464 Action: delayed (still trying).
     Delayed,
+    /// Failed after we delivered, as a remote MTA reported later by mail to the return path
+    /// (`inbound` has already recorded it): only the DSN the sender would have had.
+    Reported,
 }
 
 /// Work for the bounce stage: records, suppression, and a DSN to the sender.

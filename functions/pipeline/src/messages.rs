@@ -1,7 +1,7 @@
 //! One summary record per message (`baton message list`): who sent it to whom, when, and its
 //! subject, written by the policy stage; the message's state is derived from its recipients.
 
-use baton_domain::{Envelope, QueueId};
+use baton_domain::{BodyType, EnvId, Envelope, Mailbox, QueueId, Recipient, TenantId};
 use baton_store::Ledger;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,12 @@ pub struct MessageSummary {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject: String,
     pub size: u64,
+    /// RFC 3461 parameters the client gave (ENVID; NOTIFY and ORCPT of the recipients that
+    /// had them), for a DSN about a bounce that comes back later by mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<EnvId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dsn_params: Vec<Recipient>,
 }
 
 impl MessageSummary {
@@ -44,7 +50,49 @@ impl MessageSummary {
             tenant: envelope.tenant.as_ref().map(|t| t.0.clone()),
             subject: subject.map(printable).unwrap_or_default(),
             size: envelope.size,
+            envid: envelope.envid.clone(),
+            dsn_params: envelope
+                .recipients
+                .iter()
+                .filter(|r| r.notify.is_some() || r.orcpt.is_some())
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// The envelope of message `id` as far as a DSN to its sender about `rcpt` needs it;
+    /// `None` for the null sender or mail that is not a tenant's (no backscatter).
+    pub fn envelope_for(&self, id: QueueId, rcpt: &str) -> Option<Envelope> {
+        let sender = Mailbox::parse(&self.from).ok()?;
+        let tenant = TenantId(self.tenant.clone()?);
+        let recipient = self
+            .dsn_params
+            .iter()
+            .find(|r| r.address.to_string().eq_ignore_ascii_case(rcpt))
+            .cloned()
+            .or_else(|| {
+                Some(Recipient {
+                    address: Mailbox::parse(rcpt).ok()?,
+                    notify: None,
+                    orcpt: None,
+                })
+            })?;
+        Some(Envelope {
+            queue_id: id,
+            mail_from: Some(sender),
+            recipients: vec![recipient],
+            tenant: Some(tenant),
+            auth_user: None,
+            ret: None,
+            envid: self.envid.clone(),
+            body: BodyType::SevenBit,
+            smtputf8: false,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            helo: String::new(),
+            tls: false,
+            size: self.size,
+            received_at: self.received_at / 1000,
+        })
     }
 }
 

@@ -96,10 +96,10 @@ pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stage
             max_age: d.max_age,
             delay_notice_after: d.delay_notice_after,
         },
-        return_paths: raw
-            .bounces
-            .return_path
-            .then(|| raw.bounces.subdomain.clone()),
+        return_paths: crate::return_path::ReturnPathPolicy {
+            label: raw.bounces.subdomain.clone(),
+            every_domain: raw.bounces.return_path,
+        },
     };
     let soft = crate::soft::SoftBounces {
         threshold: raw.bounces.soft_threshold,

@@ -134,7 +134,10 @@ async fn a_job_handled_twice_is_delivered_once() {
             max_age: Duration::from_secs(5 * 86400),
             delay_notice_after: Duration::from_secs(4 * 3600),
         },
-        return_paths: None,
+        return_paths: baton_pipeline::return_path::ReturnPathPolicy {
+            label: "bounce".into(),
+            every_domain: false,
+        },
     };
     // At-least-once queues may hand the same job over twice (a crash before the delete).
     deliver::handle(&ports, &stage, &message)

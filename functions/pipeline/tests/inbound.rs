@@ -5,9 +5,17 @@ mod common;
 
 use baton_domain::{Envelope, QueueId, TenantId};
 use baton_pipeline::records::{self, RcptStatus};
-use baton_pipeline::return_path::ReturnPaths;
+use baton_pipeline::return_path::{ReturnPathPolicy, ReturnPaths};
 use baton_pipeline::{Disposition, Ports, policy, records::timeline};
 use common::fixtures::{accept, accept_as, config, register_acme, setup, take};
+
+/// Return paths for the domains that have them turned on (acme.test, in the fixtures).
+fn policy() -> ReturnPathPolicy {
+    ReturnPathPolicy {
+        label: "bounce".into(),
+        every_domain: false,
+    }
+}
 
 /// A tenant message to `rcpt`, through policy, and the return path it goes out from.
 async fn sent(ports: &Ports, rcpt: &str) -> (Envelope, String) {
@@ -23,7 +31,7 @@ async fn sent(ports: &Ports, rcpt: &str) -> (Envelope, String) {
         .expect("policy");
     let on_to_sign = take::<serde_json::Value>(ports.sign.as_ref()).await;
     assert_eq!(on_to_sign.len(), 1, "the tenant's message goes on");
-    let paths = ReturnPaths::for_envelope(ports.ledger.as_ref(), "bounce", &envelope)
+    let paths = ReturnPaths::for_envelope(ports.ledger.as_ref(), &policy(), &envelope)
         .await
         .expect("key")
         .expect("tenant mail has return paths");
@@ -338,8 +346,115 @@ async fn the_operators_rules_file_decides_for_the_running_pipeline() {
         "[[status]]\ncode = \"5.1.1\"\nreason = \"no_such_reason\"\n",
     )
     .expect("write rules");
-    let err = baton_pipeline::inbound::parser(Some(&rules))
-        .err()
-        .expect("refused");
+    let Err(err) = baton_pipeline::inbound::parser(Some(&rules)) else {
+        panic!("a bad rules file was taken");
+    };
     assert!(err.to_string().contains("rules.toml"), "{err}");
+}
+
+/// The bounce stage's work for what came back: the DSNs it queued for senders.
+async fn forwarded(ports: &Ports) -> Vec<(Envelope, String)> {
+    let cfg = baton_pipeline::bounce::BounceConfig {
+        hostname: "relay.test".into(),
+        soft: Default::default(),
+    };
+    let jobs = ports
+        .bounce
+        .receive(10, std::time::Duration::from_secs(60))
+        .await
+        .expect("receive");
+    for job in &jobs {
+        baton_pipeline::bounce::handle(ports, &cfg, job)
+            .await
+            .expect("bounce stage");
+    }
+    let mut out = Vec::new();
+    for dsn in take::<Envelope>(ports.intake.as_ref()).await {
+        let body = ports
+            .blobs
+            .read(&dsn.queue_id.to_string())
+            .await
+            .expect("dsn body");
+        out.push((dsn, String::from_utf8(body).expect("ascii")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_bounce_by_mail_reaches_the_sender_as_our_dsn_unless_notify_said_never() {
+    let env = setup();
+    let (original, path) = sent(&env.ports, "gone@example.org").await;
+    returned(
+        &env.ports,
+        &path,
+        &dsn("gone@example.org", "5.1.1", "failed"),
+    )
+    .await;
+    let [(dsn_envelope, text)] = forwarded(&env.ports).await.try_into().expect("one DSN");
+    assert_eq!(dsn_envelope.mail_from, None, "a DSN has the null sender");
+    assert_eq!(
+        dsn_envelope.recipients[0].address.to_string(),
+        "news@acme.test"
+    );
+    assert!(
+        text.contains("Final-Recipient: rfc822; gone@example.org")
+            && text.contains("Action: failed")
+            && text.contains("Status: 5.1.1")
+            && text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n")
+            && text.contains("text/rfc822-headers\r\n\r\nFrom: news@acme.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Arrival-Date: Tue, 14 Nov 2023"),
+        "{}",
+        original.queue_id
+    );
+    // The same report again: nothing more.
+    returned(
+        &env.ports,
+        &path,
+        &dsn("gone@example.org", "5.1.1", "failed"),
+    )
+    .await;
+    assert!(forwarded(&env.ports).await.is_empty());
+
+    // A sender that asked for no DSN (NOTIFY=NEVER) gets none.
+    register_acme(&env.ports).await;
+    let (mut quiet, _) = accept(
+        &env.ports,
+        "From: news@acme.test\r\nSubject: hi\r\n\r\nbody\r\n",
+        &["never@example.org"],
+    )
+    .await;
+    quiet.recipients[0].notify = Some(baton_domain::NotifyOn {
+        success: false,
+        failure: false,
+        delay: false,
+        never: true,
+    });
+    let msg = baton_store::QueueMessage {
+        id: "q".into(),
+        receipt: "q".into(),
+        body: serde_json::to_vec(&quiet).expect("json"),
+        attributes: Default::default(),
+        receive_count: 1,
+    };
+    policy::handle(&env.ports, &config(), &msg)
+        .await
+        .expect("policy");
+    take::<serde_json::Value>(env.ports.sign.as_ref()).await;
+    let path = ReturnPaths::for_envelope(env.ports.ledger.as_ref(), &policy(), &quiet)
+        .await
+        .expect("key")
+        .expect("paths")
+        .sender("never@example.org")
+        .expect("path");
+    returned(
+        &env.ports,
+        &path,
+        &dsn("never@example.org", "5.1.1", "failed"),
+    )
+    .await;
+    assert!(forwarded(&env.ports).await.is_empty(), "NOTIFY=NEVER");
+    assert!(suppressed(&env.ports, "never@example.org").await.is_some());
 }

@@ -250,6 +250,7 @@ async fn a_hostname_registered_to_a_tenant_keeps_its_keys_for_both() {
     let host = Domain::parse(HOST).expect("domain");
     let record = DomainRecord {
         tenant: ops.clone(),
+        return_path: false,
     };
     put_domain(ledger, &host, &record).await.expect("domain");
     let admin = dkim::add_key_pair(ledger, HOST, 1_600_000_000)

@@ -76,6 +76,7 @@ pub async fn register_acme(ports: &Ports) {
         &d,
         &DomainRecord {
             tenant: TenantId("acme".into()),
+            return_path: true,
         },
     )
     .await
