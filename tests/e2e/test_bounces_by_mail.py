@@ -223,3 +223,28 @@ def test_return_paths_start_for_a_domain_once_its_bounce_mx_is_verified(spawn_re
     sinks["good"].wait_messages(2)
     path = return_path_of_message_to(sinks["good"], "carol@example.org")
     assert path.startswith("b1-") and path.endswith("@bounce.acme.test"), path
+
+
+def test_one_transaction_per_recipient_shares_one_connection(spawn_relay, tmp_path):
+    from nexthop import NextHop
+    hop = NextHop()
+    try:
+        relay = spawn_relay(**{
+            "pipeline.run_stages": True,
+            "bounces.return_path": True,
+            "delivery.routes": [{"pattern": "*", "target": hop.target}],
+        })
+        relay.add_user("alice", "acme", "s3cret")
+        relay.cli("domain", "add", "acme.test", "--tenant", "acme")
+        rcpts = ["a@example.org", "b@example.org", "c@example.org"]
+        submit(relay, ",".join(rcpts))
+        hop.wait_messages(3)
+        senders = {m[0] for m in hop.messages}
+        assert len(hop.messages) == 3 and len(senders) == 3, hop.messages
+        assert all(len(m[1]) == 1 for m in hop.messages), "one recipient per transaction"
+        commands = hop.commands()
+        # The pooled session is reused: one greeting, and RSET between the transactions.
+        assert sum(c.upper().startswith(b"EHLO") for c in commands) == 1, commands
+        assert sum(c.upper() == b"RSET" for c in commands) == 2, commands
+    finally:
+        hop.stop()
