@@ -5,7 +5,7 @@
 //! binary `v`; tables with a retention get `expires_at` for DynamoDB's TTL.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -14,54 +14,12 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use baton_store::{Ledger, StoreError};
+use baton_store::{Ledger, StoreError, table_retention};
 
 use crate::error::backend;
 
-/// A ledger table and how long its records live (`None`: until deleted).
-#[derive(Debug, Clone, Copy)]
-pub struct TableSpec {
-    pub name: &'static str,
-    pub retention: Option<Duration>,
-}
-
-const DAY: u64 = 86_400;
-
-/// Every table the gateway, the pipeline and the admin commands use.
-pub const LEDGER_TABLES: &[TableSpec] = &[
-    keep("users"),
-    keep("domains"),
-    keep("dkim_keys"),
-    keep("secrets"),
-    keep("tenants"),
-    keep("suppression"),
-    keep("event_destinations"),
-    expire("quota_counters", 2),
-    expire("events", 30),
-    expire("recipients", 30),
-    expire("messages", 30),
-    expire("tenant_events", 30),
-    expire("event_sent", 30),
-    expire("soft_bounces", 30),
-    // No longer than the copies in S3 live (the bucket's default RetentionDays).
-    expire("captured", 14),
-    expire("dsn_sent", 30),
-    expire("bounces", 90),
-];
-
-const fn keep(name: &'static str) -> TableSpec {
-    TableSpec {
-        name,
-        retention: None,
-    }
-}
-
-const fn expire(name: &'static str, days: u64) -> TableSpec {
-    TableSpec {
-        name,
-        retention: Some(Duration::from_secs(days * DAY)),
-    }
-}
+// The list lives in baton-store, shared with the embedded backend's retention sweeper.
+pub use baton_store::{LEDGER_TABLES, TableSpec};
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
@@ -85,13 +43,6 @@ fn partition(key: &str) -> &str {
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_string())
-}
-
-fn retention(table: &str) -> Option<Duration> {
-    LEDGER_TABLES
-        .iter()
-        .find(|t| t.name == table)
-        .and_then(|t| t.retention)
 }
 
 fn item_pair(
@@ -154,7 +105,7 @@ impl DynamoLedger {
                 AttributeValue::B(Blob::new(value.to_vec())),
             ),
         ]);
-        if let Some(keep) = retention(table) {
+        if let Some(keep) = table_retention(table) {
             let expires = SystemTime::now()
                 .checked_add(keep)
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

@@ -8,10 +8,14 @@
 //!   commit, so durability costs two fsyncs per batch instead of per message.
 //! - The directory is private: 0700, files 0600 (`data_dir`). The DKIM keys in the ledger
 //!   are encrypted under a master key kept beside the database (`sealed`).
+//! - Nothing is kept forever that AWS would expire: `retention` sweeps old ledger records
+//!   and the bodies of finished messages.
 
 mod blob;
+mod clock;
 mod data_dir;
 mod queue;
+mod retention;
 mod schema;
 mod sealed;
 mod writer;
@@ -25,8 +29,10 @@ use baton_store::{Ledger, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use blob::SpoolBlobStore;
+pub use clock::Clock;
 pub use data_dir::{DIR_MODE, FILE_MODE, check as check_data_dir, prepare as prepare_data_dir};
 pub use queue::{QueueEntry, SqliteQueue};
+pub use retention::{RetentionPolicy, Schedule, SweepReport, sweep_periodically};
 pub use sealed::{MAGIC as SEALED_MAGIC, MASTER_KEY_FILE, SEALED_TABLES};
 
 use sealed::Sealer;
@@ -43,6 +49,8 @@ pub struct EmbeddedOptions {
     pub inline_max: usize,
     /// A segment is closed for appends past this size.
     pub segment_max: u64,
+    /// What rows are stamped with and queues and sweeps go by.
+    pub clock: Clock,
 }
 
 impl Default for EmbeddedOptions {
@@ -52,6 +60,7 @@ impl Default for EmbeddedOptions {
             max_delay: Duration::ZERO,
             inline_max: 128 * 1024,
             segment_max: 64 * 1024 * 1024,
+            clock: Clock::system(),
         }
     }
 }
@@ -112,13 +121,13 @@ impl EmbeddedBackend {
         let spool = data_dir.join("spool");
         let db = data_dir.join("baton.db");
         data_dir::ensure_private_file(&db)?;
-        let writer_conn = schema::open(&db)?;
+        let writer_conn = schema::open(&db, options.clock.now_ms())?;
         let sealer = Sealer::load_or_create(data_dir, &writer_conn)?;
         let sealed = sealer.seal_legacy_rows(&writer_conn)?;
         if sealed > 0 {
             tracing::info!(records = sealed, "sealed DKIM keys stored in plain form");
         }
-        let reader = schema::open(&db)?;
+        let reader = schema::open(&db, options.clock.now_ms())?;
         let writer = writer::spawn(writer_conn, spool.clone(), options.clone())?;
         Ok(EmbeddedBackend {
             inner: Arc::new(Inner {

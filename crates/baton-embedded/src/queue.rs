@@ -51,6 +51,7 @@ impl Queue for SqliteQueue {
             queue: self.name.clone(),
             body: body.to_vec(),
             attributes: serde_json::to_string(&attributes).map_err(backend_err)?,
+            message: attributes.get("queue_id").cloned(),
             delay,
         };
         match self.inner.writer.call(op).await? {
@@ -109,12 +110,9 @@ pub struct QueueEntry {
 
 pub(crate) async fn list(inner: &Arc<Inner>, queue: &str) -> Result<Vec<QueueEntry>, StoreError> {
     let queue = queue.to_string();
+    let now = inner.options.clock.now_ms();
     inner
         .read(move |conn, _| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
             let mut stmt = conn
                 .prepare(
                     "SELECT id, body, visible_at, receive_count, receipt IS NOT NULL

@@ -1,13 +1,15 @@
-//! The SQLite schema and connection settings.
+//! The SQLite schema, its migrations and the connection settings.
 
 use std::path::Path;
 use std::time::Duration;
 
 use baton_store::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::backend_err;
 
+/// The tables as the first version made them. Later changes are [`MIGRATIONS`], so a data
+/// directory of any version ends up with the same schema.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,8 +44,31 @@ CREATE TABLE IF NOT EXISTS ledger (
 ) WITHOUT ROWID;
 ";
 
-pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(backend_err)?;
+/// Migration `i` takes the database from `user_version` `i` to `i + 1`, one statement at a
+/// time; `?1` in a statement is the time the migration runs (Unix ms).
+const MIGRATIONS: &[&[&str]] = &[
+    // 1: when records and bodies were written, for the retention sweeper. Rows from before
+    // count as written now: the first sweeps delete nothing, and they expire one retention
+    // period later.
+    &[
+        "ALTER TABLE ledger ADD COLUMN written_at INTEGER",
+        "UPDATE ledger SET written_at = ?1",
+        "CREATE INDEX ledger_by_age ON ledger (tbl, written_at)",
+        "ALTER TABLE blobs ADD COLUMN created_at INTEGER",
+        "UPDATE blobs SET created_at = ?1",
+        "CREATE INDEX blobs_by_age ON blobs (created_at)",
+        // The message (attribute `queue_id`) a queued job is about: its body must stay.
+        "ALTER TABLE queue_messages ADD COLUMN message TEXT",
+        "UPDATE queue_messages SET message = json_extract(attributes, '$.queue_id')
+         WHERE json_valid(attributes)",
+        "CREATE INDEX queue_by_message ON queue_messages (message)",
+    ],
+];
+
+/// Opens the database, creating or migrating its schema; `now_ms` stamps rows that
+/// predate a migration.
+pub(crate) fn open(path: &Path, now_ms: i64) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path).map_err(backend_err)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(backend_err)?;
     // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd.
@@ -52,5 +77,40 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(backend_err)?;
     conn.execute_batch(SCHEMA).map_err(backend_err)?;
+    migrate(&mut conn, now_ms)?;
     Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, now_ms: i64) -> Result<(), StoreError> {
+    let version = |conn: &Connection| -> Result<usize, StoreError> {
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as usize)
+            .map_err(backend_err)
+    };
+    if version(conn)? >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    // Several processes may open the directory at once: the first to take the write lock
+    // migrates, the others find the work done.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend_err)?;
+    let from = version(&tx)?;
+    for (i, statements) in MIGRATIONS.iter().enumerate().skip(from) {
+        for statement in *statements {
+            let mut stmt = tx.prepare(statement).map_err(backend_err)?;
+            if stmt.parameter_count() > 0 {
+                stmt.execute(params![now_ms]).map_err(backend_err)?;
+            } else {
+                stmt.execute([]).map_err(backend_err)?;
+            }
+        }
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(backend_err)?;
+    }
+    tx.commit().map_err(backend_err)?;
+    if from < MIGRATIONS.len() {
+        tracing::info!(from, to = MIGRATIONS.len(), "migrated the database schema");
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use baton_store::{QueueMessage, StoreError};
 use rand::RngCore;
@@ -34,6 +34,9 @@ pub(crate) enum Op {
         queue: String,
         body: Vec<u8>,
         attributes: String,
+        /// The message the job is about (attribute `queue_id`): its body is kept while the
+        /// job is queued.
+        message: Option<String>,
         delay: Duration,
     },
     Receive {
@@ -69,6 +72,19 @@ pub(crate) enum Op {
         value: Vec<u8>,
     },
     Recover,
+    /// Deletes up to `max` records of `table` last written more than `older_than` ago.
+    ExpireRecords {
+        table: String,
+        older_than: Duration,
+        max: usize,
+    },
+    /// Looks at up to `max` bodies stored more than `older_than` ago, in order of age from
+    /// just after `after` (stored at, key), and deletes those no queued job refers to.
+    ExpireBodies {
+        older_than: Duration,
+        after: (i64, String),
+        max: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -78,6 +94,18 @@ pub(crate) enum OpResult {
     Bool(bool),
     Id(String),
     Messages(Vec<QueueMessage>),
+    Count(u64),
+    Bodies(BodySweep),
+}
+
+/// What one [`Op::ExpireBodies`] did.
+#[derive(Debug, Default)]
+pub(crate) struct BodySweep {
+    pub(crate) deleted: u64,
+    /// Old enough, but a queued job still refers to the message.
+    pub(crate) kept: u64,
+    /// The last body looked at (stored at, key): where the next batch starts.
+    pub(crate) last: Option<(i64, String)>,
 }
 
 struct Request {
@@ -141,13 +169,6 @@ struct AfterCommit {
     delete_files: Vec<PathBuf>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
@@ -163,6 +184,10 @@ pub(crate) fn large_path(spool: &Path, key: &str) -> PathBuf {
 }
 
 impl Writer {
+    fn now(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Request>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
@@ -244,8 +269,8 @@ impl Writer {
             Op::RegisterFile { key, len } => {
                 self.conn
                     .execute(
-                        "INSERT INTO blobs (key, segment, offset, len) VALUES (?1, NULL, 0, ?2)",
-                        params![key, *len as i64],
+                        "INSERT INTO blobs (key, segment, offset, len, created_at) VALUES (?1, NULL, 0, ?2, ?3)",
+                        params![key, *len as i64, self.now()],
                     )
                     .map_err(backend_err)?;
                 Ok(OpResult::Size(*len))
@@ -255,16 +280,17 @@ impl Writer {
                 queue,
                 body,
                 attributes,
+                message,
                 delay,
             } => {
                 let id = random_hex(16);
-                let now = now_ms();
+                let now = self.now();
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO queue_messages (queue, id, body, attributes, visible_at, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO queue_messages (queue, id, body, attributes, visible_at, sent_at, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .and_then(|mut s| {
-                        s.execute(params![queue, id, body, attributes, now + delay.as_millis() as i64, now])
+                        s.execute(params![queue, id, body, attributes, now + delay.as_millis() as i64, now, message])
                     })
                     .map_err(backend_err)?;
                 Ok(OpResult::Id(id))
@@ -300,7 +326,7 @@ impl Writer {
                     .conn
                     .execute(
                         "UPDATE queue_messages SET visible_at = ?3 WHERE queue = ?1 AND receipt = ?2",
-                        params![queue, receipt, now_ms() + timeout.as_millis() as i64],
+                        params![queue, receipt, self.now() + timeout.as_millis() as i64],
                     )
                     .map_err(backend_err)?;
                 if n == 0 {
@@ -315,13 +341,13 @@ impl Writer {
                 only_if_absent,
             } => {
                 let sql = if *only_if_absent {
-                    "INSERT OR IGNORE INTO ledger (tbl, key, value) VALUES (?1, ?2, ?3)"
+                    "INSERT OR IGNORE INTO ledger (tbl, key, value, written_at) VALUES (?1, ?2, ?3, ?4)"
                 } else {
-                    "INSERT OR REPLACE INTO ledger (tbl, key, value) VALUES (?1, ?2, ?3)"
+                    "INSERT OR REPLACE INTO ledger (tbl, key, value, written_at) VALUES (?1, ?2, ?3, ?4)"
                 };
                 let n = self
                     .conn
-                    .execute(sql, params![table, key, value])
+                    .execute(sql, params![table, key, value, self.now()])
                     .map_err(backend_err)?;
                 Ok(OpResult::Bool(n > 0))
             }
@@ -334,8 +360,8 @@ impl Writer {
                 let n = self
                     .conn
                     .execute(
-                        "UPDATE ledger SET value = ?4 WHERE tbl = ?1 AND key = ?2 AND value = ?3",
-                        params![table, key, expected, value],
+                        "UPDATE ledger SET value = ?4, written_at = ?5 WHERE tbl = ?1 AND key = ?2 AND value = ?3",
+                        params![table, key, expected, value, self.now()],
                     )
                     .map_err(backend_err)?;
                 Ok(OpResult::Bool(n > 0))
@@ -350,6 +376,28 @@ impl Writer {
                 Ok(OpResult::Unit)
             }
             Op::Recover => self.recover(after),
+            Op::ExpireRecords {
+                table,
+                older_than,
+                max,
+            } => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM ledger WHERE tbl = ?1 AND key IN
+                         (SELECT key FROM ledger WHERE tbl = ?1 AND written_at < ?2 LIMIT ?3)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![table, self.cutoff(*older_than), *max as i64])
+                    })
+                    .map_err(backend_err)?;
+                Ok(OpResult::Count(n as u64))
+            }
+            Op::ExpireBodies {
+                older_than,
+                after: from,
+                max,
+            } => self.expire_bodies(*older_than, from, *max, after),
         }
     }
 
@@ -386,9 +434,12 @@ impl Writer {
             return Err(e.into());
         }
         seg.len += data.len() as u64;
+        let now = self.now();
         self.conn
-            .prepare_cached("INSERT INTO blobs (key, segment, offset, len) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![key, id, offset as i64, data.len() as i64]))
+            .prepare_cached(
+                "INSERT INTO blobs (key, segment, offset, len, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![key, id, offset as i64, data.len() as i64, now]))
             .map_err(backend_err)?;
         self.conn
             .prepare_cached("UPDATE segments SET live = live + 1 WHERE id = ?1")
@@ -466,6 +517,81 @@ impl Writer {
         Ok(())
     }
 
+    /// Rows written before this are older than `older_than`.
+    fn cutoff(&self, older_than: Duration) -> i64 {
+        self.now()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    fn expire_bodies(
+        &mut self,
+        older_than: Duration,
+        from: &(i64, String),
+        max: usize,
+        after: &mut AfterCommit,
+    ) -> Result<OpResult, StoreError> {
+        let candidates: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT created_at, key FROM blobs WHERE created_at < ?1 AND (created_at, key) > (?2, ?3)
+                 ORDER BY created_at, key LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![self.cutoff(older_than), from.0, from.1, max as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect()
+            })
+            .map_err(backend_err)?;
+        // All or nothing: files are deleted only if the rows that point at them are.
+        self.conn
+            .execute_batch("SAVEPOINT expire_bodies")
+            .map_err(backend_err)?;
+        let mut files = AfterCommit::default();
+        let mut sweep = BodySweep::default();
+        let outcome = candidates.into_iter().try_for_each(|(at, key)| {
+            if self.queued(&key)? {
+                sweep.kept += 1;
+            } else {
+                self.delete_blob(&key, &mut files)?;
+                sweep.deleted += 1;
+            }
+            sweep.last = Some((at, key));
+            Ok::<_, StoreError>(())
+        });
+        match outcome {
+            Ok(()) => {
+                self.conn
+                    .execute_batch("RELEASE expire_bodies")
+                    .map_err(backend_err)?;
+                after.delete_files.append(&mut files.delete_files);
+                Ok(OpResult::Bodies(sweep))
+            }
+            Err(e) => {
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO expire_bodies; RELEASE expire_bodies");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a queued job (dead-lettered ones included) is about the message whose body,
+    /// or captured copy, is stored under `key`. A job without a `queue_id` attribute counts
+    /// if its body mentions the id.
+    fn queued(&self, key: &str) -> Result<bool, StoreError> {
+        let id = key.strip_prefix("captured-").unwrap_or(key);
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM queue_messages WHERE message = ?1)
+                     OR EXISTS (SELECT 1 FROM queue_messages
+                                WHERE message IS NULL AND instr(body, CAST(?1 AS BLOB)) > 0)",
+            )
+            .and_then(|mut s| s.query_row(params![id], |r| r.get(0)))
+            .map_err(backend_err)
+    }
+
     fn receive(
         &mut self,
         queue: &str,
@@ -474,7 +600,7 @@ impl Writer {
         max_receives: u32,
         dead_letter: Option<&str>,
     ) -> Result<OpResult, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let candidates: Vec<(String, Vec<u8>, String, u32)> = {
             let mut stmt = self
                 .conn

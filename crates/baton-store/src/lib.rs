@@ -7,6 +7,7 @@ pub mod conformance;
 mod directory;
 mod error;
 pub mod memory;
+mod retention;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use directory::{
     DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user,
 };
 pub use error::{StoreError, check_key};
+pub use retention::{BODY_RETENTION, LEDGER_TABLES, TableSpec, table_retention};
 pub use secrets::verp_key;
 
 /// Queue names used by the pipeline.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use baton_aws::AwsBackend;
 use baton_config::Settings;
-use baton_embedded::{EmbeddedBackend, EmbeddedOptions};
+use baton_embedded::{EmbeddedBackend, EmbeddedOptions, RetentionPolicy, Schedule};
 use baton_functions::local_runner::{self, RunnerConfig};
 use baton_functions::{Function, Stage};
 use baton_gateway::{Gateway, GatewayDeps};
@@ -113,6 +113,7 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
     };
     let gateway = Gateway::bind(&settings, deps).await?;
     let (stop_workers, workers_stopped) = watch::channel(false);
+    let sweeper_stopped = workers_stopped.clone();
     let mut workers = if settings.raw.pipeline.run_stages {
         // Tenants' SQS and EventBridge destinations are AWS services, whichever the backend.
         let cloud = baton_functions::cloud_targets(&AwsBackend::connect(&settings.raw.aws).await);
@@ -121,17 +122,25 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
             batch: settings.raw.pipeline.batch,
             ..WorkerConfig::default()
         };
-        Some(runtime::spawn(
+        runtime::spawn(
             ports,
             dead,
             stages,
             config,
             concurrency(&settings),
             workers_stopped,
-        ))
+        )
     } else {
-        None
+        JoinSet::new()
     };
+    // What AWS expires by TTL and lifecycle, deleted here: old ledger records, and bodies of
+    // finished messages after `BODY_RETENTION` (aws.retention_days' default).
+    workers.spawn(baton_embedded::sweep_periodically(
+        backend.clone(),
+        RetentionPolicy::default(),
+        Schedule::default(),
+        sweeper_stopped,
+    ));
     tracing::info!(
         data_dir = %data_dir.display(),
         backend = "embedded",
@@ -139,7 +148,7 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
         "baton started"
     );
     gateway.run(shutdown_signal()).await?;
-    stop(stop_workers, workers.as_mut()).await;
+    stop(stop_workers, &mut workers).await;
     drop(lock);
     Ok(())
 }
@@ -204,7 +213,7 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
         "baton started"
     );
     gateway.run(shutdown_signal()).await?;
-    stop(stop_workers, Some(&mut workers)).await;
+    stop(stop_workers, &mut workers).await;
     Ok(())
 }
 
@@ -260,15 +269,13 @@ async fn sweep_periodically(aws: AwsBackend, mut shutdown: watch::Receiver<bool>
     }
 }
 
-async fn stop(stop_workers: watch::Sender<bool>, workers: Option<&mut JoinSet<()>>) {
-    if let Some(workers) = workers {
-        let _ = stop_workers.send(true);
-        // Each worker finishes the batch in hand; delivery attempts are bounded by their timeouts.
-        let _ = tokio::time::timeout(Duration::from_secs(60), async {
-            while workers.join_next().await.is_some() {}
-        })
-        .await;
-    }
+async fn stop(stop_workers: watch::Sender<bool>, workers: &mut JoinSet<()>) {
+    let _ = stop_workers.send(true);
+    // Each worker finishes the batch in hand; delivery attempts are bounded by their timeouts.
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 async fn shutdown_signal() {
