@@ -315,6 +315,10 @@ pub struct Storage {
     /// Bodies up to this size are buffered in memory and group-committed into a segment;
     /// larger ones stream to a file of their own.
     pub inline_body_max: usize,
+    /// Embedded backend: bodies (and captured copies) of messages no queue refers to any
+    /// more are deleted after this many days, as the bucket's lifecycle does on AWS;
+    /// ledger records after their table's retention (see `baton_store::LEDGER_TABLES`).
+    pub retention_days: u32,
 }
 
 /// Outbound delivery: how MXs are found and reached, and how long to keep trying.
@@ -510,6 +514,7 @@ impl Default for Storage {
             group_commit_max_batch: 512,
             group_commit_max_delay: Duration::ZERO,
             inline_body_max: 128 * 1024,
+            retention_days: 14,
         }
     }
 }
@@ -786,13 +791,18 @@ impl Config {
             });
         }
         let max_age_days = self.delivery.max_age.as_secs().div_ceil(86_400);
-        if u64::from(aws.retention_days) <= max_age_days {
-            return Err(ConfigError::Invalid {
-                key: "aws.retention_days",
-                reason: format!(
-                    "must exceed delivery.max_age ({max_age_days} days): bodies of queued mail would expire"
-                ),
-            });
+        for (key, days) in [
+            ("aws.retention_days", aws.retention_days),
+            ("storage.retention_days", self.storage.retention_days),
+        ] {
+            if u64::from(days) <= max_age_days {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "must exceed delivery.max_age ({max_age_days} days): bodies of queued mail would expire"
+                    ),
+                });
+            }
         }
         if aws.bucket.is_empty() || aws.prefix.is_empty() || aws.request_timeout.is_zero() {
             return Err(ConfigError::Invalid {
@@ -921,6 +931,7 @@ mod tests {
         assert!(load_str("[storage]\nbackend = \"s3\"\n", &[]).is_err());
         assert!(load_str("[aws]\npart_size = 1024\n", &[]).is_err());
         assert!(load_str("[aws]\nretention_days = 3\n", &[]).is_err());
+        assert!(load_str("[storage]\nretention_days = 3\n", &[]).is_err());
     }
 
     #[test]

@@ -134,10 +134,14 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
         JoinSet::new()
     };
     // What AWS expires by TTL and lifecycle, deleted here: old ledger records, and bodies of
-    // finished messages after `BODY_RETENTION` (aws.retention_days' default).
+    // finished messages after `storage.retention_days`.
+    let retention = RetentionPolicy {
+        bodies: Duration::from_secs(u64::from(storage.retention_days) * 86_400),
+        ..RetentionPolicy::default()
+    };
     workers.spawn(baton_embedded::sweep_periodically(
         backend.clone(),
-        RetentionPolicy::default(),
+        retention,
         Schedule::default(),
         sweeper_stopped,
     ));
