@@ -210,7 +210,7 @@ def test_return_paths_start_for_a_domain_once_its_bounce_mx_is_verified(spawn_re
 
     early = relay.cli("domain", "verify", "acme.test", check=False)
     assert early.returncode == 1 and "publish `bounce.acme.test  MX  10 relay.test.`" in early.stderr, early.stderr
-    dns.mx("bounce.acme.test", (10, "elsewhere.test"))
+    dns.mx("bounce.acme.test", (20, "elsewhere.test"))
     dns.a("elsewhere.test", "192.0.2.1")
     dns.a("relay.test", "127.0.0.1")
     wrong = relay.cli("domain", "verify", "acme.test", check=False)

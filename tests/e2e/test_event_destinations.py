@@ -107,6 +107,7 @@ def check_everywhere(dest, receiver, secret, message_id, event_type, detail_type
     # The check means something: another secret or a changed body does not pass.
     assert not verify(secret + "x", headers, body)
     assert not verify(secret, headers, body.replace(b"acme", b"acne"))
+    assert not verify(secret, {**headers, "baton-event-id": "0" * 32}, body), "the id is signed"
     return event
 
 
@@ -175,5 +176,17 @@ def test_events_reach_the_destinations_on_aws(spawn_relay, net, destinations, re
     secret = add_destinations(relay, destinations, receiver)
     first = submit(relay, "erin@example.org")
     path = return_path_of(sinks["good"], "erin@example.org")
+    assert mail_to_relay(relay, path.replace("-0-", "-1-", 1), "x")[0] == 550, "a forged token"
     assert mail_to_relay(relay, path, DSN.format(path=path, rcpt="erin@example.org"))[0] == 250
     check_everywhere(destinations, receiver, secret, first, "Bounce", "Email Bounced")
+    # Suppressed: the next message to erin is not sent, and says why.
+    second = submit(relay, "erin@example.org", subject="again")
+    wait_for(lambda: "suppress" in relay.cli("message", "show", second, check=False).stdout, "the suppression")
+    assert len(sinks["good"].messages()) == 1, "the second message must not go out"
+
+    # A complaint about a message to frank, through S3, SQS and DynamoDB likewise.
+    third = submit(relay, "frank@example.org", subject="news")
+    wait_for(lambda: len(sinks["good"].messages()) == 2, "the message to frank")
+    path = return_path_of_message_to(sinks["good"], "frank@example.org")
+    assert mail_to_relay(relay, path, ARF.format(path=path, rcpt="frank@example.org"))[0] == 250
+    check_everywhere(destinations, receiver, secret, third, "Complaint", "Email Complaint Received")

@@ -11,12 +11,13 @@ import time
 
 
 def verify(secret, headers, body, tolerance_s=300):
-    """True when Baton-Signature is HMAC-SHA256(secret, "<t>.<body>") with a recent t."""
+    """True when Baton-Signature is HMAC-SHA256(secret, "<t>.<event id>.<body>") with a recent t."""
     parts = dict(p.split("=", 1) for p in headers.get("baton-signature", "").split(","))
     t, given = parts.get("t", ""), parts.get("v1", "")
     if not t.isdigit() or abs(time.time() - int(t)) > tolerance_s:
         return False
-    want = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    event_id = headers.get("baton-event-id", "")
+    want = hmac.new(secret.encode(), f"{t}.{event_id}.".encode() + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(want, given)
 
 

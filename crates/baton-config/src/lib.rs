@@ -790,6 +790,15 @@ impl Config {
                 reason: "S3 multipart parts must be at least 5 MiB".into(),
             });
         }
+        // A webhook call must fit in the events function's 30 s with room to record it.
+        if self.events.webhook_timeout.is_zero()
+            || self.events.webhook_timeout > Duration::from_secs(15)
+        {
+            return Err(ConfigError::Invalid {
+                key: "events.webhook_timeout",
+                reason: "must be more than 0 and at most 15s".into(),
+            });
+        }
         let max_age_days = self.delivery.max_age.as_secs().div_ceil(86_400);
         for (key, days) in [
             ("aws.retention_days", aws.retention_days),

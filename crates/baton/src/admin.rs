@@ -250,14 +250,19 @@ pub fn domain_verify(settings: &Settings, domain: &str) -> anyhow::Result<()> {
         let Some(mut record) = get_domain(ledger, &domain).await? else {
             bail!("{domain} is not registered: `baton domain add {domain} --tenant T` first");
         };
-        let found: Vec<String> = match resolver.resolve(&bounce).await {
-            Ok(hosts) => hosts
-                .iter()
-                .map(|h| h.name.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+        let hosts = match resolver.resolve(&bounce).await {
+            Ok(hosts) => hosts,
             Err(e) => bail!("{bounce}: {e}; publish `{bounce}  MX  10 {host}.` and try again"),
         };
-        if !found.contains(&host) {
+        // Every most-preferred MX must be us: a sender tries those first, and a bounce
+        // taken by another host never reaches the pipeline.
+        let best = hosts.iter().map(|h| h.preference).min();
+        let found: Vec<String> = hosts
+            .iter()
+            .filter(|h| Some(h.preference) == best)
+            .map(|h| h.name.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        if found.is_empty() || found.iter().any(|name| *name != host) {
             bail!(
                 "{bounce} has MX {}, not {host}: publish `{bounce}  MX  10 {host}.` and try \
                  again (until then mail from {domain} keeps its sender's return path)",

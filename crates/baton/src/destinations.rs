@@ -14,6 +14,7 @@ pub fn add(settings: &Settings, tenant: &str, name: &str, target: Target) -> any
         name: name.to_string(),
         target,
         created_at: now_ms(),
+        secret_id: String::new(),
     };
     let secret = store
         .rt
@@ -31,7 +32,7 @@ pub fn add(settings: &Settings, tenant: &str, name: &str, target: Target) -> any
         println!("signing secret: {secret}");
         println!(
             "(shown once: the receiver checks Baton-Signature: t=<unix time>,v1=<hex \
-             HMAC-SHA256 of \"<t>.<body>\" keyed with this secret>)"
+             HMAC-SHA256 of \"<t>.<event id>.<body>\" keyed with this secret>)"
         );
     }
     Ok(())

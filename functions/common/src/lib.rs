@@ -189,6 +189,16 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The events stage's: a batch's webhook calls at once (a slow receiver holds up only
+    /// its own calls), each started only with a whole webhook deadline left.
+    pub fn events(settings: &Settings) -> Limits {
+        Limits {
+            budget: settings.raw.events.webhook_timeout + Duration::from_secs(1),
+            settle: Duration::from_secs(2),
+            concurrency: 10,
+        }
+    }
+
     /// The deliver stage's limits from its settings: an attempt's worst case is a connect, a
     /// command and the body (each MX step is bounded by these), capped at half the function
     /// timeout so the default timeouts still leave the function work to do.
@@ -277,6 +287,7 @@ impl Function {
         let function = Function::new(stage, ports, &dead, &stages);
         Ok(match stage {
             Stage::Deliver => function.with_limits(Limits::deliver(settings)),
+            Stage::Events => function.with_limits(Limits::events(settings)),
             _ => function,
         })
     }

@@ -129,7 +129,12 @@ pub async fn handle(
     // One DSN per (message, action, recipients): a redelivered bounce job sends none again.
     let mut rcpts: Vec<&str> = wanted.iter().map(|f| f.recipient.as_str()).collect();
     rcpts.sort_unstable();
-    let guard = format!("{id}/{:?}/{}", job.action, rcpts.join(","));
+    // A failure we saw and one reported later by mail are the same news: one DSN.
+    let kind = match job.action {
+        BounceAction::Failed | BounceAction::Reported => "Failed",
+        BounceAction::Delayed => "Delayed",
+    };
+    let guard = format!("{id}/{kind}/{}", rcpts.join(","));
     if !ledger.put_if_absent("dsn_sent", &guard, b"1").await? {
         return Ok(Disposition::Done);
     }

@@ -99,6 +99,8 @@ pub async fn handle(
     }
 
     let attempt = job.attempt + 1;
+    // SES-shaped events, published once the delivery's own work is recorded (below).
+    let mut events: Vec<(&str, String, serde_json::Value)> = Vec::new();
     let mut failures = Vec::new();
     let mut deferred = Vec::new();
     let sender = envelope.mail_from.as_ref().map(ToString::to_string);
@@ -204,7 +206,7 @@ pub async fn handle(
                 remote_mta: r.remote_host.clone(),
                 source: Default::default(),
             };
-            if let Some(a) = &about {
+            if about.is_some() {
                 let remote = r.remote_host.clone().unwrap_or_default();
                 match r.outcome {
                     Outcome::Delivered => {
@@ -215,7 +217,7 @@ pub async fn handle(
                             "smtpResponse": reply,
                             "reportingMTA": remote,
                         }});
-                        a.publish(ports, "Delivery", &r.address, event).await?;
+                        events.push(("Delivery", r.address.clone(), event));
                     }
                     Outcome::Deferred => {
                         let expires = envelope.received_at * 1000
@@ -236,8 +238,7 @@ pub async fn handle(
                             "reportingMTA": remote,
                         }});
                         let occurrence = format!("{}#{attempt}", r.address);
-                        a.publish(ports, "DeliveryDelay", &occurrence, event)
-                            .await?;
+                        events.push(("DeliveryDelay", occurrence, event));
                     }
                     // The bounce stage publishes it, with the other failures.
                     Outcome::Failed => {}
@@ -327,6 +328,15 @@ pub async fn handle(
             &message.attributes,
         )
         .await?;
+    }
+    // Last: the recipients' states are final now, so a retry of this job would not come
+    // back here, and a failure to publish must not undo or repeat the delivery. Said loudly.
+    if let Some(a) = &about {
+        for (event_type, occurrence, event) in events {
+            if let Err(e) = a.publish(ports, event_type, &occurrence, event).await {
+                tracing::error!(event_type, %occurrence, error = %e, "event not published");
+            }
+        }
     }
     Ok(Disposition::Done)
 }

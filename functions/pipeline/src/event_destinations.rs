@@ -3,6 +3,7 @@
 //! the `event_destinations` table under `<tenant>/<name>`; a webhook's signing secret lives
 //! in the sealed `secrets` table, never beside the URL.
 
+use base64::Engine;
 use baton_store::{Ledger, tables::SECRETS};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -48,8 +49,16 @@ impl Target {
                     .path_segments()
                     .and_then(|mut s| s.next_back())
                     .unwrap_or_default();
-                if !matches!(u.scheme(), "https" | "http") || name.is_empty() {
-                    return Err(format!("{queue_url:?}: not an SQS queue URL"));
+                // Queue names are letters, digits, '-' and '_' (percent-escapes would hide
+                // a name from the check below).
+                let plain = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !matches!(u.scheme(), "https" | "http") || name.is_empty() || !plain {
+                    return Err(format!(
+                        "{queue_url:?}: not an SQS standard queue URL (FIFO queues are not \
+                         supported)"
+                    ));
                 }
                 if !own_prefix.is_empty() && name.starts_with(&format!("{own_prefix}-")) {
                     return Err(format!("{queue_url:?}: one of the relay's own queues"));
@@ -83,6 +92,10 @@ pub struct Destination {
     pub name: String,
     pub target: Target,
     pub created_at: i64,
+    /// A webhook's secret is stored under this id: an `add` that loses to an existing
+    /// destination of the same name leaves an unused secret, never replaces the live one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_id: String,
 }
 
 /// A destination name: letters, digits, `-` and `_`, at most 64.
@@ -100,8 +113,8 @@ fn key(tenant: &str, name: &str) -> String {
     format!("{tenant}/{name}")
 }
 
-fn secret_key(tenant: &str, name: &str) -> String {
-    format!("webhook/{tenant}/{name}")
+fn secret_key(d: &Destination) -> String {
+    format!("webhook/{}/{}/{}", d.tenant, d.name, d.secret_id)
 }
 
 /// Adds `destination`; a webhook gets a new signing secret, returned once. `Ok(None)` for
@@ -117,20 +130,24 @@ pub async fn add(
         .target
         .check(own_prefix)
         .map_err(StageError::Permanent)?;
+    let mut destination = destination.clone();
     let secret = match destination.target {
-        Target::Webhook { .. } => Some(new_secret()?),
+        Target::Webhook { .. } => {
+            destination.secret_id = hex(&random::<8>()?);
+            Some(format!(
+                "whsec_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<32>()?)
+            ))
+        }
         _ => None,
     };
     // The secret first: a destination is never visible without the secret it signs with.
     if let Some(secret) = &secret {
         ledger
-            .put(
-                SECRETS,
-                &secret_key(&destination.tenant, &destination.name),
-                secret.as_bytes(),
-            )
+            .put(SECRETS, &secret_key(&destination), secret.as_bytes())
             .await?;
     }
+    let destination = &destination;
     let bytes = serde_json::to_vec(destination)
         .map_err(|e| StageError::Permanent(format!("destination: {e}")))?;
     let k = key(&destination.tenant, &destination.name);
@@ -145,11 +162,14 @@ pub async fn add(
 
 /// Removes a destination and its secret; false if there was none.
 pub async fn remove(ledger: &dyn Ledger, tenant: &str, name: &str) -> Result<bool, StageError> {
-    let k = key(tenant, name);
-    let existed = ledger.get(TABLE, &k).await?.is_some();
-    ledger.delete(TABLE, &k).await?;
-    ledger.delete(SECRETS, &secret_key(tenant, name)).await?;
-    Ok(existed)
+    let Some(destination) = get(ledger, tenant, name).await? else {
+        return Ok(false);
+    };
+    ledger.delete(TABLE, &key(tenant, name)).await?;
+    if !destination.secret_id.is_empty() {
+        ledger.delete(SECRETS, &secret_key(&destination)).await?;
+    }
+    Ok(true)
 }
 
 pub async fn get(
@@ -178,8 +198,8 @@ pub async fn list(
 }
 
 /// A webhook's signing secret.
-pub async fn secret(ledger: &dyn Ledger, tenant: &str, name: &str) -> Result<String, StageError> {
-    let k = secret_key(tenant, name);
+pub async fn secret(ledger: &dyn Ledger, destination: &Destination) -> Result<String, StageError> {
+    let k = secret_key(destination);
     let bytes = ledger
         .get(SECRETS, &k)
         .await?
@@ -187,18 +207,17 @@ pub async fn secret(ledger: &dyn Ledger, tenant: &str, name: &str) -> Result<Str
     String::from_utf8(bytes).map_err(|_| StageError::Permanent(format!("{SECRETS}/{k}: not text")))
 }
 
-/// `whsec_` and 32 random bytes, base64url: printable, so it can be pasted into a receiver.
-fn new_secret() -> Result<String, StageError> {
-    use base64::Engine;
+fn random<const N: usize>() -> Result<[u8; N], StageError> {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| StageError::Transient("no randomness for a signing secret".into()))?;
-    Ok(format!(
-        "whsec_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -229,6 +248,8 @@ mod tests {
         assert!(queue("https://sqs.eu-west-1.amazonaws.com/123456789012/acme-events").is_ok());
         assert!(queue("https://sqs.eu-west-1.amazonaws.com/123456789012/baton-intake").is_err());
         assert!(queue("https://sqs.eu-west-1.amazonaws.com/").is_err());
+        assert!(queue("https://sqs.eu-west-1.amazonaws.com/123456789012/baton%2Dintake").is_err());
+        assert!(queue("https://sqs.eu-west-1.amazonaws.com/123456789012/acme.fifo").is_err());
     }
 
     #[test]
@@ -251,25 +272,35 @@ mod tests {
                 url: "https://hooks.example.com/".into(),
             },
             created_at: 1,
+            secret_id: String::new(),
         };
         let made = add(&ledger, &d, "baton")
             .await
             .expect("add")
             .expect("secret");
         assert!(made.starts_with("whsec_") && made.len() > 40);
-        assert_eq!(secret(&ledger, "acme", "hooks").await.expect("kept"), made);
-        let stored = ledger
+        let stored = get(&ledger, "acme", "hooks")
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(secret(&ledger, &stored).await.expect("kept"), made);
+        let row = ledger
             .get(TABLE, "acme/hooks")
             .await
             .expect("get")
             .expect("row");
-        assert!(!String::from_utf8_lossy(&stored).contains(&made));
+        assert!(!String::from_utf8_lossy(&row).contains(&made));
         assert!(
             add(&ledger, &d, "baton").await.is_err(),
             "a name is taken once"
         );
+        assert_eq!(
+            secret(&ledger, &stored).await.expect("kept"),
+            made,
+            "a refused add must not replace the live secret"
+        );
         assert!(remove(&ledger, "acme", "hooks").await.expect("remove"));
-        assert!(secret(&ledger, "acme", "hooks").await.is_err());
+        assert!(secret(&ledger, &stored).await.is_err());
         assert!(list(&ledger, Some("acme")).await.expect("list").is_empty());
     }
 }

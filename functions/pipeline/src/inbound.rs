@@ -152,9 +152,6 @@ pub async fn handle(
             format!("{address}: {} (reported in {id})", outcome.describe()),
         )
         .await?;
-        if let Some(record) = outcome.bounce_record(tenant.clone(), b, &address, now_ms) {
-            put_bounce(ledger, &record).await?;
-        }
         if let Some(about) = ses_events::About::from_summary(&b.queue_id, &summary)
             && let Some((event_type, event)) = outcome.ses_event(&address, &id, now_ms)
         {
@@ -194,6 +191,11 @@ pub async fn handle(
                 &attributes,
             )
             .await?;
+        }
+        // Last, as it is what marks the token as acted on (see `acted_before`): a failure
+        // before it means the next try does everything again (each step is idempotent).
+        if let Some(record) = outcome.bounce_record(tenant.clone(), b, &address, now_ms) {
+            put_bounce(ledger, &record).await?;
         }
     }
     Ok(())
@@ -248,6 +250,10 @@ impl Outcome {
             .strip_prefix(&format!("{code} "))
             .map(|rest| rest.strip_prefix(&format!("{enhanced} ")).unwrap_or(rest))
             .unwrap_or(diagnostic);
+        // Whoever holds the token wrote this, and the DSN carries our signature: short,
+        // and marked as the remote's words.
+        let text: String = text.chars().take(DIAGNOSTIC_MAX).collect();
+        let text = format!("(reported by the remote MTA) {text}");
         Some(Failure {
             recipient: address.to_string(),
             code,
@@ -258,6 +264,9 @@ impl Outcome {
         })
     }
 }
+
+/// Characters of a remote diagnostic passed on in our DSN.
+const DIAGNOSTIC_MAX: usize = 200;
 
 /// What a returned report says about one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

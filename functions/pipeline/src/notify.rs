@@ -33,9 +33,11 @@ pub async fn enqueue(
     queue_id: &str,
 ) -> Result<(), StageError> {
     let body = serde_json::to_vec(job).map_err(|e| StageError::Permanent(format!("job: {e}")))?;
+    // Not `queue_id`: that names a body the embedded sweeper must keep while the job
+    // waits, and an event needs none (a dead-lettered one would keep it forever).
     let attributes = [
         ("tenant".to_string(), job.tenant.clone()),
-        ("queue_id".to_string(), queue_id.to_string()),
+        ("event_of".to_string(), queue_id.to_string()),
     ]
     .into();
     events
@@ -123,7 +125,7 @@ pub async fn handle(
                 .await?
         }
         Target::Webhook { url } => {
-            let secret = event_destinations::secret(ledger, &job.tenant, &job.destination).await?;
+            let secret = event_destinations::secret(ledger, &destination).await?;
             stage
                 .webhooks
                 .post(url, &secret, &job.event_id, body.as_bytes(), now_ms / 1000)

@@ -119,7 +119,7 @@ impl Default for Concurrency {
             policy: 8,
             sign: 8,
             deliver: 32,
-            events: 4,
+            events: 16,
         }
     }
 }

@@ -255,16 +255,14 @@ pub fn event_time(e: &SesEvent) -> String {
 }
 
 /// A unique id for a feedback event (SES's `feedbackId`): the message, the stage that
-/// reported it and the recipient.
+/// reported it and the recipient, exactly as written (local parts are case-sensitive).
 pub fn feedback_id(id: &QueueId, source: &str, recipient: &str) -> String {
-    // FNV-1a: a short stable tag for the recipient, not a secret.
-    let tag = recipient
-        .to_ascii_lowercase()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    format!("{id}-{source}-{tag:016x}")
+    let digest = ring::digest::digest(&ring::digest::SHA256, recipient.as_bytes());
+    let tag: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{id}-{source}-{tag}")
 }
 
 #[cfg(test)]

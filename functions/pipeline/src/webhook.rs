@@ -2,8 +2,9 @@
 //! can tell it came from us and when.
 //!
 //! Headers: `Baton-Event-Id: <id>` (the same on every retry: receivers dedupe on it) and
-//! `Baton-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, the key
-//! being the `whsec_...` secret as printed. Receivers should refuse a `t` more than a few
+//! `Baton-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<id>.<body>")>`, the
+//! key being the `whsec_...` secret as printed; the id is signed so that a captured call
+//! cannot be replayed under a new id past the receiver's deduplication. Receivers should refuse a `t` more than a few
 //! minutes old, which stops replays. Only 2xx counts as delivered; no redirects are followed.
 //!
 //! A webhook URL is chosen by whoever configures destinations, so it must not become a way
@@ -20,12 +21,11 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::StageError;
 
-/// `t=<timestamp>,v1=<hex>` for `body` sent at `timestamp` (unix seconds).
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+/// `t=<timestamp>,v1=<hex>` for event `id` with `body`, sent at `timestamp` (unix seconds).
+pub fn signature(secret: &str, timestamp: i64, id: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let mut ctx = ring::hmac::Context::with_key(&key);
-    ctx.update(timestamp.to_string().as_bytes());
-    ctx.update(b".");
+    ctx.update(format!("{timestamp}.{id}.").as_bytes());
     ctx.update(body);
     let tag = ctx.sign();
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -68,7 +68,12 @@ fn is_public_v6(a: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link local
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: would reach IPv4 behind it
-        || a.to_ipv4().is_some()) // IPv4-compatible
+        || s[0] == 0x2002 // 6to4: an IPv4 address inside
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo: likewise
+        || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed privately)
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only
+        || s[..4] == [0, 0, 0, 0] // ::/64: IPv4-compatible, -mapped and -translated forms
+        || a.to_ipv4().is_some())
 }
 
 /// Resolves with the system resolver and keeps only addresses a webhook may reach.
@@ -101,6 +106,9 @@ impl WebhookClient {
             .timeout(config.webhook_timeout)
             .connect_timeout(config.webhook_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve and connect for us, past the
+            // address check below.
+            .no_proxy()
             .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
             .https_only(true);
         if !config.webhook_allow_private {
@@ -153,7 +161,10 @@ impl WebhookClient {
             .post(parsed)
             .header("content-type", "application/json")
             .header("baton-event-id", event_id)
-            .header("baton-signature", signature(secret, now_secs, body))
+            .header(
+                "baton-signature",
+                signature(secret, now_secs, event_id, body),
+            )
             .body(body.to_vec())
             .send()
             .await
@@ -199,14 +210,19 @@ mod tests {
 
     #[test]
     fn the_signature_covers_timestamp_and_body() {
-        // Same inputs as `printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test`.
+        // Same inputs as `printf '1700000000.e1.{"a":1}' | openssl dgst -sha256 -hmac whsec_test`.
         assert_eq!(
-            signature("whsec_test", 1_700_000_000, br#"{"a":1}"#),
-            "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
+            signature("whsec_test", 1_700_000_000, "e1", br#"{"a":1}"#),
+            "t=1700000000,v1=8cb5c32b8d434072b6206b1faf7ed951f064edb0aacf124b57d751cdf11d1215"
+        );
+        let base = signature("whsec_test", 1_700_000_000, "e1", br#"{"a":1}"#);
+        assert_ne!(
+            signature("whsec_test", 1_700_000_001, "e1", br#"{"a":1}"#),
+            base
         );
         assert_ne!(
-            signature("whsec_test", 1_700_000_001, br#"{"a":1}"#),
-            signature("whsec_test", 1_700_000_000, br#"{"a":1}"#)
+            signature("whsec_test", 1_700_000_000, "e2", br#"{"a":1}"#),
+            base
         );
     }
 
@@ -224,7 +240,11 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::ffff:0:7f00:1",
             "64:ff9b::a00:1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
         ] {
             assert!(!is_public(private.parse().expect("ip")), "{private}");
         }

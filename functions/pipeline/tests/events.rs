@@ -79,6 +79,7 @@ async fn add(ports: &Ports, name: &str, target: Target) {
         name: name.into(),
         target,
         created_at: 0,
+        secret_id: String::new(),
     };
     event_destinations::add(ports.ledger.as_ref(), &d, "baton")
         .await
@@ -203,6 +204,7 @@ async fn the_relays_own_queues_are_never_destinations() {
         name: "sneaky".into(),
         target: sqs("https://sqs.test/1/baton-intake"),
         created_at: 0,
+        secret_id: String::new(),
     };
     let refused = event_destinations::add(ports.ledger.as_ref(), &own, "baton").await;
     assert!(refused.is_err(), "added: {refused:?}");

@@ -400,7 +400,9 @@ async fn a_bounce_by_mail_reaches_the_sender_as_our_dsn_unless_notify_said_never
         text.contains("Final-Recipient: rfc822; gone@example.org")
             && text.contains("Action: failed")
             && text.contains("Status: 5.1.1")
-            && text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n")
+            && text.contains(
+                "Diagnostic-Code: smtp; 550 5.1.1 (reported by the remote MTA) no such user\r\n"
+            )
             && text.contains("text/rfc822-headers\r\n\r\nFrom: news@acme.test"),
         "{text}"
     );
@@ -457,4 +459,76 @@ async fn a_bounce_by_mail_reaches_the_sender_as_our_dsn_unless_notify_said_never
     .await;
     assert!(forwarded(&env.ports).await.is_empty(), "NOTIFY=NEVER");
     assert!(suppressed(&env.ports, "never@example.org").await.is_some());
+}
+
+/// A queue whose first `failures` sends fail, as SQS does in an outage.
+struct Flaky {
+    inner: std::sync::Arc<dyn baton_store::Queue>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl baton_store::Queue for Flaky {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn send(
+        &self,
+        body: &[u8],
+        attributes: std::collections::BTreeMap<String, String>,
+        delay: std::time::Duration,
+    ) -> Result<String, baton_store::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(baton_store::StoreError::Backend("queue unavailable".into()));
+        }
+        self.inner.send(body, attributes, delay).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: std::time::Duration,
+    ) -> Result<Vec<baton_store::QueueMessage>, baton_store::StoreError> {
+        self.inner.receive(max, visibility).await
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), baton_store::StoreError> {
+        self.inner.delete(receipt).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), baton_store::StoreError> {
+        self.inner.change_visibility(receipt, timeout).await
+    }
+}
+
+#[tokio::test]
+async fn a_bounce_whose_handling_failed_halfway_is_handled_whole_on_the_next_try() {
+    let env = setup();
+    let (_, path) = sent(&env.ports, "gone@example.org").await;
+    // The bounce queue is down when the DSN for the sender is queued: the stage fails.
+    let mut ports = env.ports.clone();
+    ports.bounce = std::sync::Arc::new(Flaky {
+        inner: env.ports.bounce.clone(),
+        failures: std::sync::atomic::AtomicU32::new(1),
+    });
+    let (_, msg) = common::fixtures::accept_as(
+        &ports,
+        &dsn("gone@example.org", "5.1.1", "failed"),
+        &[&path],
+        None,
+    )
+    .await;
+    let first = policy::handle(&ports, &config(), &msg).await;
+    assert!(first.is_err(), "the outage must fail the stage: {first:?}");
+    // The queue retries it: this time everything happens, the DSN for the sender included,
+    // and the token is not taken for one that already acted.
+    policy::handle(&ports, &config(), &msg)
+        .await
+        .expect("retried");
+    assert!(suppressed(&env.ports, "gone@example.org").await.is_some());
+    let dsns = forwarded(&env.ports).await;
+    assert_eq!(dsns.len(), 1, "the sender's DSN was not lost");
 }
