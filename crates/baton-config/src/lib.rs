@@ -211,6 +211,9 @@ pub struct Listen {
     pub submissions: String,
     /// Port-25 style relay/inbound listener. Empty disables.
     pub relay: String,
+    /// The SES v2-compatible HTTP API (plain HTTP, loopback only for now: put a TLS proxy in
+    /// front). Empty (the default) disables.
+    pub api: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -474,6 +477,7 @@ impl Default for Listen {
             submission: "127.0.0.1:2587".into(),
             submissions: "127.0.0.1:2465".into(),
             relay: "127.0.0.1:2525".into(),
+            api: String::new(),
         }
     }
 }
@@ -535,6 +539,7 @@ pub struct Settings {
     pub submission: Option<SocketAddr>,
     pub submissions: Option<SocketAddr>,
     pub relay: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
     pub accept_domains: Vec<Domain>,
 }
 
@@ -828,6 +833,13 @@ impl Config {
         let submission = addr("listen.submission", &self.listen.submission)?;
         let submissions = addr("listen.submissions", &self.listen.submissions)?;
         let relay = addr("listen.relay", &self.listen.relay)?;
+        let api = addr("listen.api", &self.listen.api)?;
+        if api.is_some_and(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::Invalid {
+                key: "listen.api",
+                reason: "the API speaks plain HTTP: only on a loopback address (a TLS proxy in front for others)".into(),
+            });
+        }
         if submission.is_none() && submissions.is_none() && relay.is_none() {
             return Err(ConfigError::Invalid {
                 key: "listen",
@@ -839,6 +851,7 @@ impl Config {
             submission,
             submissions,
             relay,
+            api,
             accept_domains,
         })
     }

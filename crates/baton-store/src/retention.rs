@@ -23,6 +23,7 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     keep("tenants"),
     keep("suppression"),
     keep("event_destinations"),
+    keep("api_keys"),
     expire("quota_counters", 2),
     expire("events", 30),
     expire("recipients", 30),

@@ -150,7 +150,7 @@ pub fn aws_sweep(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_name(kind: &str, s: &str) -> anyhow::Result<()> {
+pub(crate) fn check_name(kind: &str, s: &str) -> anyhow::Result<()> {
     if s.is_empty() || s.len() > 200 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!("invalid {kind} {s:?}: use 1-200 characters without spaces");
     }

@@ -1,6 +1,7 @@
 //! `baton`: run the relay (`baton serve`) and administer its data directory.
 
 mod admin;
+mod api_keys;
 mod bounce_parse;
 mod destinations;
 mod docs;
@@ -57,6 +58,9 @@ enum Command {
     /// Tenant settings.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Access keys for the SES v2 API (`listen.api`), one tenant each.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Messages still queued: list them (on AWS: the queues' counts), or print one as received.
     #[command(subcommand)]
     Queue(QueueCommand),
@@ -119,6 +123,25 @@ enum ListCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a key for a tenant: prints its id and secret, once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Keys (of one tenant), without their secrets.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a key working, at once.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -399,6 +422,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             per_second,
             per_day,
         }) => admin::tenant_quota(&settings, &tenant, per_second, per_day),
+        Command::Key(KeyCommand::Create { tenant }) => api_keys::create(&settings, &tenant),
+        Command::Key(KeyCommand::List { tenant, json }) => {
+            api_keys::list(&settings, tenant.as_deref(), json)
+        }
+        Command::Key(KeyCommand::Revoke { id }) => api_keys::revoke(&settings, &id),
         Command::Queue(QueueCommand::List { json }) => inspect::queue_list(&settings, json),
         Command::Queue(QueueCommand::Cat { id }) => inspect::queue_cat(&settings, &id),
         Command::Message(MessageCommand::List {

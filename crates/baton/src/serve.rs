@@ -111,9 +111,15 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
         queue: ports.intake.clone(),
         ledger: ports.ledger.clone(),
     };
+    let api_deps = GatewayDeps {
+        blobs: deps.blobs.clone(),
+        queue: deps.queue.clone(),
+        ledger: deps.ledger.clone(),
+    };
     let gateway = Gateway::bind(&settings, deps).await?;
     let (stop_workers, workers_stopped) = watch::channel(false);
     let sweeper_stopped = workers_stopped.clone();
+    let api_stopped = workers_stopped.clone();
     let mut workers = if settings.raw.pipeline.run_stages {
         // Tenants' SQS and EventBridge destinations are AWS services, whichever the backend.
         let cloud = baton_functions::cloud_targets(&AwsBackend::connect(&settings.raw.aws).await);
@@ -145,6 +151,7 @@ async fn serve_embedded(settings: Settings) -> anyhow::Result<()> {
         Schedule::default(),
         sweeper_stopped,
     ));
+    spawn_api(&settings, &api_deps, &mut workers, api_stopped).await?;
     tracing::info!(
         data_dir = %data_dir.display(),
         backend = "embedded",
@@ -178,6 +185,11 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
         queue: Arc::new(intake.clone()),
         ledger: ports.ledger.clone(),
     };
+    let api_deps = GatewayDeps {
+        blobs: deps.blobs.clone(),
+        queue: deps.queue.clone(),
+        ledger: deps.ledger.clone(),
+    };
     let gateway = Gateway::bind(&settings, deps).await?;
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = JoinSet::new();
@@ -208,6 +220,7 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
             );
         }
     }
+    spawn_api(&settings, &api_deps, &mut workers, workers_stopped.clone()).await?;
     workers.spawn(sweep_periodically(aws.clone(), workers_stopped));
     tracing::info!(
         bucket = %settings.raw.aws.bucket,
@@ -271,6 +284,38 @@ async fn sweep_periodically(aws: AwsBackend, mut shutdown: watch::Receiver<bool>
             Err(e) => tracing::warn!(error = %e, "sweeper failed"),
         }
     }
+}
+
+/// The SES v2 API (`listen.api`), on the same store and intake queue as the gateway; it stops
+/// with the workers.
+async fn spawn_api(
+    settings: &Settings,
+    deps: &GatewayDeps,
+    workers: &mut JoinSet<()>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(addr) = settings.api else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen.api {addr}"))?;
+    let state = Arc::new(baton_api::ApiState {
+        ledger: deps.ledger.clone(),
+        blobs: deps.blobs.clone(),
+        intake: deps.queue.clone(),
+        hostname: settings.raw.hostname.clone(),
+    });
+    tracing::info!(%addr, "SES v2 API listening (plain HTTP)");
+    workers.spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = baton_api::serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "API listener failed");
+        }
+    });
+    Ok(())
 }
 
 async fn stop(stop_workers: watch::Sender<bool>, workers: &mut JoinSet<()>) {

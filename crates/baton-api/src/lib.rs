@@ -1,0 +1,13 @@
+//! The SES v2-compatible HTTP API (issue 10, in progress): requests signed with AWS
+//! Signature Version 4 by per-tenant access keys, answered with SES's paths, JSON shapes and
+//! error types, so that an application moves to Baton by changing only its endpoint and keys.
+//! Today: SendEmail with Simple and Raw content, access keys.
+
+pub mod error;
+pub mod keys;
+pub mod router;
+pub mod send;
+pub mod sigv4;
+
+pub use error::ApiError;
+pub use router::{ApiState, router, serve};
