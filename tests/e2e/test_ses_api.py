@@ -101,3 +101,29 @@ def test_bad_requests_are_refused_with_ses_error_codes_and_nothing_is_queued(api
     assert sinks["good"].messages() == [], "nothing refused may be queued"
     listed = api_relay.cli("key", "list").stdout
     assert key_id in listed and secret not in listed, listed
+
+
+def test_the_suppression_list_through_the_api_is_the_pipelines_and_the_tenants_own(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    acme = sesv2(api_relay, *new_key(api_relay, "acme"))
+    other = sesv2(api_relay, *new_key(api_relay, "other"))
+    acme.put_suppressed_destination(EmailAddress="gone@example.org", Reason="BOUNCE")
+    acme.put_suppressed_destination(EmailAddress="angry@example.org", Reason="COMPLAINT")
+    got = acme.get_suppressed_destination(EmailAddress="gone@example.org")["SuppressedDestination"]
+    assert (got["EmailAddress"], got["Reason"]) == ("gone@example.org", "BOUNCE"), got
+    listed = acme.list_suppressed_destinations()["SuppressedDestinationSummaries"]
+    assert sorted((s["EmailAddress"], s["Reason"]) for s in listed) == [
+        ("angry@example.org", "COMPLAINT"), ("gone@example.org", "BOUNCE")], listed
+    only = acme.list_suppressed_destinations(Reasons=["COMPLAINT"])["SuppressedDestinationSummaries"]
+    assert [s["EmailAddress"] for s in only] == ["angry@example.org"], only
+    # Another tenant sees nothing of acme's, and cannot delete it: absent, not forbidden.
+    assert other.list_suppressed_destinations()["SuppressedDestinationSummaries"] == []
+    assert error_code(lambda: other.get_suppressed_destination(EmailAddress="gone@example.org")) == "NotFoundException"
+    assert error_code(lambda: other.delete_suppressed_destination(EmailAddress="gone@example.org")) == "NotFoundException"
+    # The pipeline honours it: mail to gone@ is accepted and not sent.
+    queue_id = acme.send_email(**simple(to="gone@example.org"))["MessageId"]
+    assert "suppress" in wait_show(api_relay, queue_id, "suppress")
+    assert sinks["good"].messages() == []
+    acme.delete_suppressed_destination(EmailAddress="gone@example.org")
+    assert error_code(lambda: acme.get_suppressed_destination(EmailAddress="gone@example.org")) == "NotFoundException"
+    assert error_code(lambda: acme.put_suppressed_destination(EmailAddress="x@example.org\r\nX: y", Reason="BOUNCE")) == "BadRequestException"

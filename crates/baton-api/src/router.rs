@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, Uri};
-use axum::routing::post;
+use axum::routing::{get, post};
 use baton_domain::{BodyType, Envelope, QueueId, Recipient, TenantId};
 use baton_store::{BlobStore, Ledger, Queue, get_domain};
 
 use crate::error::ApiError;
 use crate::send::{self, SendEmailRequest};
-use crate::{keys, sigv4};
+use crate::{keys, sigv4, suppression};
 
 /// What the handlers need.
 pub struct ApiState {
@@ -33,6 +33,14 @@ const BODY_LIMIT: usize = send::MAX_RAW / 3 * 4 + 1024 * 1024;
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v2/email/outbound-emails", post(send_email))
+        .route(
+            "/v2/email/suppression/addresses",
+            get(list_suppressed).put(put_suppressed),
+        )
+        .route(
+            "/v2/email/suppression/addresses/{address}",
+            get(one_suppressed).delete(one_suppressed),
+        )
         .fallback(unknown_operation)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -115,6 +123,78 @@ async fn send_email(
     let id = accept(&state, &tenant, &key_id, peer, prepared).await?;
     tracing::info!(queue_id = %id, tenant = %tenant.0, "accepted by the API");
     Ok(Json(serde_json::json!({ "MessageId": id.to_string() })))
+}
+
+/// The tenant of the key that signed the request.
+async fn signed(
+    state: &ApiState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TenantId, ApiError> {
+    Ok(authenticate(state, method, uri, headers, body).await?.0)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+async fn put_suppressed(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    let request: suppression::PutRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let out = suppression::put(state.ledger.as_ref(), &tenant, &request, now_ms()).await?;
+    Ok(Json(out))
+}
+
+/// GetSuppressedDestination (GET) and DeleteSuppressedDestination (DELETE).
+async fn one_suppressed(
+    State(state): State<Arc<ApiState>>,
+    Path(address): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    let ledger = state.ledger.as_ref();
+    Ok(Json(if method == Method::DELETE {
+        suppression::delete(ledger, &tenant, &address).await?
+    } else {
+        suppression::get(ledger, &tenant, &address).await?
+    }))
+}
+
+async fn list_suppressed(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    // Reason=BOUNCE&Reason=COMPLAINT; other parameters (dates, paging) are accepted and
+    // ignored: one page holds the whole list.
+    let reasons: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("Reason="))
+        .map(str::to_string)
+        .collect();
+    Ok(Json(
+        suppression::list(state.ledger.as_ref(), &tenant, &reasons).await?,
+    ))
 }
 
 /// Stores the message, then queues it: only then is there a MessageId to answer with.

@@ -363,6 +363,22 @@ pub async fn suppress(
 }
 
 /// The suppression of `rcpt`, if any, expired or not (see [`Suppression::in_force`]).
+/// A tenant's suppression list: (address, entry), by address.
+pub async fn suppressions_of(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+) -> Result<Vec<(String, Suppression)>, StageError> {
+    let prefix = format!("{}/", tenant_key(Some(tenant)));
+    let mut out = Vec::new();
+    for (key, bytes) in ledger.scan(tables::SUPPRESSION, &prefix).await? {
+        let entry: Suppression = serde_json::from_slice(&bytes)
+            .map_err(|e| StageError::Permanent(format!("{}/{key}: {e}", tables::SUPPRESSION)))?;
+        let address = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
+        out.push((address, entry));
+    }
+    Ok(out)
+}
+
 /// Takes `rcpt` off the list; false if it was not on it.
 pub async fn unsuppress(
     ledger: &dyn Ledger,
