@@ -127,3 +127,29 @@ def test_the_suppression_list_through_the_api_is_the_pipelines_and_the_tenants_o
     acme.delete_suppressed_destination(EmailAddress="gone@example.org")
     assert error_code(lambda: acme.get_suppressed_destination(EmailAddress="gone@example.org")) == "NotFoundException"
     assert error_code(lambda: acme.put_suppressed_destination(EmailAddress="x@example.org\r\nX: y", Reason="BOUNCE")) == "BadRequestException"
+
+
+def test_identities_are_the_tenants_domains_and_only_theirs(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    acme = sesv2(api_relay, *new_key(api_relay, "acme"))
+    other = sesv2(api_relay, *new_key(api_relay, "other"))
+    made = acme.create_email_identity(EmailIdentity="news.test")
+    assert made["IdentityType"] == "DOMAIN" and len(made["DkimAttributes"]["Tokens"]) == 2, made
+    got = acme.get_email_identity(EmailIdentity="news.test")
+    assert got["DkimAttributes"]["Tokens"] == made["DkimAttributes"]["Tokens"], got
+    names = sorted(i["IdentityName"] for i in acme.list_email_identities()["EmailIdentities"])
+    assert names == ["acme.test", "news.test"], names
+    assert error_code(lambda: acme.create_email_identity(EmailIdentity="news.test")) == "AlreadyExistsException"
+    # Another tenant: acme's identities are absent to it, and it cannot take them over.
+    assert [i["IdentityName"] for i in other.list_email_identities()["EmailIdentities"]] == ["other.test"]
+    assert error_code(lambda: other.get_email_identity(EmailIdentity="news.test")) == "NotFoundException"
+    assert error_code(lambda: other.delete_email_identity(EmailIdentity="news.test")) == "NotFoundException"
+    assert error_code(lambda: other.create_email_identity(EmailIdentity="news.test")) == "BadRequestException"
+    assert error_code(lambda: other.create_email_identity(EmailIdentity="relay.test")) == "BadRequestException"
+    # The new identity sends, signed as itself; once deleted, it no longer does.
+    queue_id = acme.send_email(**simple(sender="hello@news.test"))["MessageId"]
+    [msg] = sinks["good"].wait_messages(1)
+    assert b"d=news.test" in msg, msg[:600]
+    assert "delivered" in wait_show(api_relay, queue_id, "delivered")
+    acme.delete_email_identity(EmailIdentity="news.test")
+    assert error_code(lambda: acme.send_email(**simple(sender="hello@news.test"))) == "MessageRejected"

@@ -16,7 +16,7 @@ use baton_store::{BlobStore, Ledger, Queue, get_domain};
 
 use crate::error::ApiError;
 use crate::send::{self, SendEmailRequest};
-use crate::{keys, sigv4, suppression};
+use crate::{identities, keys, sigv4, suppression};
 
 /// What the handlers need.
 pub struct ApiState {
@@ -34,12 +34,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v2/email/outbound-emails", post(send_email))
         .route(
+            "/v2/email/identities",
+            get(list_identities).post(create_identity),
+        )
+        .route(
+            "/v2/email/identities/{identity}",
+            get(one_resource).delete(one_resource),
+        )
+        .route(
             "/v2/email/suppression/addresses",
             get(list_suppressed).put(put_suppressed),
         )
         .route(
             "/v2/email/suppression/addresses/{address}",
-            get(one_suppressed).delete(one_suppressed),
+            get(one_resource).delete(one_resource),
         )
         .fallback(unknown_operation)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -157,10 +165,45 @@ async fn put_suppressed(
     Ok(Json(out))
 }
 
-/// GetSuppressedDestination (GET) and DeleteSuppressedDestination (DELETE).
-async fn one_suppressed(
+async fn create_identity(
     State(state): State<Arc<ApiState>>,
-    Path(address): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    let request: identities::CreateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let out = identities::create(
+        state.ledger.as_ref(),
+        &tenant,
+        &state.hostname,
+        &request,
+        now_ms() / 1000,
+    )
+    .await?;
+    Ok(Json(out))
+}
+
+async fn list_identities(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    Ok(Json(
+        identities::list(state.ledger.as_ref(), &tenant).await?,
+    ))
+}
+
+/// One named resource: GetEmailIdentity / DeleteEmailIdentity and
+/// GetSuppressedDestination / DeleteSuppressedDestination, by path and method.
+async fn one_resource(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -168,10 +211,17 @@ async fn one_suppressed(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = signed(&state, &method, &uri, &headers, &body).await?;
     let ledger = state.ledger.as_ref();
-    Ok(Json(if method == Method::DELETE {
-        suppression::delete(ledger, &tenant, &address).await?
+    let delete = method == Method::DELETE;
+    Ok(Json(if uri.path().starts_with("/v2/email/identities/") {
+        if delete {
+            identities::delete(ledger, &tenant, &name).await?
+        } else {
+            identities::get(ledger, &tenant, &name).await?
+        }
+    } else if delete {
+        suppression::delete(ledger, &tenant, &name).await?
     } else {
-        suppression::get(ledger, &tenant, &address).await?
+        suppression::get(ledger, &tenant, &name).await?
     }))
 }
 
