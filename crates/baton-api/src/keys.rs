@@ -26,19 +26,12 @@ fn secret_key(id: &str) -> String {
     format!("apikey/{id}")
 }
 
-fn random(out: &mut [u8]) -> Result<(), StoreError> {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new()
-        .fill(out)
-        .map_err(|_| StoreError::Backend("no randomness for a new key".into()))
-}
-
 /// Ids look like AWS's (20 upper-case letters and digits, here starting `BTN`), so SDKs and
 /// tools that check their shape take them.
 fn new_id() -> Result<String, StoreError> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bytes = [0u8; 17];
-    random(&mut bytes)?;
+    baton_store::random_bytes(&mut bytes)?;
     let tail: String = bytes
         .iter()
         .map(|b| ALPHABET[usize::from(b & 31)] as char)
@@ -53,7 +46,7 @@ pub async fn create(
 ) -> Result<NewKey, StoreError> {
     use base64::Engine;
     let mut secret = [0u8; 30];
-    random(&mut secret)?;
+    baton_store::random_bytes(&mut secret)?;
     let secret = base64::engine::general_purpose::STANDARD.encode(secret);
     loop {
         let id = new_id()?;

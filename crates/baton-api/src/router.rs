@@ -112,8 +112,7 @@ async fn send_email(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (tenant, key_id) = authenticate(&state, &method, &uri, &headers, &body).await?;
-    let request: SendEmailRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let request: SendEmailRequest = json_body(&body)?;
     let prepared = send::prepare(&request)?;
     let mut domains = prepared.author_domains.clone();
     domains.push(send::sender_domain(&prepared.sender)?);
@@ -131,6 +130,11 @@ async fn send_email(
     let id = accept(&state, &tenant, &key_id, peer, prepared).await?;
     tracing::info!(queue_id = %id, tenant = %tenant.0, "accepted by the API");
     Ok(Json(serde_json::json!({ "MessageId": id.to_string() })))
+}
+
+/// The request's JSON body; unknown fields and bad values are a 400 naming them.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
 /// The tenant of the key that signed the request.
@@ -159,8 +163,7 @@ async fn put_suppressed(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = signed(&state, &method, &uri, &headers, &body).await?;
-    let request: suppression::PutRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let request: suppression::PutRequest = json_body(&body)?;
     let out = suppression::put(state.ledger.as_ref(), &tenant, &request, now_ms()).await?;
     Ok(Json(out))
 }
@@ -173,8 +176,7 @@ async fn create_identity(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = signed(&state, &method, &uri, &headers, &body).await?;
-    let request: identities::CreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let request: identities::CreateRequest = json_body(&body)?;
     let out = identities::create(
         state.ledger.as_ref(),
         &tenant,

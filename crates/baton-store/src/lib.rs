@@ -20,7 +20,7 @@ pub use directory::{
 };
 pub use error::{StoreError, check_key};
 pub use retention::{BODY_RETENTION, LEDGER_TABLES, TableSpec, table_retention};
-pub use secrets::verp_key;
+pub use secrets::{random_bytes, verp_key};
 
 /// Queue names used by the pipeline.
 pub mod queues {

@@ -16,7 +16,7 @@ pub async fn verp_key(ledger: &dyn Ledger) -> Result<VerpKey, StoreError> {
         return from_bytes(&secret);
     }
     let mut secret = [0u8; SECRET_LEN];
-    getrandom(&mut secret)?;
+    random_bytes(&mut secret)?;
     if !ledger.put_if_absent(tables::SECRETS, VERP, &secret).await? {
         let stored = ledger
             .get(tables::SECRETS, VERP)
@@ -34,7 +34,8 @@ fn from_bytes(secret: &[u8]) -> Result<VerpKey, StoreError> {
     })
 }
 
-fn getrandom(out: &mut [u8]) -> Result<(), StoreError> {
+/// Fills `out` from the system's CSPRNG: every secret and key id the relay makes.
+pub fn random_bytes(out: &mut [u8]) -> Result<(), StoreError> {
     use ring::rand::SecureRandom;
     ring::rand::SystemRandom::new()
         .fill(out)

@@ -133,7 +133,7 @@ pub async fn add(
     let mut destination = destination.clone();
     let secret = match destination.target {
         Target::Webhook { .. } => {
-            destination.secret_id = hex(&random::<8>()?);
+            destination.secret_id = crate::hex(&random::<8>()?);
             Some(format!(
                 "whsec_{}",
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::<32>()?)
@@ -208,16 +208,9 @@ pub async fn secret(ledger: &dyn Ledger, destination: &Destination) -> Result<St
 }
 
 fn random<const N: usize>() -> Result<[u8; N], StageError> {
-    use ring::rand::SecureRandom;
     let mut bytes = [0u8; N];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StageError::Transient("no randomness for a signing secret".into()))?;
+    baton_store::random_bytes(&mut bytes)?;
     Ok(bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

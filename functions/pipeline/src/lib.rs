@@ -53,6 +53,11 @@ pub mod queue_names {
     }
 }
 
+/// Lower-case hex, for ids and signatures.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Time, behind a trait so tests can move it.
 pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;

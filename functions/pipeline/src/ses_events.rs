@@ -161,10 +161,7 @@ pub fn event_id(message_id: &str, event_type: &str, occurrence: &str) -> String 
         &ring::digest::SHA256,
         format!("{message_id}\0{event_type}\0{occurrence}").as_bytes(),
     );
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&digest.as_ref()[..16])
 }
 
 /// The stored event `id` of `tenant`, as SES would publish it.
@@ -258,10 +255,7 @@ pub fn event_time(e: &SesEvent) -> String {
 /// reported it and the recipient, exactly as written (local parts are case-sensitive).
 pub fn feedback_id(id: &QueueId, source: &str, recipient: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, recipient.as_bytes());
-    let tag: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let tag = crate::hex(&digest.as_ref()[..8]);
     format!("{id}-{source}-{tag}")
 }
 

@@ -28,8 +28,7 @@ pub fn signature(secret: &str, timestamp: i64, id: &str, body: &[u8]) -> String 
     ctx.update(format!("{timestamp}.{id}.").as_bytes());
     ctx.update(body);
     let tag = ctx.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={timestamp},v1={hex}")
+    format!("t={timestamp},v1={}", crate::hex(tag.as_ref()))
 }
 
 /// Addresses a webhook may connect to: public unicast only.
