@@ -5,6 +5,9 @@ error codes SES uses, and nothing is queued for them."""
 
 import email
 import re
+import socket
+import subprocess
+import time
 
 import boto3
 import pytest
@@ -24,6 +27,9 @@ def api_relay(spawn_relay, net):  # noqa: F811
         "delivery.port": port,
         "delivery.nameservers": [dns.addr],
         "listen.api": f"127.0.0.1:{api_port}",
+        "api.tls": False,
+        # The smallest budget: one largest body at a time.
+        "api.max_body_memory": 1,
     })
     out = relay.cli("domain", "add", "acme.test", "--tenant", "acme").stdout
     for name, value in re.findall(r'^(\S+)\s+TXT\s+"(.*)"\s*$', out, re.M):
@@ -153,3 +159,107 @@ def test_identities_are_the_tenants_domains_and_only_theirs(api_relay, net):  # 
     assert "delivered" in wait_show(api_relay, queue_id, "delivered")
     acme.delete_email_identity(EmailIdentity="news.test")
     assert error_code(lambda: acme.send_email(**simple(sender="hello@news.test"))) == "MessageRejected"
+
+
+def test_get_account_reports_the_tenants_quota_and_what_it_sent(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    acme = sesv2(api_relay, *new_key(api_relay, "acme"))
+    other = sesv2(api_relay, *new_key(api_relay, "other"))
+    quota = acme.get_account()["SendQuota"]
+    assert quota == {"Max24HourSend": -1.0, "MaxSendRate": -1.0, "SentLast24Hours": 0.0}, quota
+    api_relay.cli("tenant", "quota", "acme", "--per-day", "500", "--per-second", "7")
+    ids = [acme.send_email(**simple(to=f"r{i}@example.org"))["MessageId"] for i in range(2)]
+    for queue_id in ids:
+        wait_show(api_relay, queue_id, "delivered")
+    quota = acme.get_account()["SendQuota"]
+    assert quota == {"Max24HourSend": 500.0, "MaxSendRate": 7.0, "SentLast24Hours": 2.0}, quota
+    assert other.get_account()["SendQuota"]["SentLast24Hours"] == 0.0, "another tenant's count"
+
+
+def curl_sigv4(url, key_id, secret, *args):
+    out = subprocess.run(
+        ["curl", "-sS", "-k", "--aws-sigv4", "aws:amz:us-east-1:ses", "--user", f"{key_id}:{secret}",
+         "-w", "\n%{http_code} %{http_version}", *args, url],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    body, _, status = out.rpartition("\n")
+    return body, status
+
+
+def test_the_api_speaks_https_with_http2_and_http1(spawn_relay):
+    api_port = free_port()
+    relay = spawn_relay(**{"listen.api": f"0.0.0.0:{api_port}"})  # TLS is the default
+    key_id, secret = new_key(relay)
+    url = f"https://127.0.0.1:{api_port}/v2/email/account"
+    body, status = curl_sigv4(url, key_id, secret, "--http2")
+    assert status == "200 2" and '"SentLast24Hours":0' in body.replace(" ", ""), (status, body)
+    body, status = curl_sigv4(url, key_id, secret, "--http1.1")
+    assert status == "200 1.1", (status, body)
+    # A wrong secret: refused over HTTP/2 as well.
+    body, status = curl_sigv4(url, key_id, secret + "x", "--http2")
+    assert status == "403 2", (status, body)
+    # Plain HTTP on a TLS port gets nowhere.
+    plain = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://127.0.0.1:{api_port}/v2/email/account"],
+                           capture_output=True, text=True, timeout=30)
+    assert plain.stdout in ("000", ""), plain
+
+
+def raw_request(port, headers, body=b"", wait=10.0):
+    """Sends the request line and headers (and `body`), then reads what comes back within
+    `wait` seconds without sending more; returns (status line, socket)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    head = "POST /v2/email/outbound-emails HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock.sendall(head.encode() + body)
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    return data.split(b"\r\n", 1)[0].decode(), sock
+
+
+def auth_header(key_id):
+    day = time.strftime("%Y%m%d", time.gmtime())
+    return {
+        "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={key_id}/{day}/us-east-1/ses/aws4_request, "
+                         f"SignedHeaders=host;x-amz-date, Signature={'0' * 64}",
+    }
+
+
+def test_bodies_are_read_only_for_real_keys_and_within_the_memory_budget(api_relay):
+    """An unknown key, a stale date or an oversized length is refused from the headers alone,
+    before the body is sent; a real key id gets its body read, but only as many at once as
+    the budget (at least one largest body) allows: the next gets 429."""
+    port = int(api_relay.api.rsplit(":", 1)[1])
+    key_id, _ = new_key(api_relay)
+    big = {"Content-Length": str(50_000_000), "Content-Type": "application/json"}
+    status, s1 = raw_request(port, {**auth_header("BTN" + "A" * 17), **big})
+    assert status.startswith("HTTP/1.1 403"), status
+    stale = auth_header(key_id)
+    stale["X-Amz-Date"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 3600))
+    stale["Authorization"] = stale["Authorization"].replace(
+        time.strftime("%Y%m%d", time.gmtime()), time.strftime("%Y%m%d", time.gmtime(time.time() - 3600)))
+    status, s2 = raw_request(port, {**stale, **big})
+    assert status.startswith("HTTP/1.1 403"), status
+    status, s3 = raw_request(port, {**auth_header(key_id), "Content-Length": str(60_000_000)})
+    assert status.startswith("HTTP/1.1 400"), status
+    # A real key id and a large declared body: the server waits for the body (no answer
+    # yet), holding its share of the budget; a second one at the same time gets 429.
+    status, held = raw_request(port, {**auth_header(key_id), **big}, wait=2.0)
+    assert status == "", f"the first large body is read, not answered early: {status}"
+    status, s4 = raw_request(port, {**auth_header(key_id), **big})
+    assert status.startswith("HTTP/1.1 429"), status
+    held.close()
+    # Once the first is gone, the budget is back: a small signed-wrong request is read and
+    # refused on its signature.
+    time.sleep(0.5)
+    status, s5 = raw_request(port, {**auth_header(key_id), "Content-Length": "2"}, body=b"{}")
+    assert status.startswith("HTTP/1.1 403"), status
+    for s in (s1, s2, s3, s4, s5):
+        s.close()

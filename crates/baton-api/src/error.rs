@@ -43,6 +43,25 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, kind, message)
     }
 
+    /// Too many requests at once (SES: TooManyRequestsException, 429): the SDKs retry these
+    /// with backoff.
+    pub fn throttled(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            message,
+        )
+    }
+
+    /// The body did not arrive in time.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            "the request body did not arrive in time",
+        )
+    }
+
     /// Storage did not answer: the SDKs retry these.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(

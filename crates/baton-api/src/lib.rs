@@ -1,9 +1,11 @@
 //! The SES v2-compatible HTTP API (issue 10, in progress): requests signed with AWS
 //! Signature Version 4 by per-tenant access keys, answered with SES's paths, JSON shapes and
 //! error types, so that an application moves to Baton by changing only its endpoint and keys.
-//! Today: SendEmail with Simple and Raw content, domain identities, the suppression list
-//! operations, access keys.
+//! Today: SendEmail with Simple and Raw content, GetAccount, domain identities, the
+//! suppression list operations, access keys.
 
+pub mod account;
+pub mod auth;
 pub mod error;
 pub mod identities;
 pub mod keys;

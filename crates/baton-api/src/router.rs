@@ -1,22 +1,22 @@
 //! The HTTP side: routes, authentication of every request, and handing accepted messages
 //! to the store and intake queue (the body first, then the queue entry, then the answer).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{Method, Uri};
 use axum::routing::{get, post};
-use baton_domain::{BodyType, Envelope, QueueId, Recipient, TenantId};
+use axum::{Extension, Json, Router, middleware};
+use baton_domain::{BodyType, Envelope, QueueId, Recipient};
 use baton_store::{BlobStore, Ledger, Queue, get_domain};
+use tokio::sync::Semaphore;
 
+use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::send::{self, SendEmailRequest};
-use crate::{identities, keys, sigv4, suppression};
+use crate::{account, identities, suppression};
 
 /// What the handlers need.
 pub struct ApiState {
@@ -25,14 +25,36 @@ pub struct ApiState {
     pub intake: Arc<dyn Queue>,
     /// Names this relay in the Received: field of API mail.
     pub hostname: String,
+    /// Request bodies held at once, in units of `auth::BUDGET_UNIT` bytes.
+    pub body_budget: Semaphore,
 }
 
-/// Bodies up to 40 MB of raw message, base64-encoded in JSON, and a little room.
-const BODY_LIMIT: usize = send::MAX_RAW / 3 * 4 + 1024 * 1024;
+impl ApiState {
+    /// `body_memory` bytes of request bodies may be held at once (at least one largest body).
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        blobs: Arc<dyn BlobStore>,
+        intake: Arc<dyn Queue>,
+        hostname: String,
+        body_memory: usize,
+    ) -> Self {
+        let units = body_memory
+            .max(auth::BODY_LIMIT)
+            .div_ceil(auth::BUDGET_UNIT);
+        ApiState {
+            ledger,
+            blobs,
+            intake,
+            hostname,
+            body_budget: Semaphore::new(units),
+        }
+    }
+}
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v2/email/outbound-emails", post(send_email))
+        .route("/v2/email/account", get(get_account))
         .route(
             "/v2/email/identities",
             get(list_identities).post(create_identity),
@@ -49,8 +71,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v2/email/suppression/addresses/{address}",
             get(one_resource).delete(one_resource),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticated,
+        ))
         .fallback(unknown_operation)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // The authentication layer reads bodies itself, within its own limits.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -58,60 +85,11 @@ async fn unknown_operation(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no operation {method} {}", uri.path()))
 }
 
-/// The tenant of the key that signed this request.
-async fn authenticate(
-    state: &ApiState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(TenantId, String), ApiError> {
-    let missing = || {
-        ApiError::signature(
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-        )
-    };
-    let value = headers
-        .get("authorization")
-        .ok_or_else(missing)?
-        .to_str()
-        .map_err(|_| missing())?;
-    let auth = sigv4::parse_authorization(value)?;
-    let Some((tenant, secret)) = keys::lookup(state.ledger.as_ref(), &auth.access_key_id).await?
-    else {
-        return Err(ApiError::signature(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid",
-        ));
-    };
-    let mut pairs = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::bad_request(format!("header {name} is not ASCII")))?;
-        pairs.push((name.as_str(), value));
-    }
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = sigv4::Request {
-        method: method.as_str(),
-        uri: path,
-        headers: pairs,
-        body,
-    };
-    sigv4::verify(&request, &auth, &secret, SystemTime::now())?;
-    Ok((tenant, auth.access_key_id))
-}
-
 async fn send_email(
     State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (tenant, key_id) = authenticate(&state, &method, &uri, &headers, &body).await?;
     let request: SendEmailRequest = json_body(&body)?;
     let prepared = send::prepare(&request)?;
     let mut domains = prepared.author_domains.clone();
@@ -120,32 +98,21 @@ async fn send_email(
         let owner = get_domain(state.ledger.as_ref(), domain)
             .await?
             .map(|d| d.tenant);
-        if owner.as_ref() != Some(&tenant) {
+        if owner.as_ref() != Some(&caller.tenant) {
             return Err(ApiError::rejected(format!(
                 "Email address is not verified. The following identities failed the check: {}",
                 prepared.sender
             )));
         }
     }
-    let id = accept(&state, &tenant, &key_id, peer, prepared).await?;
-    tracing::info!(queue_id = %id, tenant = %tenant.0, "accepted by the API");
+    let id = accept(&state, &caller, prepared).await?;
+    tracing::info!(queue_id = %id, tenant = %caller.tenant.0, "accepted by the API");
     Ok(Json(serde_json::json!({ "MessageId": id.to_string() })))
 }
 
 /// The request's JSON body; unknown fields and bad values are a 400 naming them.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
-}
-
-/// The tenant of the key that signed the request.
-async fn signed(
-    state: &ApiState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<TenantId, ApiError> {
-    Ok(authenticate(state, method, uri, headers, body).await?.0)
 }
 
 fn now_ms() -> i64 {
@@ -155,31 +122,34 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+async fn get_account(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        account::get(state.ledger.as_ref(), &caller.tenant, now_ms()).await?,
+    ))
+}
+
 async fn put_suppressed(
     State(state): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
     let request: suppression::PutRequest = json_body(&body)?;
-    let out = suppression::put(state.ledger.as_ref(), &tenant, &request, now_ms()).await?;
+    let out = suppression::put(state.ledger.as_ref(), &caller.tenant, &request, now_ms()).await?;
     Ok(Json(out))
 }
 
 async fn create_identity(
     State(state): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
     let request: identities::CreateRequest = json_body(&body)?;
     let out = identities::create(
         state.ledger.as_ref(),
-        &tenant,
+        &caller.tenant,
         &state.hostname,
         &request,
         now_ms() / 1000,
@@ -190,14 +160,10 @@ async fn create_identity(
 
 async fn list_identities(
     State(state): State<Arc<ApiState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
     Ok(Json(
-        identities::list(state.ledger.as_ref(), &tenant).await?,
+        identities::list(state.ledger.as_ref(), &caller.tenant).await?,
     ))
 }
 
@@ -205,36 +171,32 @@ async fn list_identities(
 /// GetSuppressedDestination / DeleteSuppressedDestination, by path and method.
 async fn one_resource(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
+    let tenant = &caller.tenant;
     let ledger = state.ledger.as_ref();
     let delete = method == Method::DELETE;
     Ok(Json(if uri.path().starts_with("/v2/email/identities/") {
         if delete {
-            identities::delete(ledger, &tenant, &name).await?
+            identities::delete(ledger, tenant, &name).await?
         } else {
-            identities::get(ledger, &tenant, &name).await?
+            identities::get(ledger, tenant, &name).await?
         }
     } else if delete {
-        suppression::delete(ledger, &tenant, &name).await?
+        suppression::delete(ledger, tenant, &name).await?
     } else {
-        suppression::get(ledger, &tenant, &name).await?
+        suppression::get(ledger, tenant, &name).await?
     }))
 }
 
 async fn list_suppressed(
     State(state): State<Arc<ApiState>>,
-    method: Method,
+    Extension(caller): Extension<Caller>,
     uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = signed(&state, &method, &uri, &headers, &body).await?;
     // Reason=BOUNCE&Reason=COMPLAINT; other parameters (dates, paging) are accepted and
     // ignored: one page holds the whole list.
     let reasons: Vec<String> = uri
@@ -245,18 +207,17 @@ async fn list_suppressed(
         .map(str::to_string)
         .collect();
     Ok(Json(
-        suppression::list(state.ledger.as_ref(), &tenant, &reasons).await?,
+        suppression::list(state.ledger.as_ref(), &caller.tenant, &reasons).await?,
     ))
 }
 
 /// Stores the message, then queues it: only then is there a MessageId to answer with.
 async fn accept(
     state: &ApiState,
-    tenant: &TenantId,
-    key_id: &str,
-    peer: SocketAddr,
+    caller: &Caller,
     prepared: send::Prepared,
 ) -> Result<QueueId, ApiError> {
+    let tenant = &caller.tenant;
     let id = QueueId::generate();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -288,7 +249,7 @@ async fn accept(
                 orcpt: None,
             })
             .collect(),
-        auth_user: Some(key_id.to_string()),
+        auth_user: Some(caller.key_id.clone()),
         tenant: Some(tenant.clone()),
         ret: None,
         envid: None,
@@ -297,7 +258,7 @@ async fn accept(
         } else {
             BodyType::SevenBit
         },
-        client_ip: peer.ip(),
+        client_ip: caller.peer,
         helo: "api".into(),
         tls: false,
         size,
@@ -327,14 +288,106 @@ fn rfc5322_date(since_epoch: Duration) -> String {
         .unwrap_or_default()
 }
 
-/// Serves the API on `listener` until `shutdown` completes (requests in flight finish).
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
+/// finish (for up to `grace`). With `tls`, HTTPS with HTTP/1.1 or HTTP/2 by ALPN; without,
+/// plain HTTP/1.1 or HTTP/2 with prior knowledge.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let app = router(state);
+    let tls = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Full: the client sees the connection close and retries.
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let builder = connection_builder();
+            let served = match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher
+                        .watch(builder.serve_connection(io, service).into_owned())
+                        .await
+                }
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher
+                        .watch(builder.serve_connection(io, service).into_owned())
+                        .await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %peer, "API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("API requests still in flight at the end of the grace period");
+    }
+    Ok(())
+}
+
+/// Connections open at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 4096;
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// A client has this long to send a request's headers (slow-header clients hold a socket,
+/// not more).
+const HEADER_DEADLINE: Duration = Duration::from_secs(30);
+
+fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_DEADLINE)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    builder
 }

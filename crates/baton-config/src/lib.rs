@@ -61,6 +61,29 @@ pub struct Config {
     pub aws: Aws,
     pub bounces: Bounces,
     pub events: Events,
+    pub api: Api,
+}
+
+/// The SES v2-compatible HTTP API on `listen.api`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with the `[tls]` certificate, as the SMTP
+    /// listeners use. Plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) only on a
+    /// loopback address, for a TLS proxy in front.
+    pub tls: bool,
+    /// Bytes of request bodies held at once; a request that would go over gets 429
+    /// TooManyRequestsException (the SDKs retry it). At least one largest body (about 54 MB).
+    pub max_body_memory: u64,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            tls: true,
+            max_body_memory: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Bounces that come back as mail: tenant mail is sent with a return path this relay made
@@ -211,8 +234,7 @@ pub struct Listen {
     pub submissions: String,
     /// Port-25 style relay/inbound listener. Empty disables.
     pub relay: String,
-    /// The SES v2-compatible HTTP API (plain HTTP, loopback only for now: put a TLS proxy in
-    /// front). Empty (the default) disables.
+    /// The SES v2-compatible HTTP API (see `[api]`). Empty (the default) disables.
     pub api: String,
 }
 
@@ -467,6 +489,7 @@ impl Default for Config {
             aws: Aws::default(),
             bounces: Bounces::default(),
             events: Events::default(),
+            api: Api::default(),
         }
     }
 }
@@ -834,10 +857,10 @@ impl Config {
         let submissions = addr("listen.submissions", &self.listen.submissions)?;
         let relay = addr("listen.relay", &self.listen.relay)?;
         let api = addr("listen.api", &self.listen.api)?;
-        if api.is_some_and(|a| !a.ip().is_loopback()) {
+        if !self.api.tls && api.is_some_and(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::Invalid {
-                key: "listen.api",
-                reason: "the API speaks plain HTTP: only on a loopback address (a TLS proxy in front for others)".into(),
+                key: "api.tls",
+                reason: "plain HTTP only on a loopback address (a TLS proxy in front): signed requests can be replayed by anyone who sees them".into(),
             });
         }
         if submission.is_none() && submissions.is_none() && relay.is_none() {
@@ -954,6 +977,16 @@ mod tests {
         assert!(load_str("[aws]\npart_size = 1024\n", &[]).is_err());
         assert!(load_str("[aws]\nretention_days = 3\n", &[]).is_err());
         assert!(load_str("[storage]\nretention_days = 3\n", &[]).is_err());
+    }
+
+    #[test]
+    fn the_api_speaks_plain_http_only_on_loopback() {
+        let plain = "[api]\ntls = false\n[listen]\napi = ";
+        let e = load_str(&format!("{plain}\"0.0.0.0:8587\"\n"), &[]).expect_err("plain, public");
+        assert!(e.to_string().contains("api.tls"), "{e}");
+        assert!(load_str(&format!("{plain}\"127.0.0.1:8587\"\n"), &[]).is_ok());
+        let tls = load_str("[listen]\napi = \"0.0.0.0:8587\"\n", &[]).expect("TLS, public");
+        assert!(tls.raw.api.tls, "TLS is the default");
     }
 
     #[test]

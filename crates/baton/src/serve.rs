@@ -300,18 +300,35 @@ async fn spawn_api(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen.api {addr}"))?;
-    let state = Arc::new(baton_api::ApiState {
-        ledger: deps.ledger.clone(),
-        blobs: deps.blobs.clone(),
-        intake: deps.queue.clone(),
-        hostname: settings.raw.hostname.clone(),
-    });
-    tracing::info!(%addr, "SES v2 API listening (plain HTTP)");
+    let state = Arc::new(baton_api::ApiState::new(
+        deps.ledger.clone(),
+        deps.blobs.clone(),
+        deps.queue.clone(),
+        settings.raw.hostname.clone(),
+        usize::try_from(settings.raw.api.max_body_memory).unwrap_or(usize::MAX),
+    ));
+    // The SMTP listeners' certificate (the gateway has made a self-signed one by now if
+    // none is configured).
+    let tls = if settings.raw.api.tls {
+        let raw = &settings.raw;
+        let (config, _) = baton_gateway::tls::server_config(
+            raw.tls.cert.as_deref(),
+            raw.tls.key.as_deref(),
+            &raw.data_dir,
+            &raw.hostname,
+        )?;
+        Some(config)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "SES v2 API listening");
+    let grace = settings.raw.limits.shutdown_grace;
     workers.spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = baton_api::serve(listener, state, shutdown).await {
+        if let Err(e) = baton_api::serve(listener, state, tls, shutdown, grace).await {
             tracing::error!(error = %e, "API listener failed");
         }
     });

@@ -92,46 +92,81 @@ pub async fn take(
     // the current second.
     for (limit, kind, window, reason, retry_after) in checks {
         let Some(limit) = limit else { continue };
-        let key = format!("{}/{kind}", tenant.0);
-        let mut taken = false;
-        for _ in 0..20 {
-            let old = ledger.get(COUNTERS, &key).await?;
-            let current: Counter = old
-                .as_deref()
-                .and_then(|v| serde_json::from_slice(v).ok())
-                .unwrap_or_default();
-            let count = if current.window == window {
-                current.count
-            } else {
-                0
-            };
-            if count >= limit {
-                return Ok(Some(OverQuota {
-                    reason,
-                    retry_after,
-                }));
-            }
-            let new = serde_json::to_vec(&Counter {
-                window,
-                count: count + 1,
-            })
-            .unwrap_or_default();
-            let wrote = match &old {
-                Some(old) => ledger.replace_if(COUNTERS, &key, old, &new).await?,
-                None => ledger.put_if_absent(COUNTERS, &key, &new).await?,
-            };
-            if wrote {
-                taken = true;
-                break;
-            }
-        }
-        if !taken {
-            return Err(StageError::Transient(format!(
-                "quota counter {key} is contended"
-            )));
+        if !bump(ledger, &format!("{}/{kind}", tenant.0), window, Some(limit)).await? {
+            return Ok(Some(OverQuota {
+                reason,
+                retry_after,
+            }));
         }
     }
+    // Every message is counted by the hour too, for SentLast24Hours (GetAccount).
+    let hour = second / 3600;
+    bump(ledger, &hour_key(tenant, hour), hour, None).await?;
     Ok(None)
+}
+
+fn hour_key(tenant: &TenantId, hour: i64) -> String {
+    format!("{}/h/{hour}", tenant.0)
+}
+
+/// Messages counted in the 24 hours up to `now_ms` (whole hours: the current one and the 23
+/// before it).
+pub async fn sent_last_24_hours(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+    now_ms: i64,
+) -> Result<u64, StageError> {
+    let hour = now_ms / 1000 / 3600;
+    let mut total = 0;
+    for h in hour - 23..=hour {
+        if let Some(v) = ledger.get(COUNTERS, &hour_key(tenant, h)).await?
+            && let Ok(counter) = serde_json::from_slice::<Counter>(&v)
+            && counter.window == h
+        {
+            total += counter.count;
+        }
+    }
+    Ok(total)
+}
+
+/// Adds one to the counter at `key` for `window` (a new window starts at zero), unless it
+/// has reached `limit`: false then. Compare-and-swap, so no increment is lost.
+async fn bump(
+    ledger: &dyn Ledger,
+    key: &str,
+    window: i64,
+    limit: Option<u64>,
+) -> Result<bool, StageError> {
+    for _ in 0..20 {
+        let old = ledger.get(COUNTERS, key).await?;
+        let current: Counter = old
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or_default();
+        let count = if current.window == window {
+            current.count
+        } else {
+            0
+        };
+        if limit.is_some_and(|limit| count >= limit) {
+            return Ok(false);
+        }
+        let new = serde_json::to_vec(&Counter {
+            window,
+            count: count + 1,
+        })
+        .unwrap_or_default();
+        let wrote = match &old {
+            Some(old) => ledger.replace_if(COUNTERS, key, old, &new).await?,
+            None => ledger.put_if_absent(COUNTERS, key, &new).await?,
+        };
+        if wrote {
+            return Ok(true);
+        }
+    }
+    Err(StageError::Transient(format!(
+        "quota counter {key} is contended"
+    )))
 }
 
 #[cfg(test)]
@@ -243,5 +278,28 @@ mod tests {
             take(&ledger, &t, t0 + 86_400_000).await.expect("next day"),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn sent_last_24_hours_counts_whole_hours_back() {
+        let ledger = MemoryLedger::default();
+        let t = TenantId("acme".into());
+        let other = TenantId("other".into());
+        let hour = 3_600_000;
+        let t0 = 86_400_000 * 10;
+        for at in [t0, t0 + 1, t0 + hour, t0 + 23 * hour] {
+            assert_eq!(take(&ledger, &t, at).await.expect("take"), None);
+        }
+        take(&ledger, &other, t0).await.expect("other");
+        assert_eq!(
+            sent_last_24_hours(&ledger, &t, t0 + 23 * hour).await.ok(),
+            Some(4)
+        );
+        assert_eq!(
+            sent_last_24_hours(&ledger, &t, t0 + 24 * hour).await.ok(),
+            Some(2),
+            "the first hour's two have left the window"
+        );
+        assert_eq!(sent_last_24_hours(&ledger, &other, t0).await.ok(), Some(1));
     }
 }
