@@ -11,6 +11,8 @@ infra/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events
+# The Rust SDK example the SES API tests run (tests/e2e/test_ses_cli.py).
+cargo build --release --locked -p baton --example ses_send
 
 # The AWS-backend tests need LocalStack and DynamoDB Local; start them unless they already
 # run, and stop what we started when done.
