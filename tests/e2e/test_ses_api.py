@@ -4,6 +4,7 @@ signatures, revoked keys, other tenants' senders and header injection are refuse
 error codes SES uses, and nothing is queued for them."""
 
 import email
+import json
 import re
 import socket
 import subprocess
@@ -263,3 +264,59 @@ def test_bodies_are_read_only_for_real_keys_and_within_the_memory_budget(api_rel
     assert status.startswith("HTTP/1.1 403"), status
     for s in (s1, s2, s3, s4, s5):
         s.close()
+
+
+def signed_call(relay, key_id, secret, method, path, body):
+    """A request signed as the SDKs sign it (botocore's SigV4Auth), with a body they would
+    never send: unknown fields, malformed JSON. Returns (status, error type, message)."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = AWSRequest(method=method, url=relay.api + path, data=data,
+                         headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(key_id, secret), "ses", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    req = urllib.request.Request(prepared.url, data=data, method=method, headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, None, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("x-amzn-ErrorType"), json.loads(e.read() or b"{}").get("message", "")
+
+
+def test_every_validation_error_is_a_400_that_names_it_and_queues_nothing(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    key_id, secret = new_key(api_relay)
+    ses = sesv2(api_relay, key_id, secret)
+    send = "/v2/email/outbound-emails"
+    ok = simple()
+    cases = [
+        ({**ok, "Bogus": 1}, "Bogus"),
+        ({**ok, "Destination": {"ToAddresses": ["bob@example.org"], "BccAdresses": []}}, "BccAdresses"),
+        (b"{not json", "request body"),
+        ({**ok, "Destination": {"ToAddresses": []}}, "Destination"),
+        ({**ok, "FromEmailAddress": "not an address"}, "not an address"),
+        ({**ok, "Destination": {"ToAddresses": ["bob@example.org\x00"]}}, "ToAddresses"),
+        ({**ok, "Content": {}}, "Content"),
+    ]
+    for body, named in cases:
+        status, kind, message = signed_call(api_relay, key_id, secret, "POST", send, body)
+        assert (status, kind) == (400, "BadRequestException"), (body, status, kind, message)
+        assert named.lower() in message.lower(), (body, message)
+    # More than SES's 50 recipients, through boto3 itself.
+    many = {**ok, "Destination": {"ToAddresses": [f"r{i}@example.org" for i in range(51)]}}
+    assert error_code(lambda: ses.send_email(**many)) == "BadRequestException"
+    # The same refusals for the other operations' bodies.
+    status, kind, message = signed_call(api_relay, key_id, secret, "PUT", "/v2/email/suppression/addresses",
+                                        {"EmailAddress": "a@example.org", "Reason": "BOUNCE", "Extra": True})
+    assert (status, kind) == (400, "BadRequestException") and "Extra" in message, (status, kind, message)
+    status, kind, message = signed_call(api_relay, key_id, secret, "PUT", "/v2/email/suppression/addresses",
+                                        {"EmailAddress": "a@example.org", "Reason": "ANNOYED"})
+    assert (status, kind) == (400, "BadRequestException"), (status, kind, message)
+    assert json.loads(api_relay.cli("queue", "list", "--json").stdout) == [], "nothing refused may be queued"
+    assert sinks["good"].messages() == []
