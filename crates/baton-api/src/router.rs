@@ -9,14 +9,14 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
-use baton_domain::{BodyType, Envelope, QueueId, Recipient};
+use baton_domain::{BodyType, Domain, Envelope, QueueId, Recipient, TenantId};
 use baton_store::{BlobStore, Ledger, Queue, get_domain};
 use tokio::sync::Semaphore;
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::send::{self, SendEmailRequest};
-use crate::{account, identities, suppression};
+use crate::{account, identities, render, suppression, template_routes, templates};
 
 /// What the handlers need.
 pub struct ApiState {
@@ -71,6 +71,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v2/email/suppression/addresses/{address}",
             get(one_resource).delete(one_resource),
         )
+        .merge(template_routes::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticated,
@@ -91,31 +92,47 @@ async fn send_email(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request: SendEmailRequest = json_body(&body)?;
-    let prepared = send::prepare(&request)?;
+    let rendered = match &request.content.template {
+        Some(t) => {
+            let compiled = templates::resolve(state.ledger.as_ref(), &caller.tenant, t).await?;
+            let data = render::parse_data(t.template_data.as_deref())?;
+            Some(render::render(&compiled, &data)?)
+        }
+        None => None,
+    };
+    let prepared = send::prepare(&request, rendered.as_ref())?;
     let mut domains = prepared.author_domains.clone();
     domains.push(send::sender_domain(&prepared.sender)?);
-    for domain in &domains {
-        let owner = get_domain(state.ledger.as_ref(), domain)
-            .await?
-            .map(|d| d.tenant);
-        if owner.as_ref() != Some(&caller.tenant) {
-            return Err(ApiError::rejected(format!(
-                "Email address is not verified. The following identities failed the check: {}",
-                prepared.sender
-            )));
-        }
-    }
+    check_owned(state.ledger.as_ref(), &caller.tenant, &domains).await?;
     let id = accept(&state, &caller, prepared).await?;
     tracing::info!(queue_id = %id, tenant = %caller.tenant.0, "accepted by the API");
     Ok(Json(serde_json::json!({ "MessageId": id.to_string() })))
 }
 
+/// Every one of `domains` must be `tenant`'s (From, the envelope sender, a Raw message's
+/// From field), else MessageRejected as SES refuses an unverified identity.
+pub(crate) async fn check_owned(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+    domains: &[Domain],
+) -> Result<(), ApiError> {
+    for domain in domains {
+        let owner = get_domain(ledger, domain).await?.map(|d| d.tenant);
+        if owner.as_ref() != Some(tenant) {
+            return Err(ApiError::rejected(format!(
+                "Email address is not verified. The following identities failed the check: {domain}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The request's JSON body; unknown fields and bad values are a 400 naming them.
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -212,7 +229,7 @@ async fn list_suppressed(
 }
 
 /// Stores the message, then queues it: only then is there a MessageId to answer with.
-async fn accept(
+pub(crate) async fn accept(
     state: &ApiState,
     caller: &Caller,
     prepared: send::Prepared,

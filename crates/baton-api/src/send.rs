@@ -1,7 +1,8 @@
-//! `SendEmail` (POST /v2/email/outbound-emails): Simple content built into MIME with
-//! mail-builder, or Raw content as given. Everything is checked before anything is stored:
-//! addresses, header names and values (no CR, LF or NUL), sizes, and that the sender's
-//! domain is the key's tenant's. The message then enters the same store and intake queue as
+//! `SendEmail` (POST /v2/email/outbound-emails): Simple content, or a rendered Template,
+//! built into MIME with mail-builder (with attachments), or Raw content as given. Everything
+//! is checked before anything is stored: addresses, header names and values (no CR, LF or
+//! NUL), tags, attachments, sizes, and (by the caller) that the sender's domains are the
+//! key's tenant's. The message then enters the same store and intake queue as
 //! SMTP mail, so policy, signing, delivery, bounces and events are the same.
 
 use std::borrow::Cow;
@@ -12,7 +13,9 @@ use mail_builder::headers::address::Address;
 use mail_builder::headers::raw::Raw;
 use serde::Deserialize;
 
+use crate::attachments::{self, Attachment};
 use crate::error::ApiError;
+use crate::render::{Rendered, TemplateContent};
 
 /// SES's limits: 40 MB of raw message, 50 recipients.
 pub const MAX_RAW: usize = 40 * 1024 * 1024;
@@ -30,7 +33,7 @@ pub struct SendEmailRequest {
     pub feedback_forwarding_email_address_identity_arn: Option<String>,
     pub content: Content,
     #[serde(default)]
-    pub email_tags: Vec<serde_json::Value>,
+    pub email_tags: Vec<MessageTag>,
     pub configuration_set_name: Option<String>,
     pub endpoint_id: Option<String>,
     pub list_management_options: Option<serde_json::Value>,
@@ -52,7 +55,31 @@ pub struct Destination {
 pub struct Content {
     pub simple: Option<Simple>,
     pub raw: Option<RawContent>,
-    pub template: Option<serde_json::Value>,
+    pub template: Option<TemplateRef>,
+}
+
+/// Content.Template: a stored template (by name or ARN) or one given inline, its data, and
+/// headers and attachments added to the rendered message.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TemplateRef {
+    pub template_name: Option<String>,
+    pub template_arn: Option<String>,
+    pub template_content: Option<TemplateContent>,
+    pub template_data: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderField>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// An SES message tag. Tags are checked as SES checks them, but not yet carried into the
+/// events Baton publishes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MessageTag {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +90,7 @@ pub struct Simple {
     #[serde(default)]
     pub headers: Vec<HeaderField>,
     #[serde(default)]
-    pub attachments: Vec<serde_json::Value>,
+    pub attachments: Vec<Attachment>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +107,7 @@ pub struct Body {
     pub html: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct HeaderField {
     pub name: String,
@@ -131,25 +158,136 @@ fn address(what: &str, value: &str) -> Result<(Option<String>, Mailbox), ApiErro
     Ok((name, mailbox))
 }
 
+/// An address as SES takes it (`a@b.example` or `Name <a@b.example>`), without its name.
+pub fn parse_address(what: &str, value: &str) -> Result<Mailbox, ApiError> {
+    Ok(address(what, value)?.1)
+}
+
 fn unsupported(what: &str) -> ApiError {
     ApiError::bad_request(format!("{what} is not supported yet"))
 }
 
-/// Checks `request` and builds the message; nothing is stored here.
-pub fn prepare(request: &SendEmailRequest) -> Result<Prepared, ApiError> {
+/// Who a message is from and where its feedback goes: SendEmail's and SendBulkEmail's
+/// fields that are the same for every message of a request.
+pub struct Addressing<'a> {
+    pub from: Option<&'a str>,
+    pub reply_to: &'a [String],
+    /// FeedbackForwardingEmailAddress: becomes the envelope sender (bounces go there), so
+    /// its domain must be the tenant's too (the caller checks `Prepared::author_domains` and
+    /// the sender's domain).
+    pub feedback: Option<&'a str>,
+}
+
+/// What goes into the MIME message besides the addresses.
+pub struct Parts<'a> {
+    pub subject: &'a str,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    pub headers: &'a [HeaderField],
+    pub attachments: &'a [Attachment],
+}
+
+impl<'a> Parts<'a> {
+    pub fn rendered(
+        rendered: &'a Rendered,
+        headers: &'a [HeaderField],
+        attachments: &'a [Attachment],
+    ) -> Self {
+        Parts {
+            subject: &rendered.subject,
+            text: rendered.text.as_deref(),
+            html: rendered.html.as_deref(),
+            headers,
+            attachments,
+        }
+    }
+}
+
+/// SES's rules for tags: at most 50; names and values of ASCII letters, digits, `_`, `-`
+/// and `.`, at most 256 characters (names not empty).
+pub fn check_tags(what: &str, tags: &[MessageTag]) -> Result<(), ApiError> {
+    if tags.len() > 50 {
+        return Err(ApiError::bad_request(format!("{what}: at most 50 tags")));
+    }
+    let ok = |s: &str| {
+        s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    };
+    for t in tags {
+        if t.name.is_empty() || !ok(&t.name) || !ok(&t.value) {
+            return Err(ApiError::bad_request(format!(
+                "{what}: tag names and values are ASCII letters, digits, '_', '-' or '.', \
+                 at most 256 characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Baton has no configuration sets: a ConfigurationSetName is accepted and noted (once per
+/// request, at debug), nothing more.
+pub fn note_configuration_set(name: Option<&str>) {
+    if let Some(name) = name {
+        tracing::debug!(configuration_set = %name.escape_debug(), "ConfigurationSetName ignored");
+    }
+}
+
+/// Checks `request` and builds the message; nothing is stored here. Template content is
+/// rendered by the caller (it needs the ledger) and given as `rendered`.
+pub fn prepare(
+    request: &SendEmailRequest,
+    rendered: Option<&Rendered>,
+) -> Result<Prepared, ApiError> {
     if request.from_email_address_identity_arn.is_some()
         || request
             .feedback_forwarding_email_address_identity_arn
             .is_some()
         || request.endpoint_id.is_some()
         || request.list_management_options.is_some()
-        || request.content.template.is_some()
     {
         return Err(unsupported(
-            "this SendEmail option (identity ARNs, endpoints, list management, templates)",
+            "this SendEmail option (identity ARNs, endpoints, list management)",
         ));
     }
+    check_tags("EmailTags", &request.email_tags)?;
+    note_configuration_set(request.configuration_set_name.as_deref());
+    let addressing = Addressing {
+        from: request.from_email_address.as_deref(),
+        reply_to: &request.reply_to_addresses,
+        feedback: request.feedback_forwarding_email_address.as_deref(),
+    };
     let destination = request.destination.as_ref();
+    let content = &request.content;
+    match (&content.simple, &content.raw, &content.template, rendered) {
+        (Some(simple), None, None, _) => {
+            let parts = Parts {
+                subject: &simple.subject.data,
+                text: simple.body.text.as_ref().map(|t| t.data.as_str()),
+                html: simple.body.html.as_ref().map(|t| t.data.as_str()),
+                headers: &simple.headers,
+                attachments: &simple.attachments,
+            };
+            compose(&addressing, destination, &parts)
+        }
+        (None, None, Some(template), Some(rendered)) => {
+            let parts = Parts::rendered(rendered, &template.headers, &template.attachments);
+            compose(&addressing, destination, &parts)
+        }
+        (None, Some(raw), None, _) => {
+            let rcpts = recipients(destination)?.0;
+            prepare_raw(&addressing, raw, rcpts)
+        }
+        _ => Err(ApiError::bad_request(
+            "Content needs exactly one of Simple, Raw or Template",
+        )),
+    }
+}
+
+type Named = Vec<(Option<String>, String)>;
+
+/// Every recipient (To, Cc and Bcc), and the To and Cc lists for the headers.
+fn recipients(destination: Option<&Destination>) -> Result<(Vec<Mailbox>, Named, Named), ApiError> {
     let mut rcpts = Vec::new();
     let mut to = Vec::new();
     let mut cc = Vec::new();
@@ -175,44 +313,65 @@ pub fn prepare(request: &SendEmailRequest) -> Result<Prepared, ApiError> {
             "at most {MAX_RECIPIENTS} recipients per message"
         )));
     }
-    match (&request.content.simple, &request.content.raw) {
-        (Some(simple), None) => {
-            if rcpts.is_empty() {
-                return Err(ApiError::bad_request(
-                    "Destination needs at least one address",
-                ));
-            }
-            let from = request
-                .from_email_address
-                .as_deref()
-                .ok_or_else(|| ApiError::bad_request("FromEmailAddress is required"))?;
-            let (from_name, sender) = address("FromEmailAddress", from)?;
-            let message = build_simple(request, simple, (from_name, &sender), &to, &cc)?;
-            Ok(Prepared {
-                author_domains: vec![sender_domain(&sender)?],
-                sender,
-                recipients: rcpts,
-                message,
-            })
-        }
-        (None, Some(raw)) => prepare_raw(request, raw, rcpts),
-        _ => Err(ApiError::bad_request(
-            "Content needs exactly one of Simple or Raw",
-        )),
+    Ok((rcpts, to, cc))
+}
+
+/// The envelope sender: the feedback address when there is one, else the From address.
+fn envelope_sender(addressing: &Addressing, from: &Mailbox) -> Result<Mailbox, ApiError> {
+    match addressing.feedback {
+        Some(f) => Ok(address("FeedbackForwardingEmailAddress", f)?.1),
+        None => Ok(from.clone()),
     }
 }
 
-fn build_simple(
-    request: &SendEmailRequest,
-    simple: &Simple,
-    (from_name, sender): (Option<String>, &Mailbox),
+/// One message from its addressing, destination and parts (SendEmail's Simple and Template
+/// content, each entry of SendBulkEmail).
+pub fn compose(
+    addressing: &Addressing,
+    destination: Option<&Destination>,
+    parts: &Parts,
+) -> Result<Prepared, ApiError> {
+    let (rcpts, to, cc) = recipients(destination)?;
+    if rcpts.is_empty() {
+        return Err(ApiError::bad_request(
+            "Destination needs at least one address",
+        ));
+    }
+    let from = addressing
+        .from
+        .ok_or_else(|| ApiError::bad_request("FromEmailAddress is required"))?;
+    let (from_name, from) = address("FromEmailAddress", from)?;
+    let mut reply_to = Vec::new();
+    for value in addressing.reply_to {
+        let (name, mailbox) = address("ReplyToAddresses", value)?;
+        reply_to.push((name, mailbox.to_string()));
+    }
+    let message = build(parts, Some((from_name, &from)), &to, &cc, &reply_to)?;
+    Ok(Prepared {
+        author_domains: vec![sender_domain(&from)?],
+        sender: envelope_sender(addressing, &from)?,
+        recipients: rcpts,
+        message,
+    })
+}
+
+/// TestRenderEmailTemplate's answer: the rendered template as a whole MIME message, without
+/// addresses (there are none yet).
+pub fn preview(rendered: &Rendered) -> Result<String, ApiError> {
+    let parts = Parts::rendered(rendered, &[], &[]);
+    let bytes = build(&parts, None, &[], &[], &[])?;
+    // Written by mail-builder from UTF-8 text: 7-bit or encoded, never invalid.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn build(
+    parts: &Parts,
+    from: Option<(Option<String>, &Mailbox)>,
     to: &[(Option<String>, String)],
     cc: &[(Option<String>, String)],
+    reply_to: &[(Option<String>, String)],
 ) -> Result<Vec<u8>, ApiError> {
-    if !simple.attachments.is_empty() {
-        return Err(unsupported("Content.Simple.Attachments"));
-    }
-    no_controls("Subject", &simple.subject.data)?;
+    no_controls("Subject", parts.subject)?;
     let list = |items: &[(Option<String>, String)]| -> Address<'static> {
         Address::new_list(
             items
@@ -221,76 +380,77 @@ fn build_simple(
                 .collect(),
         )
     };
-    let mut builder = MessageBuilder::new()
-        .from(Address::new_address(from_name, sender.to_string()))
-        .subject(simple.subject.data.clone());
+    let mut builder = MessageBuilder::new().subject(parts.subject.to_string());
+    if let Some((name, from)) = from {
+        builder = builder.from(Address::new_address(name, from.to_string()));
+    }
     if !to.is_empty() {
         builder = builder.to(list(to));
     }
     if !cc.is_empty() {
         builder = builder.cc(list(cc));
     }
-    if !request.reply_to_addresses.is_empty() {
-        let mut reply_to = Vec::new();
-        for value in &request.reply_to_addresses {
-            let (name, mailbox) = address("ReplyToAddresses", value)?;
-            reply_to.push((name, mailbox.to_string()));
-        }
-        builder = builder.reply_to(list(&reply_to));
+    if !reply_to.is_empty() {
+        builder = builder.reply_to(list(reply_to));
     }
-    for h in &simple.headers {
-        let reserved = [
-            "from",
-            "to",
-            "cc",
-            "bcc",
-            "subject",
-            "reply-to",
-            "date",
-            "message-id",
-            "mime-version",
-            "content-type",
-            "content-transfer-encoding",
-            "dkim-signature",
-            "received",
-            "return-path",
-        ];
-        let ok_name = !h.name.is_empty()
-            && h.name.len() <= 76
-            && h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-        if !ok_name {
-            return Err(ApiError::bad_request(format!(
-                "header name {:?} is not a field name",
-                h.name
-            )));
-        }
-        if reserved.contains(&h.name.to_ascii_lowercase().as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "header {} is set by SES fields, not Headers",
-                h.name
-            )));
-        }
-        no_controls(&format!("header {}", h.name), &h.value)?;
+    for h in parts.headers {
+        check_header(h)?;
         builder = builder.header(Cow::Owned(h.name.clone()), Raw::new(h.value.clone()));
     }
-    match (&simple.body.text, &simple.body.html) {
-        (None, None) => return Err(ApiError::bad_request("Body needs Text or Html")),
-        (text, html) => {
-            if let Some(t) = text {
-                builder = builder.text_body(t.data.clone());
-            }
-            if let Some(h) = html {
-                builder = builder.html_body(h.data.clone());
-            }
-        }
-    }
-    builder
+    builder = builder.body(attachments::body(
+        parts.text,
+        parts.html,
+        parts.attachments,
+    )?);
+    let message = builder
         .write_to_vec()
-        .map_err(|e| ApiError::bad_request(format!("cannot build the message: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("cannot build the message: {e}")))?;
+    if message.len() > MAX_RAW {
+        return Err(ApiError::bad_request("the message is larger than 40 MB"));
+    }
+    Ok(message)
+}
+
+/// A custom header: a field name that is not one SES sets from its own fields, a value on
+/// one line.
+fn check_header(h: &HeaderField) -> Result<(), ApiError> {
+    let reserved = [
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "reply-to",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "dkim-signature",
+        "received",
+        "return-path",
+    ];
+    let ok_name = !h.name.is_empty()
+        && h.name.len() <= 76
+        && h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !ok_name {
+        return Err(ApiError::bad_request(format!(
+            "header name {:?} is not a field name",
+            h.name
+        )));
+    }
+    if reserved.contains(&h.name.to_ascii_lowercase().as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "header {} is set by SES fields, not Headers",
+            h.name
+        )));
+    }
+    no_controls(&format!("header {}", h.name), &h.value)
 }
 
 fn prepare_raw(
-    request: &SendEmailRequest,
+    addressing: &Addressing,
     raw: &RawContent,
     rcpts: Vec<Mailbox>,
 ) -> Result<Prepared, ApiError> {
@@ -313,9 +473,8 @@ fn prepare_raw(
             "Raw message: {e} (exactly one From field with valid addresses)"
         ))
     })?;
-    let from = request
-        .from_email_address
-        .as_deref()
+    let from = addressing
+        .from
         .ok_or_else(|| ApiError::bad_request("FromEmailAddress is required with Raw content"))?;
     let from = address("FromEmailAddress", from)?.1;
     if rcpts.is_empty() {
@@ -324,9 +483,14 @@ fn prepare_raw(
         ));
     }
     Ok(Prepared {
-        sender: from,
+        sender: envelope_sender(addressing, &from)?,
         recipients: rcpts,
-        author_domains: facts.from_domains.into_iter().flatten().collect(),
+        author_domains: facts
+            .from_domains
+            .into_iter()
+            .flatten()
+            .chain([sender_domain(&from)?])
+            .collect(),
         message,
     })
 }

@@ -24,6 +24,8 @@ pub const LEDGER_TABLES: &[TableSpec] = &[
     keep("suppression"),
     keep("event_destinations"),
     keep("api_keys"),
+    // SES templates of the API (`<tenant>/<name>`): kept until deleted, like SES.
+    keep("api_templates"),
     expire("quota_counters", 2),
     expire("events", 30),
     expire("recipients", 30),
