@@ -106,6 +106,10 @@ def test_api_function_answers_signed_function_url_requests_and_refuses_bad_signa
     status, headers, answer = call(api, url_event("POST", path, signed("POST", path, key_id, secret, body), tampered,
                                                   base64_body=True))
     assert (status, headers.get("x-amzn-errortype")) == (403, "SignatureDoesNotMatch"), (status, headers, answer)
+    # The Host header is part of what was signed: another host's request does not verify.
+    elsewhere = {**signed("GET", "/v2/email/account", key_id, secret), "host": "elsewhere.lambda-url.us-east-1.on.aws"}
+    status, headers, _ = call(api, url_event("GET", "/v2/email/account", elsewhere))
+    assert (status, headers.get("x-amzn-errortype")) == (403, "SignatureDoesNotMatch"), (status, headers)
     assert queue_depth(name, "intake") == 0, "nothing refused may be queued"
     assert bodies_in_bucket(name) == [], "nothing refused may be stored"
 
@@ -120,6 +124,17 @@ def test_api_function_answers_signed_function_url_requests_and_refuses_bad_signa
                                             signed("GET", "/v2/email/suppression/addresses", key_id, secret, query=query),
                                             query=query))
     assert status == 200 and answer["SuppressedDestinationSummaries"] == [], (status, answer)
+
+    # A percent-encoded path (the SDKs encode @ in a path as %40) verifies as the client
+    # signed it: the function URL's rawPath reaches the router unchanged.
+    put = json.dumps({"EmailAddress": "gone@example.org", "Reason": "BOUNCE"}).encode()
+    suppressed = "/v2/email/suppression/addresses"
+    status, _, answer = call(api, url_event("PUT", suppressed, signed("PUT", suppressed, key_id, secret, put), put))
+    assert status == 200, (status, answer)
+    one = suppressed + "/gone%40example.org"
+    status, _, answer = call(api, url_event("GET", one, signed("GET", one, key_id, secret)))
+    assert status == 200, (status, answer)
+    assert answer["SuppressedDestination"]["EmailAddress"] == "gone@example.org", answer
 
     # SendEmail: a MessageId, the body in the bucket and the envelope in the intake queue,
     # with the function URL's source address as the client's.
