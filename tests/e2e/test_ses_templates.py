@@ -143,6 +143,10 @@ def test_send_email_with_a_template_arrives_signed_and_rendered(api_relay, net):
     ses.send_email(**templated({"TemplateContent": {"Subject": "Inline {{n}}", "Text": "{{n}}"}}, {"n": "7"}))
     msgs = sinks["good"].wait_messages(2)
     assert any(email.message_from_bytes(m)["Subject"] == "Inline 7" for m in msgs)
+    wait_show(api_relay, queue_id, "delivered")
+    # The refused sends queued nothing: only the two accepted messages ever arrive.
+    assert len(sinks["good"].messages()) == 2
+    assert not any(b"evil@evil.test" in m for m in sinks["good"].messages())
 
 
 def test_send_bulk_email_sends_one_message_per_entry_with_its_own_data_and_id(api_relay, net):  # noqa: F811

@@ -1,8 +1,9 @@
 //! Email templates (Create/Get/Update/Delete/ListEmailTemplates, TestRenderEmailTemplate):
 //! a tenant's own, in the `api_templates` table. The template is the record under
-//! `<tenant>/<name>`; a small listing record under `<tenant>/.list/<name>` (no template name
-//! has a dot) holds its creation time, so listing reads neither the templates' bodies nor
-//! another tenant's partition. Another tenant's template reads as absent (404).
+//! `<tenant>/<name>`; a small listing record under `<tenant>/.list/<name>.` holds its creation
+//! time, so listing reads neither the templates' bodies nor another tenant's partition. No
+//! template name has a dot, so no template's key (whatever its tenant's name) is a listing
+//! record's. Another tenant's template reads as absent (404).
 
 use baton_domain::TenantId;
 use baton_store::Ledger;
@@ -71,6 +72,10 @@ fn list_prefix(tenant: &TenantId) -> String {
     format!("{}/.list/", tenant.0)
 }
 
+fn list_key(tenant: &TenantId, name: &str) -> String {
+    format!("{}{name}.", list_prefix(tenant))
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("Template {name} does not exist"))
 }
@@ -79,21 +84,31 @@ fn encode(content: &TemplateContent) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(content).map_err(|e| ApiError::unavailable(format!("template: {e}")))
 }
 
+/// The tenant's template `name` as stored, or NotFound (also for another tenant's).
+async fn load_stored(
+    ledger: &dyn Ledger,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<(Vec<u8>, TemplateContent), ApiError> {
+    check_name(name)?;
+    let bytes = ledger
+        .get(TABLE, &key(tenant, name))
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    let content = serde_json::from_slice(&bytes).map_err(|e| {
+        tracing::error!(error = %e, template = name, "template record unreadable");
+        ApiError::unavailable("the template cannot be read")
+    })?;
+    Ok((bytes, content))
+}
+
 /// The tenant's template `name`, or NotFound (also for another tenant's).
 pub async fn load(
     ledger: &dyn Ledger,
     tenant: &TenantId,
     name: &str,
 ) -> Result<TemplateContent, ApiError> {
-    check_name(name)?;
-    let bytes = ledger
-        .get(TABLE, &key(tenant, name))
-        .await?
-        .ok_or_else(|| not_found(name))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        tracing::error!(error = %e, template = name, "template record unreadable");
-        ApiError::unavailable("the template cannot be read")
-    })
+    Ok(load_stored(ledger, tenant, name).await?.1)
 }
 
 pub async fn create(
@@ -127,9 +142,7 @@ pub async fn create(
     // deleted; a listing record never names a template that was not made.
     let listed = serde_json::to_vec(&Listed { created_ms: now_ms })
         .map_err(|e| ApiError::unavailable(format!("template: {e}")))?;
-    ledger
-        .put(TABLE, &format!("{}{name}", list_prefix(tenant)), &listed)
-        .await?;
+    ledger.put(TABLE, &list_key(tenant, name), &listed).await?;
     Ok(json!({}))
 }
 
@@ -144,14 +157,14 @@ pub async fn update(
     name: &str,
     request: &UpdateRequest,
 ) -> Result<Value, ApiError> {
-    let old = load(ledger, tenant, name).await?;
+    let (old, _) = load_stored(ledger, tenant, name).await?;
     render::compile(&request.template_content, render::MAX_STORED)?;
-    // Compare-and-swap: a template deleted meanwhile is not brought back.
+    // Compare-and-swap on the stored bytes: a template deleted meanwhile is not brought back.
     if !ledger
         .replace_if(
             TABLE,
             &key(tenant, name),
-            &encode(&old)?,
+            &old,
             &encode(&request.template_content)?,
         )
         .await?
@@ -165,9 +178,7 @@ pub async fn update(
 
 pub async fn delete(ledger: &dyn Ledger, tenant: &TenantId, name: &str) -> Result<Value, ApiError> {
     load(ledger, tenant, name).await?;
-    ledger
-        .delete(TABLE, &format!("{}{name}", list_prefix(tenant)))
-        .await?;
+    ledger.delete(TABLE, &list_key(tenant, name)).await?;
     ledger.delete(TABLE, &key(tenant, name)).await?;
     Ok(json!({}))
 }
@@ -196,11 +207,19 @@ pub async fn list(
     let prefix = list_prefix(tenant);
     let mut entries = Vec::new();
     for (k, bytes) in ledger.scan(TABLE, &prefix).await? {
-        let name = k.strip_prefix(&prefix).unwrap_or(&k).to_string();
-        // Another tenant whose name extends this one's partition has no business here.
-        if check_name(&name).is_err() || next_token.is_some_and(|t| name.as_str() < t) {
+        // Only `<name>.`: a tenant whose name extends this one's (`acme/.list`) has records
+        // under this prefix too, and they are not this tenant's.
+        let Some(name) = k
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|name| check_name(name).is_ok())
+        else {
+            continue;
+        };
+        if next_token.is_some_and(|t| name < t) {
             continue;
         }
+        let name = name.to_string();
         let created = serde_json::from_slice::<Listed>(&bytes).map_or(0, |l| l.created_ms);
         entries.push((name, created));
     }
@@ -296,6 +315,89 @@ mod tests {
         for bad in ["", "a/b", ".list", "a b", "é", "x\r\n", &"a".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn content(subject: &str) -> TemplateContent {
+        TemplateContent {
+            subject: Some(subject.into()),
+            ..TemplateContent::default()
+        }
+    }
+
+    fn made(name: &str) -> CreateRequest {
+        CreateRequest {
+            template_name: name.into(),
+            template_content: content(name),
+            tags: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn templates_page_in_name_order_and_stay_with_their_tenant() {
+        let ledger = baton_store::memory::MemoryLedger::default();
+        let acme = TenantId("acme".into());
+        // A tenant whose name extends acme's partition sees none of acme's, nor acme its.
+        let other = TenantId("acme/.list".into());
+        for name in ["c", "a", "b"] {
+            create(&ledger, &acme, &made(name), 1_000)
+                .await
+                .expect("create");
+        }
+        create(&ledger, &other, &made("z"), 1)
+            .await
+            .expect("create");
+        let first = list(&ledger, &acme, Some("2"), None).await.expect("list");
+        let names = |page: &Value| -> Vec<String> {
+            page["TemplatesMetadata"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|t| t["TemplateName"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(
+            first["TemplatesMetadata"][0]["CreatedTimestamp"],
+            json!(1.0)
+        );
+        let token = first["NextToken"].as_str().expect("a next page");
+        let second = list(&ledger, &acme, Some("2"), Some(token))
+            .await
+            .expect("list");
+        assert_eq!(names(&second), ["c"]);
+        assert!(second.get("NextToken").is_none());
+        assert_eq!(
+            names(&list(&ledger, &other, None, None).await.expect("list")),
+            ["z"]
+        );
+        for bad in [Some("0"), Some("101"), Some("x")] {
+            assert!(list(&ledger, &acme, bad, None).await.is_err(), "{bad:?}");
+        }
+        let e = get(&ledger, &other, "a").await.expect_err("not other's");
+        assert_eq!(e.kind, "NotFoundException");
+        update(
+            &ledger,
+            &acme,
+            "a",
+            &UpdateRequest {
+                template_content: content("new"),
+            },
+        )
+        .await
+        .expect("update");
+        assert_eq!(
+            load(&ledger, &acme, "a").await.expect("load"),
+            content("new")
+        );
+        delete(&ledger, &acme, "a").await.expect("delete");
+        assert_eq!(
+            names(&list(&ledger, &acme, None, None).await.expect("list")),
+            ["b", "c"]
+        );
+        let e = create(&ledger, &acme, &made("b"), 2)
+            .await
+            .expect_err("exists");
+        assert_eq!(e.kind, "AlreadyExistsException");
     }
 
     #[test]
