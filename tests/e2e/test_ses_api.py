@@ -320,3 +320,58 @@ def test_every_validation_error_is_a_400_that_names_it_and_queues_nothing(api_re
     assert (status, kind) == (400, "BadRequestException"), (status, kind, message)
     assert json.loads(api_relay.cli("queue", "list", "--json").stdout) == [], "nothing refused may be queued"
     assert sinks["good"].messages() == []
+
+
+def test_a_key_holds_only_its_share_of_the_body_budget_and_requests_without_bodies_none(spawn_relay):
+    """Key ids are not secret. One key's large bodies, held open by a slow sender, take at
+    most a quarter of the budget (at least one largest body): the same key's next large body
+    gets 429, while another key's large body is still read, and its GetAccount answers."""
+    api_port = free_port()
+    relay = spawn_relay(**{"listen.api": f"127.0.0.1:{api_port}", "api.tls": False,
+                           "api.max_body_memory": 400 * 1024 * 1024})
+    relay.api = f"http://127.0.0.1:{api_port}"
+    (a, _), (b, b_secret) = new_key(relay, "acme"), new_key(relay, "other")
+    big = {"Content-Length": str(50_000_000), "Content-Type": "application/json"}
+    status, held_a = raw_request(api_port, {**auth_header(a), **big}, wait=2.0)
+    assert status == "", status
+    status, refused = raw_request(api_port, {**auth_header(a), **big})
+    assert status.startswith("HTTP/1.1 429"), status
+    status, held_b = raw_request(api_port, {**auth_header(b), **big}, wait=2.0)
+    assert status == "", f"another key's body is read: {status}"
+    quota = sesv2(relay, b, b_secret).get_account()["SendQuota"]
+    assert quota["SentLast24Hours"] == 0.0, quota
+    for s in (held_a, refused, held_b):
+        s.close()
+
+
+def test_silent_connections_are_closed_and_one_address_cannot_take_every_slot(spawn_relay):
+    """A connection that never sends a byte (nor finishes choosing HTTP/2) is closed after
+    the idle time; one address may hold limits.max_connections_per_ip connections, and the
+    next is closed at once; once one goes, the address is served again."""
+    api_port = free_port()
+    relay = spawn_relay(**{"listen.api": f"127.0.0.1:{api_port}", "api.tls": False,
+                           "limits.command_timeout": "2s", "limits.max_connections_per_ip": 3})
+    relay.api = f"http://127.0.0.1:{api_port}"
+    key = new_key(relay)
+
+    def closed_after(sock, first=b""):
+        sock.sendall(first)
+        started = time.monotonic()
+        sock.settimeout(15)
+        assert sock.recv(100) == b"", "the server closes without answering"
+        return time.monotonic() - started
+
+    silent = socket.create_connection(("127.0.0.1", api_port))
+    half_h2 = socket.create_connection(("127.0.0.1", api_port))
+    assert 1.5 < closed_after(silent) < 10
+    assert closed_after(half_h2, b"PRI * HTTP/2.0\r\n") < 10
+    silent.close(), half_h2.close()
+    held = [socket.create_connection(("127.0.0.1", api_port)) for _ in range(3)]
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", api_port))
+    assert closed_after(extra) < 1.0, "the fourth from one address is closed at once"
+    extra.close()
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    assert sesv2(relay, *key).get_account()["SendQuota"]["SentLast24Hours"] == 0.0

@@ -1,20 +1,23 @@
 //! Authentication of every request, as a layer in front of the handlers. What can be checked
 //! from the headers is checked before a byte of the body is read: the Authorization header's
 //! form, the request's time, and that the key exists and is in force. Only then is the body
-//! read (SigV4 covers it), within a shared memory budget and a deadline, and the signature
-//! checked. So an unauthenticated client can make us read a body only by naming a real key
-//! id, and then only as much as the budget allows at once.
+//! read (SigV4 covers it), within a shared memory budget, a share of it per key and a
+//! deadline that grows with the body, and the signature checked. So an unauthenticated
+//! client can make us read a body only by naming a real key id (they are not secret: they
+//! travel in every request), and then hold at most that key's share of the budget.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use baton_domain::TenantId;
-use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::router::ApiState;
@@ -37,10 +40,83 @@ pub const BODY_LIMIT: usize = crate::send::MAX_RAW / 3 * 4 + 1024 * 1024;
 const UNDECLARED_LIMIT: usize = 1024 * 1024;
 
 /// The budget is counted in units of this many bytes.
-pub const BUDGET_UNIT: usize = 1024 * 1024;
+const BUDGET_UNIT: usize = 1024 * 1024;
 
-/// How long a body may take to arrive (40 MB at about 1 Mbit/s).
-const BODY_DEADLINE: Duration = Duration::from_secs(300);
+/// A body is held about this many times over while it is handled (the bytes, the parsed
+/// JSON, decoded attachments, the built message): the budget counts all of them.
+const HELD_COPIES: usize = 3;
+
+/// A body must arrive at this rate at least (after a first few seconds).
+const MIN_BODY_RATE: usize = 256 * 1024;
+const BODY_GRACE: Duration = Duration::from_secs(10);
+
+/// Unknown key ids are remembered this long, so that guessing costs no ledger read.
+const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
+const MAX_REMEMBERED_UNKNOWN: usize = 10_000;
+
+/// Bodies held at once (in all, and per key), and key ids recently found unknown.
+pub struct RequestLimits {
+    total: Arc<Semaphore>,
+    per_key_units: usize,
+    per_key: Mutex<HashMap<String, Arc<Semaphore>>>,
+    unknown: Mutex<HashMap<String, Instant>>,
+}
+
+impl RequestLimits {
+    /// `body_memory` bytes in all (at least what one largest body needs); each key may hold a
+    /// quarter of it (at least one largest body).
+    pub fn new(body_memory: usize) -> Self {
+        let largest = units(BODY_LIMIT);
+        let total = body_memory.div_ceil(BUDGET_UNIT).max(largest);
+        RequestLimits {
+            total: Arc::new(Semaphore::new(total)),
+            per_key_units: (total / 4).max(largest),
+            per_key: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Permits for a body of `len` bytes sent with `key`, or None when either is spent.
+    fn take(&self, key: &str, len: usize) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let n = u32::try_from(units(len)).unwrap_or(u32::MAX);
+        let mine = {
+            let mut per_key = self.per_key.lock().unwrap_or_else(|e| e.into_inner());
+            // Keys with nothing in flight are forgotten, so the map stays as small as the
+            // number of keys sending at the moment.
+            per_key.retain(|_, s| s.available_permits() < self.per_key_units);
+            per_key
+                .entry(key.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key_units)))
+                .clone()
+        };
+        let mine = mine.try_acquire_many_owned(n).ok()?;
+        let all = self.total.clone().try_acquire_many_owned(n).ok()?;
+        Some((mine, all))
+    }
+
+    fn known_unknown(&self, key: &str) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        unknown
+            .get(key)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
+    }
+
+    fn remember_unknown(&self, key: &str) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if unknown.len() >= MAX_REMEMBERED_UNKNOWN {
+            unknown.retain(|_, at| at.elapsed() < UNKNOWN_KEY_TTL);
+            if unknown.len() >= MAX_REMEMBERED_UNKNOWN {
+                unknown.clear();
+            }
+        }
+        unknown.insert(key.to_string(), Instant::now());
+    }
+}
+
+/// Budget units for a body of `len` bytes and its copies.
+fn units(len: usize) -> usize {
+    len.saturating_mul(HELD_COPIES).div_ceil(BUDGET_UNIT).max(1)
+}
 
 pub async fn authenticated(
     State(state): State<Arc<ApiState>>,
@@ -48,6 +124,17 @@ pub async fn authenticated(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
+    // The signer normalises `.` and empty segments away, the router does not: refuse them,
+    // so that what is verified is what is routed.
+    if parts
+        .uri
+        .path()
+        .split('/')
+        .skip(1)
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return ApiError::not_found("no such path").into_response();
+    }
     let checked = match before_body(&state, &parts.headers).await {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
@@ -56,15 +143,21 @@ pub async fn authenticated(
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
-    let units = u32::try_from(declared.unwrap_or(UNDECLARED_LIMIT).div_ceil(BUDGET_UNIT))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    // Held until the answer is built: the handler keeps the body (and builds from it).
-    let Ok(_permit) = state.body_budget.try_acquire_many(units) else {
-        return ApiError::throttled("too many request bodies at once; retry later").into_response();
-    };
     let limit = declared.unwrap_or(UNDECLARED_LIMIT);
-    let bytes = match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, limit)).await {
+    // A request without a body (GET, DELETE) holds no budget.
+    let empty = declared == Some(0) || (declared.is_none() && body.is_end_stream());
+    // Held until the answer is built: the handler keeps the body (and builds from it).
+    let _permits = if empty {
+        None
+    } else {
+        let Some(permits) = state.limits.take(&checked.auth.access_key_id, limit) else {
+            return ApiError::throttled("too many request bodies at once; retry later")
+                .into_response();
+        };
+        Some(permits)
+    };
+    let deadline = BODY_GRACE + Duration::from_secs((limit / MIN_BODY_RATE) as u64);
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => return ApiError::body_timeout().into_response(),
         Ok(Err(_)) => {
             return ApiError::bad_request(format!(
@@ -116,12 +209,19 @@ async fn before_body(state: &ApiState, headers: &HeaderMap) -> Result<Checked, A
     let auth = sigv4::parse_authorization(value)?;
     let amz_date = headers.get("x-amz-date").and_then(|v| v.to_str().ok());
     sigv4::check_time(&auth, amz_date, SystemTime::now())?;
-    let Some((tenant, secret)) = keys::lookup(state.ledger.as_ref(), &auth.access_key_id).await?
-    else {
-        return Err(ApiError::signature(
+    let unknown = || {
+        ApiError::signature(
             "UnrecognizedClientException",
             "The security token included in the request is invalid",
-        ));
+        )
+    };
+    let id = &auth.access_key_id;
+    if !keys::is_well_formed(id) || state.limits.known_unknown(id) {
+        return Err(unknown());
+    }
+    let Some((tenant, secret)) = keys::lookup(state.ledger.as_ref(), id).await? else {
+        state.limits.remember_unknown(id);
+        return Err(unknown());
     };
     Ok(Checked {
         auth,

@@ -26,17 +26,24 @@ fn secret_key(id: &str) -> String {
     format!("apikey/{id}")
 }
 
+const ID_PREFIX: &str = "BTN";
+const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
 /// Ids look like AWS's (20 upper-case letters and digits, here starting `BTN`), so SDKs and
 /// tools that check their shape take them.
 fn new_id() -> Result<String, StoreError> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bytes = [0u8; 17];
     baton_store::random_bytes(&mut bytes)?;
     let tail: String = bytes
         .iter()
-        .map(|b| ALPHABET[usize::from(b & 31)] as char)
+        .map(|b| ID_ALPHABET[usize::from(b & 31)] as char)
         .collect();
-    Ok(format!("BTN{tail}"))
+    Ok(format!("{ID_PREFIX}{tail}"))
+}
+
+/// Whether `id` is one we could have made: nothing else is looked up.
+pub fn is_well_formed(id: &str) -> bool {
+    id.len() == 20 && id.starts_with(ID_PREFIX) && id.bytes().all(|b| ID_ALPHABET.contains(&b))
 }
 
 pub async fn create(
@@ -72,11 +79,7 @@ pub async fn lookup(
     id: &str,
 ) -> Result<Option<(TenantId, String)>, StoreError> {
     // Only ids we could have made are looked up: nothing else reaches the ledger.
-    if id.len() != 20
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    {
+    if !is_well_formed(id) {
         return Ok(None);
     }
     let Some(bytes) = ledger.get(TABLE, id).await? else {

@@ -16,10 +16,12 @@ pub mod keys;
 pub mod render;
 pub mod router;
 pub mod send;
+pub mod server;
 pub mod sigv4;
 pub mod suppression;
 pub mod template_routes;
 pub mod templates;
 
 pub use error::ApiError;
-pub use router::{ApiState, router, serve};
+pub use router::{ApiState, router};
+pub use server::{Limits, serve};

@@ -120,7 +120,7 @@ pub fn check_time(
     }
     let amz_date = amz_date.ok_or_else(|| incomplete("no X-Amz-Date header"))?;
     let signed_at = parse_amz_date(amz_date).ok_or_else(|| incomplete("bad X-Amz-Date"))?;
-    if !amz_date.starts_with(&auth.date) {
+    if auth.date.len() != 8 || amz_date.get(..8) != Some(auth.date.as_str()) {
         return Err(incomplete(
             "X-Amz-Date and the credential scope's date differ",
         ));

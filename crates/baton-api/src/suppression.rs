@@ -50,7 +50,10 @@ fn seconds(ms: i64) -> f64 {
 
 fn pipeline(e: baton_pipeline::StageError) -> ApiError {
     match e {
-        baton_pipeline::StageError::Transient(m) => ApiError::unavailable(m),
+        baton_pipeline::StageError::Transient(m) => {
+            tracing::error!(error = %m, "suppression list unavailable");
+            ApiError::unavailable("the suppression list is unavailable; retry later")
+        }
         baton_pipeline::StageError::Permanent(m) => {
             tracing::error!(error = %m, "suppression list record unreadable");
             ApiError::unavailable("the suppression list cannot be read")

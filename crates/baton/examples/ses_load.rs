@@ -69,6 +69,9 @@ async fn main() -> anyhow::Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     let secs = started.elapsed().as_secs_f64();
-    println!("sent {} of {count} in {secs:.3} s", ok.load(Ordering::Relaxed));
+    println!(
+        "sent {} of {count} in {secs:.3} s",
+        ok.load(Ordering::Relaxed)
+    );
     Ok(())
 }
