@@ -25,6 +25,20 @@ def test_user_domain_and_queue_commands(spawn_relay):
     assert r.returncode != 0 and "invalid queue id" in r.stderr
 
 
+def test_tenant_names_that_could_reach_into_another_tenants_records_are_refused(spawn_relay):
+    """Records are keyed `<tenant>/...` and listed by that prefix: `acme/x` would read and
+    change acme's. Every command that makes a tenant refuses such names."""
+    relay = spawn_relay()
+    for args in (["key", "create", "--tenant", "acme/x"],
+                 ["domain", "add", "x.test", "--tenant", "acme/x"],
+                 ["user", "add", "eve", "--tenant", "acme/x", "--password-stdin"],
+                 ["tenant", "quota", "acme/x", "--per-day", "5"],
+                 ["events", "destination", "add", "acme/x", "hook", "--webhook", "https://example.org/"]):
+        r = relay.cli(*args, stdin="pw\n", check=False)
+        assert r.returncode == 2 and "tenant \"acme/x\"" in r.stderr, (args, r.stderr)
+    assert relay.cli("key", "create", "--tenant", "acme-eu.2").returncode == 0
+
+
 def test_unknown_config_key_is_a_clear_error(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[limits]\nmax_recipents = 5\n')

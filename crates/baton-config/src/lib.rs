@@ -681,16 +681,11 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(n) = self
-            .relay
-            .tenant_networks
-            .iter()
-            .find(|n| n.tenant.is_empty())
-        {
-            return Err(ConfigError::Invalid {
+        for n in &self.relay.tenant_networks {
+            baton_domain::TenantId::parse(&n.tenant).map_err(|e| ConfigError::Invalid {
                 key: "relay.tenant_networks",
-                reason: format!("{} has no tenant", n.network),
-            });
+                reason: format!("{}: {e}", n.network),
+            })?;
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid {

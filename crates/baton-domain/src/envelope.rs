@@ -10,6 +10,50 @@ use crate::{Domain, EnvId, Mailbox, OriginalRecipient, QueueId};
 #[serde(transparent)]
 pub struct TenantId(pub String);
 
+impl TenantId {
+    /// A new tenant's name: 1 to 64 ASCII letters, digits, `.`, `_` or `-`. Ledger keys are
+    /// `<tenant>/...` and a tenant's records are listed by that prefix, so a `/` would let
+    /// one tenant's name reach into another's records (`acme/x` under `acme`).
+    pub fn parse(name: &str) -> Result<TenantId, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(TenantId(name.to_string()))
+        } else {
+            Err(format!(
+                "tenant {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tenant_tests {
+    use super::TenantId;
+
+    #[test]
+    fn tenant_names_cannot_extend_or_reach_into_another_tenants_keys() {
+        for good in ["acme", "acme-eu.2", "A_b"] {
+            assert!(TenantId::parse(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            "acme/x",
+            "acme\\x",
+            "acme x",
+            "acme\n",
+            "acmé",
+            long.as_str(),
+        ] {
+            assert!(TenantId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
 /// Who a session authenticated as, and which sending domains that tenant owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

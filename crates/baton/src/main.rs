@@ -125,11 +125,16 @@ enum ListCommand {
     },
 }
 
+/// Tenants are made by naming them in these commands: the name is checked here, once.
+fn tenant_name(name: &str) -> Result<String, String> {
+    baton_domain::TenantId::parse(name).map(|t| t.0)
+}
+
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Make a key for a tenant: prints its id and secret, once.
     Create {
-        #[arg(long)]
+        #[arg(long, value_parser = tenant_name)]
         tenant: String,
     },
     /// Keys (of one tenant), without their secrets.
@@ -173,6 +178,7 @@ enum DestinationCommand {
     /// Send a tenant's events to one more place. A webhook gets a signing secret, printed
     /// once. Calls are retried with backoff and dead-lettered (queue `events-dlq`).
     Add {
+        #[arg(value_parser = tenant_name)]
         tenant: String,
         /// A name for it, to remove it by.
         name: String,
@@ -288,7 +294,7 @@ enum UserCommand {
     /// Add a user, or replace its password and tenant.
     Add {
         name: String,
-        #[arg(long)]
+        #[arg(long, value_parser = tenant_name)]
         tenant: String,
         /// Read the password from the first line of standard input (the only way: a
         /// password on the command line would end up in shell history and `ps`).
@@ -303,7 +309,7 @@ enum DomainCommand {
     /// Ed25519) and prints the DNS records to publish.
     Add {
         domain: String,
-        #[arg(long)]
+        #[arg(long, value_parser = tenant_name)]
         tenant: String,
     },
     /// Check that the bounce domain's MX (`<bounces.subdomain>.<domain>`) names this relay,
@@ -319,6 +325,7 @@ enum DomainCommand {
 enum TenantCommand {
     /// Set sending quotas; over-quota mail is deferred, not dropped. 0 removes a limit.
     Quota {
+        #[arg(value_parser = tenant_name)]
         tenant: String,
         #[arg(long)]
         per_second: Option<u64>,
