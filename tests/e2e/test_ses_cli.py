@@ -107,6 +107,49 @@ def test_the_aws_cli_drives_the_api(relay, net):  # noqa: F811
     assert "MessageRejected" in refused.stderr, refused.stderr
 
 
+def test_the_aws_cli_drives_templates_and_bulk_sends(relay, net):  # noqa: F811
+    dns, _, sinks = net
+    template = {"Subject": "Hello {{name}}", "Text": "Dear {{name}}, {{what}}.",
+                "Html": "<p>Dear {{name}}</p>"}
+    sesv2(relay, "create-email-template", "--template-name", "welcome",
+          "--template-content", json.dumps(template))
+    got = sesv2(relay, "get-email-template", "--template-name", "welcome")
+    assert got["TemplateContent"] == template, got
+    template["Text"] = "Dear {{name}}, {{what}}!"
+    sesv2(relay, "update-email-template", "--template-name", "welcome",
+          "--template-content", json.dumps(template))
+    listed = sesv2(relay, "list-email-templates")["TemplatesMetadata"]
+    assert [t["TemplateName"] for t in listed] == ["welcome"], listed
+    rendered = sesv2(relay, "test-render-email-template", "--template-name", "welcome",
+                     "--template-data", json.dumps({"name": "<Ann>", "what": "hi"}))["RenderedTemplate"]
+    assert "Subject: Hello <Ann>" in rendered and "&lt;Ann&gt;" in rendered, rendered
+
+    sent = sesv2(relay, "send-email", "--from-email-address", "news@acme.test",
+                 "--destination", json.dumps({"ToAddresses": ["ann@example.org"]}),
+                 "--content", json.dumps({"Template": {"TemplateName": "welcome",
+                                                       "TemplateData": json.dumps({"name": "Ann", "what": "hi"})}}))
+    bulk = sesv2(relay, "send-bulk-email", "--from-email-address", "news@acme.test",
+                 "--default-content", json.dumps({"Template": {"TemplateName": "welcome",
+                                                               "TemplateData": json.dumps({"what": "hello"})}}),
+                 "--bulk-email-entries", json.dumps([
+                     {"Destination": {"ToAddresses": [f"{n}@example.org"]},
+                      "ReplacementEmailContent": {"ReplacementTemplate": {
+                          "ReplacementTemplateData": json.dumps({"name": n})}}} for n in ("bo", "cy")]))
+    results = bulk["BulkEmailEntryResults"]
+    assert [r["Status"] for r in results] == ["SUCCESS", "SUCCESS"], results
+    msgs = sinks["good"].wait_messages(3)
+    subjects = sorted(email.message_from_bytes(m)["Subject"] for m in msgs)
+    assert subjects == ["Hello Ann", "Hello bo", "Hello cy"], subjects
+    for m in msgs:
+        results_, sigs = dkim_verify(m, dns)
+        assert len(sigs) == 2 and results_ == [True, True], results_
+    for queue_id in [sent["MessageId"]] + [r["MessageId"] for r in results]:
+        assert "delivered" in wait_show(relay, queue_id, "delivered")
+    sesv2(relay, "delete-email-template", "--template-name", "welcome")
+    assert "NotFoundException" in sesv2(relay, "get-email-template", "--template-name", "welcome",
+                                        ok=False).stderr
+
+
 def test_a_rust_program_with_aws_sdk_sesv2_sends_one_message(relay, net):  # noqa: F811
     dns, _, sinks = net
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
