@@ -137,13 +137,17 @@ def test_the_suppression_list_through_the_api_is_the_pipelines_and_the_tenants_o
 
 
 def test_identities_are_the_tenants_domains_and_only_theirs(api_relay, net):  # noqa: F811
-    _, _, sinks = net
-    acme = sesv2(api_relay, *new_key(api_relay, "acme"))
+    dns, _, sinks = net
+    acme_key = new_key(api_relay, "acme")
+    acme = sesv2(api_relay, *acme_key)
     other = sesv2(api_relay, *new_key(api_relay, "other"))
     made = acme.create_email_identity(EmailIdentity="news.test")
     assert made["IdentityType"] == "DOMAIN" and len(made["DkimAttributes"]["Tokens"]) == 2, made
+    # Pending until DNS shows its DKIM records (tests/e2e/test_ses_identities.py has more).
+    assert made["VerifiedForSendingStatus"] is False, made
     got = acme.get_email_identity(EmailIdentity="news.test")
     assert got["DkimAttributes"]["Tokens"] == made["DkimAttributes"]["Tokens"], got
+    assert got["VerificationStatus"] == "PENDING", got
     names = sorted(i["IdentityName"] for i in acme.list_email_identities()["EmailIdentities"])
     assert names == ["acme.test", "news.test"], names
     assert error_code(lambda: acme.create_email_identity(EmailIdentity="news.test")) == "AlreadyExistsException"
@@ -153,7 +157,12 @@ def test_identities_are_the_tenants_domains_and_only_theirs(api_relay, net):  # 
     assert error_code(lambda: other.delete_email_identity(EmailIdentity="news.test")) == "NotFoundException"
     assert error_code(lambda: other.create_email_identity(EmailIdentity="news.test")) == "BadRequestException"
     assert error_code(lambda: other.create_email_identity(EmailIdentity="relay.test")) == "BadRequestException"
-    # The new identity sends, signed as itself; once deleted, it no longer does.
+    # Unproven, it does not send; once its records are published, it sends signed as
+    # itself; once deleted, it no longer does.
+    assert error_code(lambda: acme.send_email(**simple(sender="hello@news.test"))) == "MessageRejected"
+    from test_ses_identities import publish
+    publish(api_relay, acme_key, "news.test", dns)
+    assert acme.get_email_identity(EmailIdentity="news.test")["VerifiedForSendingStatus"] is True
     queue_id = acme.send_email(**simple(sender="hello@news.test"))["MessageId"]
     [msg] = sinks["good"].wait_messages(1)
     assert b"d=news.test" in msg, msg[:600]

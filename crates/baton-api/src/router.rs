@@ -27,6 +27,8 @@ pub struct ApiState {
     pub hostname: String,
     /// Request bodies held at once, in units of `auth::BUDGET_UNIT` bytes.
     pub body_budget: Semaphore,
+    /// How identities are checked: DNS for their DKIM records, the relay's own names.
+    pub identities: identities::IdentityPolicy,
 }
 
 impl ApiState {
@@ -45,9 +47,26 @@ impl ApiState {
             ledger,
             blobs,
             intake,
-            hostname,
             body_budget: Semaphore::new(units),
+            identities: identities::IdentityPolicy::new(&hostname),
+            hostname,
         }
+    }
+
+    /// Looks for identities' DKIM records with `dns` instead of the system's resolvers.
+    pub fn with_dns(mut self, dns: Arc<dyn baton_pipeline::outbound::TxtResolver>) -> Self {
+        self.identities.dns = dns;
+        self
+    }
+
+    /// The relay's own names besides its hostname (the HELO name), and the bounce label
+    /// (`bounces.subdomain`): no tenant may claim them as identities.
+    pub fn with_relay_names(mut self, names: &[&str], bounce_label: &str) -> Self {
+        self.identities
+            .relay_names
+            .extend(names.iter().map(|n| n.to_string()));
+        self.identities.bounce_label = bounce_label.to_string();
+        self
     }
 }
 
@@ -165,9 +184,9 @@ async fn create_identity(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request: identities::CreateRequest = json_body(&body)?;
     let out = identities::create(
+        &state.identities,
         state.ledger.as_ref(),
         &caller.tenant,
-        &state.hostname,
         &request,
         now_ms() / 1000,
     )
@@ -180,7 +199,7 @@ async fn list_identities(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(
-        identities::list(state.ledger.as_ref(), &caller.tenant).await?,
+        identities::list(&state.identities, state.ledger.as_ref(), &caller.tenant).await?,
     ))
 }
 
@@ -200,7 +219,7 @@ async fn one_resource(
         if delete {
             identities::delete(ledger, tenant, &name).await?
         } else {
-            identities::get(ledger, tenant, &name).await?
+            identities::get(&state.identities, ledger, tenant, &name).await?
         }
     } else if delete {
         suppression::delete(ledger, tenant, &name).await?

@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use directory::{
-    DomainRecord, UserRecord, domains_of_tenant, get_domain, get_user, put_domain, put_user,
+    DomainClaim, DomainRecord, UserRecord, claim_domain, domain_claims, domains_of_tenant,
+    get_domain, get_domain_claim, get_user, put_domain, put_user, verify_domain,
 };
 pub use error::{StoreError, check_key};
 pub use retention::{BODY_RETENTION, LEDGER_TABLES, TableSpec, table_retention};

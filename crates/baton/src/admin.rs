@@ -14,7 +14,9 @@ use baton_embedded::EmbeddedBackend;
 use baton_gateway::hash_password;
 use baton_pipeline::outbound::{HickoryMxResolver, MxResolver};
 use baton_pipeline::{dkim, queue_names, quota, records, setup};
-use baton_store::{BlobStore, DomainRecord, Ledger, UserRecord, get_domain, put_domain, put_user};
+use baton_store::{
+    BlobStore, DomainRecord, Ledger, UserRecord, get_domain, get_domain_claim, put_domain, put_user,
+};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -203,13 +205,30 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
         return_path: false,
     };
     let name = domain.to_string();
-    let keys = backend.rt.block_on(async {
+    let (before, keys) = backend.rt.block_on(async {
+        let before = get_domain_claim(ledger, &domain).await?;
         put_domain(ledger, &domain, &record).await?;
-        let keys = dkim::ensure_keys(ledger, &name, now_secs())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        anyhow::Ok(keys.keys().to_vec())
+        // A name nobody held, or another tenant's unproven claim, gets selectors of its
+        // own: never keys an earlier owner published, or a squatter's.
+        let fresh = match &before {
+            None => true,
+            Some(c) => c.pending && c.record.tenant != record.tenant,
+        };
+        let keys = if fresh {
+            dkim::fresh_keys(ledger, &name, now_secs()).await
+        } else {
+            dkim::ensure_keys(ledger, &name, now_secs()).await
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok((before, keys.keys().to_vec()))
     })?;
+    if let Some(c) = before.filter(|c| c.pending) {
+        println!(
+            "{domain} was claimed through the API by tenant {}, not yet proven by DNS: the \
+             claim is replaced",
+            c.record.tenant.0
+        );
+    }
     println!("domain {domain} registered for tenant {tenant}");
     print_dns_records(&name, &keys);
     // Bounces come back to <subdomain>.<domain> (the return paths tenant mail goes out

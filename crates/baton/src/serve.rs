@@ -300,13 +300,22 @@ async fn spawn_api(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen.api {addr}"))?;
-    let state = Arc::new(baton_api::ApiState::new(
+    let state = baton_api::ApiState::new(
         deps.ledger.clone(),
         deps.blobs.clone(),
         deps.queue.clone(),
         settings.raw.hostname.clone(),
         usize::try_from(settings.raw.api.max_body_memory).unwrap_or(usize::MAX),
-    ));
+    );
+    // Identities are verified by their DKIM records, looked up where delivery looks.
+    let dns =
+        baton_pipeline::outbound::HickoryMxResolver::configured(&settings.raw.delivery.nameservers)
+            .map_err(|e| anyhow::anyhow!("DNS resolver: {e}"))?;
+    let state = Arc::new(
+        state
+            .with_dns(Arc::new(dns))
+            .with_relay_names(&[settings.helo_name()], &settings.raw.bounces.subdomain),
+    );
     // The SMTP listeners' certificate (the gateway has made a self-signed one by now if
     // none is configured).
     let tls = if settings.raw.api.tls {

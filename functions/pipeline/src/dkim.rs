@@ -460,16 +460,36 @@ async fn settle(
     if oldest.is_some_and(is_mine) {
         return Ok(EnsuredKeys::Created(active));
     }
-    for key in &mine {
+    retire(ledger, &mine).await?;
+    Ok(EnsuredKeys::Existing(
+        active.into_iter().filter(|k| !is_mine(k)).collect(),
+    ))
+}
+
+/// Marks `keys` retired: they sign no more. Their records stay, so their selector names
+/// are never handed out again.
+pub async fn retire(ledger: &dyn Ledger, keys: &[DkimKey]) -> Result<(), StageError> {
+    for key in keys {
         let retired = DkimKey {
             retired: true,
             ..key.clone()
         };
         put_key(ledger, &retired).await?;
     }
-    Ok(EnsuredKeys::Existing(
-        active.into_iter().filter(|k| !is_mine(k)).collect(),
-    ))
+    Ok(())
+}
+
+/// Keys for a new owner of `domain`: whatever is active (left by an earlier owner, whose
+/// records may still be published) is retired first, so the new owner never signs with, or
+/// is verified by, selectors someone else published. Then [`ensure_keys`], which makes a
+/// pair under names never used before.
+pub async fn fresh_keys(
+    ledger: &dyn Ledger,
+    domain: &str,
+    now_secs: i64,
+) -> Result<EnsuredKeys, StageError> {
+    retire(ledger, &active_keys(ledger, domain).await?).await?;
+    ensure_keys(ledger, domain, now_secs).await
 }
 
 /// The records to publish as `baton domain add` prints them: one per line, name, type and
@@ -548,6 +568,33 @@ mod tests {
         }
         let next = ensure_keys(&ledger, "relay.test", 100).await.expect("next");
         assert_eq!(names(next.keys()), ["b101e", "b101r"]);
+    }
+
+    #[tokio::test]
+    async fn fresh_keys_never_hand_over_an_earlier_owners_selectors() {
+        let ledger = MemoryLedger::default();
+        let first = ensure_keys(&ledger, "acme.test", 100).await.expect("first");
+        let fresh = fresh_keys(&ledger, "acme.test", 100).await.expect("fresh");
+        assert!(matches!(fresh, EnsuredKeys::Created(_)), "{fresh:?}");
+        assert_eq!(names(fresh.keys()), ["b101e", "b101r"]);
+        let active = active_keys(&ledger, "acme.test").await.expect("active");
+        assert_eq!(names(&active), ["b101e", "b101r"]);
+        for old in first.keys() {
+            assert!(
+                !active
+                    .iter()
+                    .any(|k| k.public_key_b64 == old.public_key_b64),
+                "{old:?} still active"
+            );
+        }
+        retire(&ledger, &active).await.expect("retire");
+        assert!(
+            active_keys(&ledger, "acme.test")
+                .await
+                .expect("active")
+                .is_empty()
+        );
+        assert_eq!(all_keys(&ledger, "acme.test").await.expect("all").len(), 4);
     }
 
     /// A ledger where another process stores its pair (made at `other_secs`) right after

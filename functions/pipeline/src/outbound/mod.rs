@@ -16,7 +16,7 @@ mod wire;
 
 pub use auth::Credentials;
 pub use client::{ClientConfig, ConnectionPool, Message, Outcome, RcptResult, RcptSpec, deliver};
-pub use mx::{HickoryMxResolver, LiteralResolver, MxHost, MxResolver, ResolveError};
+pub use mx::{HickoryMxResolver, LiteralResolver, MxHost, MxResolver, ResolveError, TxtResolver};
 pub use tls::{opportunistic_tls, verified_tls};
 
 /// Like a Postfix transport map entry.

@@ -1,4 +1,5 @@
-//! MX resolution with hickory-resolver.
+//! MX resolution with hickory-resolver, and the TXT lookups that prove a domain's owner
+//! published its DKIM records.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -38,6 +39,14 @@ pub trait MxResolver: Send + Sync {
     async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError>;
 }
 
+/// TXT lookups, for checking that a domain publishes the DKIM records we made for it.
+#[async_trait]
+pub trait TxtResolver: Send + Sync {
+    /// The TXT records at `name`, each one's character-strings joined (RFC 6376 3.6.2.2);
+    /// strings that are not UTF-8 are left out (a DKIM record is ASCII).
+    async fn txt(&self, name: &str) -> Result<Vec<String>, ResolveError>;
+}
+
 /// A resolver without DNS: host names that are IP addresses resolve to themselves, and
 /// nothing else resolves (MX lookups fail temporarily). For deployments whose routes all name
 /// their next hop by address, and for tests.
@@ -56,6 +65,13 @@ impl MxResolver for LiteralResolver {
     }
 }
 
+#[async_trait]
+impl TxtResolver for LiteralResolver {
+    async fn txt(&self, _: &str) -> Result<Vec<String>, ResolveError> {
+        Err(ResolveError::Temporary("no DNS".into()))
+    }
+}
+
 pub struct HickoryMxResolver {
     resolver: TokioResolver,
 }
@@ -67,6 +83,15 @@ impl HickoryMxResolver {
             .and_then(|b| b.build())
             .map_err(|e| ResolveError::Temporary(e.to_string()))?;
         Ok(HickoryMxResolver { resolver })
+    }
+
+    /// `delivery.nameservers` when set, else the system's resolvers.
+    pub fn configured(servers: &[SocketAddr]) -> Result<Self, ResolveError> {
+        if servers.is_empty() {
+            Self::system()
+        } else {
+            Self::with_nameservers(servers)
+        }
     }
 
     /// Specific DNS servers (tests use an in-process server on a high port).
@@ -171,5 +196,31 @@ impl MxResolver for HickoryMxResolver {
             return Err(ResolveError::NoAddress);
         }
         Ok(addrs)
+    }
+}
+
+#[async_trait]
+impl TxtResolver for HickoryMxResolver {
+    async fn txt(&self, name: &str) -> Result<Vec<String>, ResolveError> {
+        let lookup = self
+            .resolver
+            .txt_lookup(fqdn(name))
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => {
+                    let joined: Vec<u8> = txt
+                        .txt_data
+                        .iter()
+                        .flat_map(|s| s.iter().copied())
+                        .collect();
+                    String::from_utf8(joined).ok()
+                }
+                _ => None,
+            })
+            .collect())
     }
 }
