@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use baton_domain::{BodyType, Domain, Envelope, QueueId, Recipient, TenantId};
 use baton_store::{BlobStore, Ledger, Queue, get_domain};
-use tokio::sync::Semaphore;
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
@@ -25,8 +24,9 @@ pub struct ApiState {
     pub intake: Arc<dyn Queue>,
     /// Names this relay in the Received: field of API mail.
     pub hostname: String,
-    /// Request bodies held at once, in units of `auth::BUDGET_UNIT` bytes.
-    pub body_budget: Semaphore,
+    /// What unauthenticated requests may cost: bodies held at once, in all and per key, and
+    /// key ids recently found unknown.
+    pub limits: auth::RequestLimits,
     /// How identities are checked: DNS for their DKIM records, the relay's own names.
     pub identities: identities::IdentityPolicy,
 }
@@ -40,14 +40,11 @@ impl ApiState {
         hostname: String,
         body_memory: usize,
     ) -> Self {
-        let units = body_memory
-            .max(auth::BODY_LIMIT)
-            .div_ceil(auth::BUDGET_UNIT);
         ApiState {
             ledger,
             blobs,
             intake,
-            body_budget: Semaphore::new(units),
+            limits: auth::RequestLimits::new(body_memory),
             identities: identities::IdentityPolicy::new(&hostname),
             hostname,
         }
@@ -322,108 +319,4 @@ fn rfc5322_date(since_epoch: Duration) -> String {
         .ok()
         .and_then(|t| t.format(format).ok())
         .unwrap_or_default()
-}
-
-/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
-/// finish (for up to `grace`). With `tls`, HTTPS with HTTP/1.1 or HTTP/2 by ALPN; without,
-/// plain HTTP/1.1 or HTTP/2 with prior knowledge.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ApiState>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let app = router(state);
-    let tls = tls.map(|config| {
-        let mut config = (*config).clone();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    });
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            // Full: the client sees the connection close and retries.
-            continue;
-        };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            tower_service::Service::call(&mut app.clone(), request)
-        });
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let builder = connection_builder();
-            let served = match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    watcher
-                        .watch(builder.serve_connection(io, service).into_owned())
-                        .await
-                }
-                None => {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    watcher
-                        .watch(builder.serve_connection(io, service).into_owned())
-                        .await
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, %peer, "API connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("API requests still in flight at the end of the grace period");
-    }
-    Ok(())
-}
-
-/// Connections open at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 4096;
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// A client has this long to send a request's headers (slow-header clients hold a socket,
-/// not more).
-const HEADER_DEADLINE: Duration = Duration::from_secs(30);
-
-fn connection_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_DEADLINE)
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(100)
-        .max_header_list_size(64 * 1024)
-        .keep_alive_interval(Some(Duration::from_secs(60)));
-    builder
 }

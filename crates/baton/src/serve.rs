@@ -332,12 +332,20 @@ async fn spawn_api(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, "SES v2 API listening");
-    let grace = settings.raw.limits.shutdown_grace;
+    let l = &settings.raw.limits;
+    let limits = baton_api::Limits {
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        // An HTTP client that says nothing for a minute is not coming back.
+        idle: l.command_timeout.min(Duration::from_secs(60)),
+        tls_handshake: l.tls_handshake_timeout,
+        grace: l.shutdown_grace,
+    };
     workers.spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = baton_api::serve(listener, state, tls, shutdown, grace).await {
+        if let Err(e) = baton_api::serve(listener, state, tls, limits, shutdown).await {
             tracing::error!(error = %e, "API listener failed");
         }
     });
