@@ -68,8 +68,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-declare -a SMTP_RATES=() API_RATES=()
+declare -a SMTP_RATES=() API_RATES=() SMTP_CPU=() API_CPU=()
+# Server CPU per message during one load, in ms.
+cpu_ms() { python3 -c "print(f'{($2 - $1) * 1000 / $(getconf CLK_TCK) / $MESSAGES:.3f}')"; }
 rate() { python3 -c "print(f'{$1 / $2:.0f}')"; }
+median_f() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # api_load PORT COUNT: ses_load's elapsed seconds; dies unless all COUNT were accepted.
@@ -114,13 +117,17 @@ PY
     # Alternate which goes first, so neither always meets a fuller data dir.
     local first=smtp second=api
     ((r % 2 == 0)) && { first=api; second=smtp; }
+    local c0 c1
     for kind in $first $second; do
+        c0=$(cpu_ticks "$BATON_PID")
         if [[ $kind == smtp ]]; then
             elapsed=$(smtp_load "$port" "$MESSAGES"); SMTP_RATES+=("$(rate "$MESSAGES" "$elapsed")")
-            printf 'round %d  smtp  %6d msgs in %8.3f s = %6s msgs/s\n' "$r" "$MESSAGES" "$elapsed" "${SMTP_RATES[-1]}"
+            c1=$(cpu_ticks "$BATON_PID"); SMTP_CPU+=("$(cpu_ms "$c0" "$c1")")
+            printf 'round %d  smtp  %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${SMTP_RATES[-1]}" "${SMTP_CPU[-1]}"
         else
             elapsed=$(api_load "$api" "$MESSAGES"); API_RATES+=("$(rate "$MESSAGES" "$elapsed")")
-            printf 'round %d  api   %6d msgs in %8.3f s = %6s msgs/s\n' "$r" "$MESSAGES" "$elapsed" "${API_RATES[-1]}"
+            c1=$(cpu_ticks "$BATON_PID"); API_CPU+=("$(cpu_ms "$c0" "$c1")")
+            printf 'round %d  api   %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${API_RATES[-1]}" "${API_CPU[-1]}"
         fi
     done
     count=$(baton_count "$BATON" "$cfg")
@@ -139,3 +146,4 @@ echo "== result (median of $ROUNDS round(s))"
 echo "smtp (smtp-source -d):      $S msgs/s   rounds: ${SMTP_RATES[*]}"
 echo "api  (aws-sdk-sesv2, SigV4): $A msgs/s   rounds: ${API_RATES[*]}"
 echo "ratio api / smtp: $(python3 -c "print(f'{$A / $S:.2f}')")x"
+echo "server CPU per message (median): smtp $(median_f "${SMTP_CPU[@]}") ms, api $(median_f "${API_CPU[@]}") ms"

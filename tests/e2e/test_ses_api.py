@@ -102,8 +102,18 @@ def test_bad_requests_are_refused_with_ses_error_codes_and_nothing_is_queued(api
     assert error_code(lambda: ses.send_email(**simple(headers=[{"Name": "X-A", "Value": "1\r\nBcc: x@evil.test"}]))) == "BadRequestException"
     assert error_code(lambda: ses.send_email(**simple(headers=[{"Name": "Bcc", "Value": "x@evil.test"}]))) == "BadRequestException"
     assert error_code(lambda: ses.send_email(**simple(to="bob@example.org>\r\nRCPT TO:<x@evil.test"))) == "BadRequestException"
-    # A revoked key stops at once.
+    # A revoked key stops within seconds (keys looked up are remembered for 5 s; AWS's own
+    # revocation also takes a few seconds). GetAccount polls without side effects.
     api_relay.cli("key", "revoke", key_id)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            ses.get_account()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "UnrecognizedClientException", e.response
+            break
+        assert time.monotonic() < deadline, "a revoked key still works after 10 s"
+        time.sleep(0.5)
     assert error_code(lambda: ses.send_email(**simple())) == "UnrecognizedClientException"
     assert sinks["good"].messages() == [], "nothing refused may be queued"
     listed = api_relay.cli("key", "list").stdout

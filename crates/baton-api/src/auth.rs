@@ -50,16 +50,22 @@ const HELD_COPIES: usize = 3;
 const MIN_BODY_RATE: usize = 256 * 1024;
 const BODY_GRACE: Duration = Duration::from_secs(10);
 
-/// Unknown key ids are remembered this long, so that guessing costs no ledger read.
+/// Keys looked up are remembered: unknown ids this long, so that guessing costs no ledger
+/// read, and keys in force this long, so that a sending application costs none per request
+/// (a revoked key is refused within this time, as AWS's own revocation takes a few seconds).
 const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
-const MAX_REMEMBERED_UNKNOWN: usize = 10_000;
+const KNOWN_KEY_TTL: Duration = Duration::from_secs(5);
+const MAX_REMEMBERED_KEYS: usize = 10_000;
+
+/// A key's tenant and secret, or None for an unknown or revoked id.
+type Lookup = Option<(TenantId, String)>;
 
 /// Bodies held at once (in all, and per key), and key ids recently found unknown.
 pub struct RequestLimits {
     total: Arc<Semaphore>,
     per_key_units: usize,
     per_key: Mutex<HashMap<String, Arc<Semaphore>>>,
-    unknown: Mutex<HashMap<String, Instant>>,
+    looked_up: Mutex<HashMap<String, (Instant, Lookup)>>,
 }
 
 impl RequestLimits {
@@ -72,7 +78,7 @@ impl RequestLimits {
             total: Arc::new(Semaphore::new(total)),
             per_key_units: (total / 4).max(largest),
             per_key: Mutex::new(HashMap::new()),
-            unknown: Mutex::new(HashMap::new()),
+            looked_up: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,22 +100,27 @@ impl RequestLimits {
         Some((mine, all))
     }
 
-    fn known_unknown(&self, key: &str) -> bool {
-        let unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
-        unknown
-            .get(key)
-            .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
+    /// What an earlier lookup of `id` found, while it may still be trusted.
+    fn remembered(&self, id: &str) -> Option<Lookup> {
+        let looked_up = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, found) = looked_up.get(id)?;
+        let ttl = if found.is_some() {
+            KNOWN_KEY_TTL
+        } else {
+            UNKNOWN_KEY_TTL
+        };
+        (at.elapsed() < ttl).then(|| found.clone())
     }
 
-    fn remember_unknown(&self, key: &str) {
-        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
-        if unknown.len() >= MAX_REMEMBERED_UNKNOWN {
-            unknown.retain(|_, at| at.elapsed() < UNKNOWN_KEY_TTL);
-            if unknown.len() >= MAX_REMEMBERED_UNKNOWN {
-                unknown.clear();
+    fn remember(&self, id: &str, found: Lookup) {
+        let mut looked_up = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+        if looked_up.len() >= MAX_REMEMBERED_KEYS {
+            looked_up.retain(|_, (at, _)| at.elapsed() < UNKNOWN_KEY_TTL);
+            if looked_up.len() >= MAX_REMEMBERED_KEYS {
+                looked_up.clear();
             }
         }
-        unknown.insert(key.to_string(), Instant::now());
+        looked_up.insert(id.to_string(), (Instant::now(), found));
     }
 }
 
@@ -216,11 +227,18 @@ async fn before_body(state: &ApiState, headers: &HeaderMap) -> Result<Checked, A
         )
     };
     let id = &auth.access_key_id;
-    if !keys::is_well_formed(id) || state.limits.known_unknown(id) {
+    if !keys::is_well_formed(id) {
         return Err(unknown());
     }
-    let Some((tenant, secret)) = keys::lookup(state.ledger.as_ref(), id).await? else {
-        state.limits.remember_unknown(id);
+    let found = match state.limits.remembered(id) {
+        Some(found) => found,
+        None => {
+            let found = keys::lookup(state.ledger.as_ref(), id).await?;
+            state.limits.remember(id, found.clone());
+            found
+        }
+    };
+    let Some((tenant, secret)) = found else {
         return Err(unknown());
     };
     Ok(Checked {

@@ -132,7 +132,11 @@ pub(crate) async fn check_owned(
     tenant: &TenantId,
     domains: &[Domain],
 ) -> Result<(), ApiError> {
-    for domain in domains {
+    // The sender's domain is usually the From domain too: one lookup for it.
+    let mut distinct: Vec<&Domain> = domains.iter().collect();
+    distinct.sort_by_key(|d| d.to_string());
+    distinct.dedup();
+    for domain in distinct {
         let owner = get_domain(ledger, domain).await?.map(|d| d.tenant);
         if owner.as_ref() != Some(tenant) {
             return Err(ApiError::rejected(format!(
