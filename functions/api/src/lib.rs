@@ -61,7 +61,9 @@ impl ApiFunction {
             ports.intake,
             settings.raw.hostname.clone(),
             usize::try_from(settings.raw.api.max_body_memory).unwrap_or(usize::MAX),
-        );
+        )
+        // As `baton serve` does: no tenant may claim the HELO name or a bounce domain.
+        .with_relay_names(&[settings.helo_name()], &settings.raw.bounces.subdomain);
         Ok(ApiFunction::new(Arc::new(state)))
     }
 
