@@ -68,7 +68,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-declare -a SMTP_RATES=() API_RATES=() SMTP_CPU=() API_CPU=()
+declare -a SMTP_RATES=() API_RATES=() SMTP_CPU=() API_CPU=() SMTP_CLIENT=() API_CLIENT=()
+# The load generator's CPU per message (user + system), in ms.
+client_ms() { python3 -c "import sys; u, s = open(sys.argv[1]).read().split()[-2:]; print(f'{(float(u) + float(s)) * 1000 / $MESSAGES:.3f}')" "$WORK/client.cpu"; }
 # Server CPU per message during one load, in ms.
 cpu_ms() { python3 -c "print(f'{($2 - $1) * 1000 / $(getconf CLK_TCK) / $MESSAGES:.3f}')"; }
 rate() { python3 -c "print(f'{$1 / $2:.0f}')"; }
@@ -79,7 +81,8 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a
 api_load() {
     local out
     out=$(BATON_API="http://127.0.0.1:$1" AWS_ACCESS_KEY_ID=$KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET \
-        AWS_EC2_METADATA_DISABLED=true "$LOAD" "$SENDER" "$RCPT" "$2" "$CONCURRENCY" "$SIZE" 2>"$WORK/load.err") \
+        AWS_EC2_METADATA_DISABLED=true /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" \
+        "$LOAD" "$SENDER" "$RCPT" "$2" "$CONCURRENCY" "$SIZE" 2>"$WORK/load.err") \
         || { head -n 20 "$WORK/load.err" >&2; die "ses_load failed"; }
     [[ $out == "sent $2 of $2 in "* ]] || { head -n 20 "$WORK/load.err" >&2; die "ses_load: $out"; }
     awk '{print $(NF-1)}' <<<"$out"
@@ -88,7 +91,8 @@ api_load() {
 smtp_load() {
     local t0 t1
     t0=$(now)
-    smtp-source -s "$CONCURRENCY" -d -l "$SIZE" -f "$SENDER" -t "$RCPT" -M client.bench.localhost \
+    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" \
+        smtp-source -s "$CONCURRENCY" -d -l "$SIZE" -f "$SENDER" -t "$RCPT" -M client.bench.localhost \
         -S bench -m "$2" "127.0.0.1:$1" >"$WORK/smtp-source.log" 2>&1 \
         || { cat "$WORK/smtp-source.log" >&2; die "smtp-source failed"; }
     t1=$(now)
@@ -122,12 +126,12 @@ PY
         c0=$(cpu_ticks "$BATON_PID")
         if [[ $kind == smtp ]]; then
             elapsed=$(smtp_load "$port" "$MESSAGES"); SMTP_RATES+=("$(rate "$MESSAGES" "$elapsed")")
-            c1=$(cpu_ticks "$BATON_PID"); SMTP_CPU+=("$(cpu_ms "$c0" "$c1")")
-            printf 'round %d  smtp  %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${SMTP_RATES[-1]}" "${SMTP_CPU[-1]}"
+            c1=$(cpu_ticks "$BATON_PID"); SMTP_CPU+=("$(cpu_ms "$c0" "$c1")"); SMTP_CLIENT+=("$(client_ms)")
+            printf 'round %d  smtp  %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg, client %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${SMTP_RATES[-1]}" "${SMTP_CPU[-1]}" "${SMTP_CLIENT[-1]}"
         else
             elapsed=$(api_load "$api" "$MESSAGES"); API_RATES+=("$(rate "$MESSAGES" "$elapsed")")
-            c1=$(cpu_ticks "$BATON_PID"); API_CPU+=("$(cpu_ms "$c0" "$c1")")
-            printf 'round %d  api   %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${API_RATES[-1]}" "${API_CPU[-1]}"
+            c1=$(cpu_ticks "$BATON_PID"); API_CPU+=("$(cpu_ms "$c0" "$c1")"); API_CLIENT+=("$(client_ms)")
+            printf 'round %d  api   %6d msgs in %8.3f s = %6s msgs/s   server CPU %s ms/msg, client %s ms/msg\n' "$r" "$MESSAGES" "$elapsed" "${API_RATES[-1]}" "${API_CPU[-1]}" "${API_CLIENT[-1]}"
         fi
     done
     count=$(baton_count "$BATON" "$cfg")
@@ -147,3 +151,5 @@ echo "smtp (smtp-source -d):      $S msgs/s   rounds: ${SMTP_RATES[*]}"
 echo "api  (aws-sdk-sesv2, SigV4): $A msgs/s   rounds: ${API_RATES[*]}"
 echo "ratio api / smtp: $(python3 -c "print(f'{$A / $S:.2f}')")x"
 echo "server CPU per message (median): smtp $(median_f "${SMTP_CPU[@]}") ms, api $(median_f "${API_CPU[@]}") ms"
+echo "client CPU per message (median): smtp-source $(median_f "${SMTP_CLIENT[@]}") ms, aws-sdk-sesv2 $(median_f "${API_CLIENT[@]}") ms"
+echo "(client and server share this machine's $(nproc) cores)"
