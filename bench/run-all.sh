@@ -19,6 +19,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "### bench/aws-accept.sh (AWS backend on LocalStack vs raw PutObject+SendMessage)"
     "$ROOT/bench/aws-accept.sh"
     echo
+    echo "### bench/api.sh (SES v2 API sends/s next to SMTP submissions/s, same relay)"
+    "$ROOT/bench/api.sh"
+    echo
     echo "### bench/lambda.sh (function sizes, start to first Runtime API request)"
     "$ROOT/bench/lambda.sh"
 } 2>&1 | tee "$OUT"
