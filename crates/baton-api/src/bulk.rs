@@ -4,12 +4,14 @@
 //! checked once and fails the request; what is an entry's (its addresses, its data, its
 //! rendering) fails only that entry, with SES's per-entry status.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::render::{self, Compiled};
+use crate::render::{self, Compiled, Work};
 use crate::router::{ApiState, accept, check_owned};
 use crate::send::{self, Addressing, Destination, HeaderField, MessageTag, Parts, TemplateRef};
 use crate::templates;
@@ -110,6 +112,7 @@ fn prepare_entry(
     compiled: &Compiled,
     defaults: &serde_json::Map<String, Value>,
     entry: &Entry,
+    work: &Arc<Work>,
 ) -> Result<send::Prepared, ApiError> {
     if entry.replacement_headers.len() > 15 {
         return Err(ApiError::bad_request("ReplacementHeaders: at most 15"));
@@ -122,7 +125,7 @@ fn prepare_entry(
         .and_then(|t| t.replacement_template_data.as_deref());
     let mut data = defaults.clone();
     data.extend(render::parse_data(replacement)?);
-    let rendered = render::render(compiled, &data)?;
+    let rendered = render::render(compiled, &data, work)?;
     let headers = merged_headers(&template.headers, &entry.replacement_headers);
     let addressing = Addressing {
         from: request.from_email_address.as_deref(),
@@ -146,9 +149,9 @@ fn status(e: &ApiError) -> &'static str {
 pub async fn send_bulk(
     state: &ApiState,
     caller: &Caller,
-    request: &BulkRequest,
+    request: BulkRequest,
 ) -> Result<Value, ApiError> {
-    let template = check_request(request)?;
+    let template = check_request(&request)?;
     // The sender (and the feedback address, which becomes the envelope sender): once for
     // every entry.
     let from = request
@@ -168,9 +171,20 @@ pub async fn send_bulk(
     check_owned(state.ledger.as_ref(), &caller.tenant, &domains).await?;
     let compiled = templates::resolve(state.ledger.as_ref(), &caller.tenant, template).await?;
     let defaults = render::parse_data(template.template_data.as_deref())?;
-    let mut results = Vec::with_capacity(request.bulk_email_entries.len());
-    for entry in &request.bulk_email_entries {
-        let outcome = match prepare_entry(request, template, &compiled, &defaults, entry) {
+    // Every entry rendered and built off the runtime, from one budget for the request.
+    let prepared = render::off_runtime(move || {
+        let work = Work::new(render::MAX_BULK_WORK);
+        let template = check_request(&request)?;
+        Ok(request
+            .bulk_email_entries
+            .iter()
+            .map(|entry| prepare_entry(&request, template, &compiled, &defaults, entry, &work))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let mut results = Vec::with_capacity(prepared.len());
+    for entry in prepared {
+        let outcome = match entry {
             Ok(prepared) => accept(state, caller, prepared).await,
             Err(e) => Err(e),
         };
@@ -247,7 +261,8 @@ mod tests {
             render::MAX_INLINE,
         )?;
         let d = render::parse_data(t.template_data.as_deref())?;
-        let p = prepare_entry(r, t, &c, &d, &r.bulk_email_entries[i])?;
+        let work = Work::new(render::MAX_WORK);
+        let p = prepare_entry(r, t, &c, &d, &r.bulk_email_entries[i], &work)?;
         Ok(String::from_utf8_lossy(&p.message).into_owned())
     }
 

@@ -108,15 +108,20 @@ async fn send_email(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request: SendEmailRequest = json_body(&body)?;
-    let rendered = match &request.content.template {
+    let prepared = match &request.content.template {
         Some(t) => {
             let compiled = templates::resolve(state.ledger.as_ref(), &caller.tenant, t).await?;
             let data = render::parse_data(t.template_data.as_deref())?;
-            Some(render::render(&compiled, &data)?)
+            // Rendering is tenant-controlled CPU work: never on the runtime serving SMTP.
+            render::off_runtime(move || {
+                let work = render::Work::new(render::MAX_WORK);
+                let rendered = render::render(&compiled, &data, &work)?;
+                send::prepare(&request, Some(&rendered))
+            })
+            .await?
         }
-        None => None,
+        None => send::prepare(&request, None)?,
     };
-    let prepared = send::prepare(&request, rendered.as_ref())?;
     let mut domains = prepared.author_domains.clone();
     domains.push(send::sender_domain(&prepared.sender)?);
     check_owned(state.ledger.as_ref(), &caller.tenant, &domains).await?;

@@ -95,5 +95,5 @@ async fn send_bulk(
     body: Bytes,
 ) -> Answer {
     let request: bulk::BulkRequest = json_body(&body)?;
-    Ok(Json(bulk::send_bulk(&state, &caller, &request).await?))
+    Ok(Json(bulk::send_bulk(&state, &caller, request).await?))
 }

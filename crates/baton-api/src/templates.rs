@@ -250,11 +250,15 @@ pub async fn test_render(
     let content = load(ledger, tenant, name).await?;
     let compiled = render::compile(&content, render::MAX_STORED)?;
     let data = render::parse_data(Some(&request.template_data))?;
-    let rendered = render::render(&compiled, &data).map_err(|e| ApiError {
-        kind: "BadRequestException",
-        ..e
-    })?;
-    let message = crate::send::preview(&rendered)?;
+    let message = render::off_runtime(move || {
+        let work = render::Work::new(render::MAX_WORK);
+        let rendered = render::render(&compiled, &data, &work).map_err(|e| ApiError {
+            kind: "BadRequestException",
+            ..e
+        })?;
+        crate::send::preview(&rendered)
+    })
+    .await?;
     Ok(json!({ "RenderedTemplate": message }))
 }
 
