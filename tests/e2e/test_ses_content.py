@@ -73,3 +73,43 @@ def test_a_template_that_needs_unbounded_work_is_refused_quickly_and_smtp_stays_
     assert (status, kind) == (400, "MessageRejected") and "too much work" in message, (status, kind, message)
     assert time.monotonic() - started < 2.0
     assert queued(api_relay) == []
+
+
+def test_bare_cr_is_refused_in_raw_and_simple_content_and_nothing_is_queued(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    key_id, secret = new_key(api_relay)
+    raw = f"From: news@acme.test\r\nTo: bob@example.org\r\nSubject: x\r\n\r\n{SMUGGLED}".encode()
+    bodies = [
+        ({**simple(), "Content": {"Raw": {"Data": base64.b64encode(raw).decode()}}}, "Raw.Data"),
+        ({**simple(), "Content": {"Simple": {"Subject": {"Data": "s"},
+                                             "Body": {"Text": {"Data": SMUGGLED}}}}}, "Body.Text"),
+        ({**simple(), "Content": {"Simple": {"Subject": {"Data": "s"},
+                                             "Body": {"Html": {"Data": SMUGGLED}}}}}, "Body.Html"),
+    ]
+    for body, named in bodies:
+        status, kind, message = signed_call(api_relay, key_id, secret, "POST", SEND, body)
+        assert (status, kind) == (400, "BadRequestException") and named in message, (named, status, kind, message)
+    # Rendered into a template: the SES rendering failure.
+    templated = {**simple(), "Content": {"Template": {
+        "TemplateContent": {"Subject": "s", "Text": "{{{t}}}"}, "TemplateData": json.dumps({"t": SMUGGLED})}}}
+    status, kind, _ = signed_call(api_relay, key_id, secret, "POST", SEND, templated)
+    assert (status, kind) == (400, "MessageRejected")
+    assert queued(api_relay) == []
+    assert sinks["good"].messages() == []
+
+
+def test_a_raw_message_with_lf_line_ends_arrives_with_crlf_and_a_valid_signature(api_relay, net):  # noqa: F811
+    dns, _, sinks = net
+    ses = sesv2(api_relay, *new_key(api_relay))
+    raw = b"From: news@acme.test\nTo: bob@example.org\nSubject: lf only\n\nline one\nline two\n"
+    out = ses.send_email(FromEmailAddress="news@acme.test", Destination={"ToAddresses": ["bob@example.org"]},
+                         Content={"Raw": {"Data": raw}})
+    [msg] = sinks["good"].wait_messages(1)
+    results, sigs = dkim_verify(msg, dns)
+    assert len(sigs) == 2 and results == [True, True], results
+    # The test MX writes lines with LF whatever arrived: the stored message shows the CRLFs.
+    assert b"Subject: lf only\n\nline one\nline two\n" in msg, msg
+    stored = api_relay.message(out["MessageId"])
+    assert b"Subject: lf only\r\n\r\nline one\r\nline two\r\n" in stored, stored
+    assert b"\n" not in stored.replace(b"\r\n", b""), "every stored line ends in CRLF"
+    assert "delivered" in wait_show(api_relay, out["MessageId"], "delivered")

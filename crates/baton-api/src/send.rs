@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::attachments::{self, Attachment};
 use crate::error::ApiError;
-use crate::render::{Rendered, TemplateContent};
+use crate::render::{Rendered, TemplateContent, has_bare_cr};
 
 /// SES's limits: 40 MB of raw message, 50 recipients.
 pub const MAX_RAW: usize = 40 * 1024 * 1024;
@@ -364,6 +364,43 @@ pub fn preview(rendered: &Rendered) -> Result<String, ApiError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Text and HTML bodies may end lines with LF or CRLF (mail-builder writes CRLF), but a bare
+/// CR would survive it, and a next hop may end a line there.
+fn check_bodies(parts: &Parts) -> Result<(), ApiError> {
+    for (what, body) in [
+        ("Body.Text.Data", parts.text),
+        ("Body.Html.Data", parts.html),
+    ] {
+        if body.is_some_and(|b| has_bare_cr(b.as_bytes())) {
+            return Err(ApiError::bad_request(format!(
+                "{what} must not contain a CR that does not end a line"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A Raw message as stored: every line ends in CRLF. LF alone is taken as a line end (SDK
+/// users write messages with "\n", and SES takes them); a CR alone is refused.
+fn normalise_raw(message: &[u8]) -> Result<Vec<u8>, ApiError> {
+    if has_bare_cr(message) {
+        return Err(ApiError::bad_request(
+            "Raw.Data must not contain a CR that does not end a line",
+        ));
+    }
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
+    for (i, b) in message.iter().enumerate() {
+        if *b == b'\n' && (i == 0 || message[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(*b);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(out)
+}
+
 fn build(
     parts: &Parts,
     from: Option<(Option<String>, &Mailbox)>,
@@ -372,6 +409,7 @@ fn build(
     reply_to: &[(Option<String>, String)],
 ) -> Result<Vec<u8>, ApiError> {
     no_controls("Subject", parts.subject)?;
+    check_bodies(parts)?;
     let list = |items: &[(Option<String>, String)]| -> Address<'static> {
         Address::new_list(
             items
@@ -467,6 +505,10 @@ fn prepare_raw(
     if message.contains(&0) {
         return Err(ApiError::bad_request("Raw.Data must not contain NUL"));
     }
+    let message = normalise_raw(&message)?;
+    if message.len() > MAX_RAW {
+        return Err(ApiError::bad_request("Raw.Data is larger than 40 MB"));
+    }
     let facts = baton_domain::HeaderFacts::parse(&message);
     facts.author_check().map_err(|e| {
         ApiError::bad_request(format!(
@@ -499,4 +541,86 @@ fn prepare_raw(
 pub fn sender_domain(sender: &Mailbox) -> Result<Domain, ApiError> {
     Domain::parse(&sender.domain().to_string())
         .map_err(|e| ApiError::bad_request(format!("sender domain: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const SMUGGLED: &str = "hello\r.\rMAIL FROM:<ceo@other.test>\r\nRCPT TO:<v@example.org>\r\n";
+
+    fn request(content: serde_json::Value) -> SendEmailRequest {
+        serde_json::from_value(serde_json::json!({
+            "FromEmailAddress": "news@acme.test",
+            "Destination": {"ToAddresses": ["bob@example.org"]},
+            "Content": content,
+        }))
+        .expect("a request")
+    }
+
+    fn simple(text: &str, html: &str) -> SendEmailRequest {
+        request(serde_json::json!({"Simple": {
+            "Subject": {"Data": "s"},
+            "Body": {"Text": {"Data": text}, "Html": {"Data": html}},
+        }}))
+    }
+
+    fn raw(message: &[u8]) -> SendEmailRequest {
+        let data = base64::engine::general_purpose::STANDARD.encode(message);
+        request(serde_json::json!({"Raw": {"Data": data}}))
+    }
+
+    /// Every line of `m` ends in CRLF, and CR appears only there.
+    fn crlf_only(m: &[u8]) -> bool {
+        m.ends_with(b"\r\n")
+            && m.iter().enumerate().all(|(i, b)| match b {
+                b'\r' => m.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && m[i - 1] == b'\r',
+                _ => true,
+            })
+    }
+
+    #[test]
+    fn bare_cr_is_refused_in_raw_and_simple_content_naming_the_field() {
+        let e = prepare(
+            &raw(format!("From: a@acme.test\r\n\r\n{SMUGGLED}").as_bytes()),
+            None,
+        )
+        .expect_err("refused");
+        assert_eq!(e.kind, "BadRequestException");
+        assert!(e.message.contains("Raw.Data"), "{e}");
+        for (text, html, field) in [(SMUGGLED, "h", "Body.Text"), ("t", SMUGGLED, "Body.Html")] {
+            let e = prepare(&simple(text, html), None).expect_err("refused");
+            assert_eq!(e.kind, "BadRequestException");
+            assert!(e.message.contains(field), "{e}");
+        }
+        // Rendered template parts go through the same builder.
+        let rendered = Rendered {
+            subject: "s".into(),
+            text: Some(SMUGGLED.into()),
+            html: None,
+        };
+        assert!(preview(&rendered).is_err());
+    }
+
+    #[test]
+    fn raw_lf_line_ends_become_crlf_and_every_stored_line_ends_in_crlf() {
+        let p = prepare(
+            &raw(b"From: a@acme.test\nSubject: x\n\nline one\r\nline two"),
+            None,
+        )
+        .expect("accepted");
+        assert_eq!(
+            p.message,
+            b"From: a@acme.test\r\nSubject: x\r\n\r\nline one\r\nline two\r\n"
+        );
+        // Simple text with LF is fine: mail-builder writes CRLF.
+        let p = prepare(&simple("a\nb\r\nc", "<p>\n</p>"), None).expect("accepted");
+        assert!(
+            crlf_only(&p.message),
+            "{}",
+            String::from_utf8_lossy(&p.message)
+        );
+    }
 }
