@@ -113,3 +113,23 @@ def test_a_raw_message_with_lf_line_ends_arrives_with_crlf_and_a_valid_signature
     assert b"Subject: lf only\r\n\r\nline one\r\nline two\r\n" in stored, stored
     assert b"\n" not in stored.replace(b"\r\n", b""), "every stored line ends in CRLF"
     assert "delivered" in wait_show(api_relay, out["MessageId"], "delivered")
+
+
+def test_headers_that_claim_an_identity_are_refused_in_send_and_bulk(api_relay, net):  # noqa: F811
+    _, _, sinks = net
+    key_id, secret = new_key(api_relay)
+    for name in ["Sender", "Resent-From", "Authentication-Results", "ARC-Seal", "DKIM-Signature"]:
+        body = simple(headers=[{"Name": name, "Value": "ceo@other.test"}])
+        status, kind, message = signed_call(api_relay, key_id, secret, "POST", SEND, body)
+        assert (status, kind) == (400, "BadRequestException") and name in message, (name, status, kind, message)
+    bulk = {
+        "FromEmailAddress": "news@acme.test",
+        "DefaultContent": {"Template": {"TemplateContent": {"Subject": "s", "Text": "t"}}},
+        "BulkEmailEntries": [{"Destination": {"ToAddresses": ["bob@example.org"]},
+                              "ReplacementHeaders": [{"Name": "Sender", "Value": "ceo@other.test"}]}],
+    }
+    status, _, answer = signed_call(api_relay, key_id, secret, "POST", "/v2/email/outbound-bulk-emails", bulk)
+    [result] = json.loads(answer)["BulkEmailEntryResults"]
+    assert status == 200 and result["Status"] == "INVALID_PARAMETER" and "Sender" in result["Error"], answer
+    assert queued(api_relay) == []
+    assert sinks["good"].messages() == []

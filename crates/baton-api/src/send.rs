@@ -466,9 +466,16 @@ fn check_header(h: &HeaderField) -> Result<(), ApiError> {
         "content-transfer-encoding",
         "content-disposition",
         "dkim-signature",
+        "domainkey-signature",
         "received",
         "return-path",
+        // Who sent it and what was checked: set by the relay and the hops after it, never
+        // by a tenant (they would claim another's identity or results).
+        "sender",
+        "authentication-results",
     ];
+    // Resent-From, Resent-Sender, ...; ARC-Seal, ARC-Message-Signature, ...
+    let reserved_prefixes = ["resent-", "arc-"];
     let ok_name = !h.name.is_empty()
         && h.name.len() <= 76
         && h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -478,7 +485,9 @@ fn check_header(h: &HeaderField) -> Result<(), ApiError> {
             h.name
         )));
     }
-    if reserved.contains(&h.name.to_ascii_lowercase().as_str()) {
+    let lower = h.name.to_ascii_lowercase();
+    if reserved.contains(&lower.as_str()) || reserved_prefixes.iter().any(|p| lower.starts_with(p))
+    {
         return Err(ApiError::bad_request(format!(
             "header {} is set by SES fields, not Headers",
             h.name
@@ -602,6 +611,33 @@ mod tests {
             html: None,
         };
         assert!(preview(&rendered).is_err());
+    }
+
+    #[test]
+    fn headers_that_claim_an_identity_or_results_are_refused_naming_them() {
+        for name in [
+            "Sender",
+            "resent-from",
+            "Resent-Sender",
+            "Authentication-Results",
+            "ARC-Seal",
+            "arc-authentication-results",
+            "DKIM-Signature",
+            "Received",
+        ] {
+            let h = HeaderField {
+                name: name.into(),
+                value: "v".into(),
+            };
+            let e = check_header(&h).expect_err(name);
+            assert_eq!(e.kind, "BadRequestException");
+            assert!(e.message.contains(name), "{e}");
+        }
+        let ok = HeaderField {
+            name: "X-Resent".into(),
+            value: "v".into(),
+        };
+        assert!(check_header(&ok).is_ok());
     }
 
     #[test]
