@@ -113,6 +113,7 @@ fn prepare_entry(
     defaults: &serde_json::Map<String, Value>,
     entry: &Entry,
     work: &Arc<Work>,
+    hostname: &str,
 ) -> Result<send::Prepared, ApiError> {
     if entry.replacement_headers.len() > 15 {
         return Err(ApiError::bad_request("ReplacementHeaders: at most 15"));
@@ -131,6 +132,7 @@ fn prepare_entry(
         from: request.from_email_address.as_deref(),
         reply_to: &request.reply_to_addresses,
         feedback: request.feedback_forwarding_email_address.as_deref(),
+        hostname,
     };
     let parts = Parts::rendered(&rendered, &headers, &template.attachments);
     send::compose(&addressing, Some(&entry.destination), &parts)
@@ -172,13 +174,18 @@ pub async fn send_bulk(
     let compiled = templates::resolve(state.ledger.as_ref(), &caller.tenant, template).await?;
     let defaults = render::parse_data(template.template_data.as_deref())?;
     // Every entry rendered and built off the runtime, from one budget for the request.
+    let hostname = state.hostname.clone();
     let prepared = render::off_runtime(move || {
         let work = Work::new(render::MAX_BULK_WORK);
         let template = check_request(&request)?;
         Ok(request
             .bulk_email_entries
             .iter()
-            .map(|entry| prepare_entry(&request, template, &compiled, &defaults, entry, &work))
+            .map(|entry| {
+                prepare_entry(
+                    &request, template, &compiled, &defaults, entry, &work, &hostname,
+                )
+            })
             .collect::<Vec<_>>())
     })
     .await?;
@@ -262,7 +269,7 @@ mod tests {
         )?;
         let d = render::parse_data(t.template_data.as_deref())?;
         let work = Work::new(render::MAX_WORK);
-        let p = prepare_entry(r, t, &c, &d, &r.bulk_email_entries[i], &work)?;
+        let p = prepare_entry(r, t, &c, &d, &r.bulk_email_entries[i], &work, "relay.test")?;
         Ok(String::from_utf8_lossy(&p.message).into_owned())
     }
 

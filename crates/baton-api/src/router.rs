@@ -113,14 +113,15 @@ async fn send_email(
             let compiled = templates::resolve(state.ledger.as_ref(), &caller.tenant, t).await?;
             let data = render::parse_data(t.template_data.as_deref())?;
             // Rendering is tenant-controlled CPU work: never on the runtime serving SMTP.
+            let hostname = state.hostname.clone();
             render::off_runtime(move || {
                 let work = render::Work::new(render::MAX_WORK);
                 let rendered = render::render(&compiled, &data, &work)?;
-                send::prepare(&request, Some(&rendered))
+                send::prepare(&request, Some(&rendered), &hostname)
             })
             .await?
         }
-        None => send::prepare(&request, None)?,
+        None => send::prepare(&request, None, &state.hostname)?,
     };
     let mut domains = prepared.author_domains.clone();
     domains.push(send::sender_domain(&prepared.sender)?);

@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use baton_domain::{Domain, Mailbox};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
+use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text as TextHeader;
 use serde::Deserialize;
 
 use crate::attachments::{self, Attachment};
@@ -20,6 +22,9 @@ use crate::render::{Rendered, TemplateContent, has_bare_cr};
 /// SES's limits: 40 MB of raw message, 50 recipients.
 pub const MAX_RAW: usize = 40 * 1024 * 1024;
 pub const MAX_RECIPIENTS: usize = 50;
+/// SES: a custom header's value is at most 870 characters, so with a name (at most 76 here)
+/// its line stays within RFC 5322's 998 octets.
+pub const MAX_HEADER_VALUE: usize = 870;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -176,6 +181,8 @@ pub struct Addressing<'a> {
     /// its domain must be the tenant's too (the caller checks `Prepared::author_domains` and
     /// the sender's domain).
     pub feedback: Option<&'a str>,
+    /// The relay's hostname: the right side of the Message-ID.
+    pub hostname: &'a str,
 }
 
 /// What goes into the MIME message besides the addresses.
@@ -238,6 +245,7 @@ pub fn note_configuration_set(name: Option<&str>) {
 pub fn prepare(
     request: &SendEmailRequest,
     rendered: Option<&Rendered>,
+    hostname: &str,
 ) -> Result<Prepared, ApiError> {
     if request.from_email_address_identity_arn.is_some()
         || request
@@ -256,6 +264,7 @@ pub fn prepare(
         from: request.from_email_address.as_deref(),
         reply_to: &request.reply_to_addresses,
         feedback: request.feedback_forwarding_email_address.as_deref(),
+        hostname,
     };
     let destination = request.destination.as_ref();
     let content = &request.content;
@@ -346,7 +355,13 @@ pub fn compose(
         let (name, mailbox) = address("ReplyToAddresses", value)?;
         reply_to.push((name, mailbox.to_string()));
     }
-    let message = build(parts, Some((from_name, &from)), &to, &cc, &reply_to)?;
+    let addresses = Addresses {
+        from: Some((from_name, &from)),
+        to: &to,
+        cc: &cc,
+        reply_to: &reply_to,
+    };
+    let message = build(parts, &addresses, addressing.hostname)?;
     Ok(Prepared {
         author_domains: vec![sender_domain(&from)?],
         sender: envelope_sender(addressing, &from)?,
@@ -357,9 +372,15 @@ pub fn compose(
 
 /// TestRenderEmailTemplate's answer: the rendered template as a whole MIME message, without
 /// addresses (there are none yet).
-pub fn preview(rendered: &Rendered) -> Result<String, ApiError> {
+pub fn preview(rendered: &Rendered, hostname: &str) -> Result<String, ApiError> {
     let parts = Parts::rendered(rendered, &[], &[]);
-    let bytes = build(&parts, None, &[], &[], &[])?;
+    let addresses = Addresses {
+        from: None,
+        to: &[],
+        cc: &[],
+        reply_to: &[],
+    };
+    let bytes = build(&parts, &addresses, hostname)?;
     // Written by mail-builder from UTF-8 text: 7-bit or encoded, never invalid.
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
@@ -401,13 +422,32 @@ fn normalise_raw(message: &[u8]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-fn build(
-    parts: &Parts,
-    from: Option<(Option<String>, &Mailbox)>,
-    to: &[(Option<String>, String)],
-    cc: &[(Option<String>, String)],
-    reply_to: &[(Option<String>, String)],
-) -> Result<Vec<u8>, ApiError> {
+/// The address fields of a message being built (none for a preview).
+struct Addresses<'a> {
+    from: Option<(Option<String>, &'a Mailbox)>,
+    to: &'a [(Option<String>, String)],
+    cc: &'a [(Option<String>, String)],
+    reply_to: &'a [(Option<String>, String)],
+}
+
+/// `<random@hostname>`: the relay's name, not the machine's (mail-builder's default).
+fn message_id(hostname: &str) -> Result<String, ApiError> {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| ApiError::unavailable("no randomness for a Message-ID; retry"))?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{hex}@{hostname}"))
+}
+
+fn build(parts: &Parts, addresses: &Addresses, hostname: &str) -> Result<Vec<u8>, ApiError> {
+    let Addresses {
+        from,
+        to,
+        cc,
+        reply_to,
+    } = addresses;
     no_controls("Subject", parts.subject)?;
     check_bodies(parts)?;
     let list = |items: &[(Option<String>, String)]| -> Address<'static> {
@@ -418,9 +458,11 @@ fn build(
                 .collect(),
         )
     };
-    let mut builder = MessageBuilder::new().subject(parts.subject.to_string());
+    let mut builder = MessageBuilder::new()
+        .message_id(MessageId::new(message_id(hostname)?))
+        .subject(parts.subject.to_string());
     if let Some((name, from)) = from {
-        builder = builder.from(Address::new_address(name, from.to_string()));
+        builder = builder.from(Address::new_address(name.clone(), from.to_string()));
     }
     if !to.is_empty() {
         builder = builder.to(list(to));
@@ -433,7 +475,13 @@ fn build(
     }
     for h in parts.headers {
         check_header(h)?;
-        builder = builder.header(Cow::Owned(h.name.clone()), Raw::new(h.value.clone()));
+        let name = Cow::Owned(h.name.clone());
+        // 8-bit values are RFC 2047-encoded; ASCII ones are written as given.
+        builder = if h.value.is_ascii() {
+            builder.header(name, Raw::new(h.value.clone()))
+        } else {
+            builder.header(name, TextHeader::new(h.value.clone()))
+        };
     }
     builder = builder.body(attachments::body(
         parts.text,
@@ -490,6 +538,12 @@ fn check_header(h: &HeaderField) -> Result<(), ApiError> {
     {
         return Err(ApiError::bad_request(format!(
             "header {} is set by SES fields, not Headers",
+            h.name
+        )));
+    }
+    if h.value.chars().count() > MAX_HEADER_VALUE {
+        return Err(ApiError::bad_request(format!(
+            "header {}: the value is longer than {MAX_HEADER_VALUE} characters",
             h.name
         )));
     }
@@ -592,7 +646,7 @@ mod tests {
 
     #[test]
     fn bare_cr_is_refused_in_raw_and_simple_content_naming_the_field() {
-        let e = prepare(
+        let e = prepare_at(
             &raw(format!("From: a@acme.test\r\n\r\n{SMUGGLED}").as_bytes()),
             None,
         )
@@ -600,7 +654,7 @@ mod tests {
         assert_eq!(e.kind, "BadRequestException");
         assert!(e.message.contains("Raw.Data"), "{e}");
         for (text, html, field) in [(SMUGGLED, "h", "Body.Text"), ("t", SMUGGLED, "Body.Html")] {
-            let e = prepare(&simple(text, html), None).expect_err("refused");
+            let e = prepare_at(&simple(text, html), None).expect_err("refused");
             assert_eq!(e.kind, "BadRequestException");
             assert!(e.message.contains(field), "{e}");
         }
@@ -610,7 +664,62 @@ mod tests {
             text: Some(SMUGGLED.into()),
             html: None,
         };
-        assert!(preview(&rendered).is_err());
+        assert!(preview(&rendered, "relay.test").is_err());
+    }
+
+    fn prepare_at(r: &SendEmailRequest, rendered: Option<&Rendered>) -> Result<Prepared, ApiError> {
+        prepare(r, rendered, "relay.example")
+    }
+
+    #[test]
+    fn header_values_are_encoded_when_8bit_capped_in_length_and_message_ids_name_the_relay() {
+        let mut r = simple("t", "h");
+        let headers = serde_json::json!([
+            {"Name": "X-Greeting", "Value": "Grüße aus Köln"},
+            {"Name": "X-Plain", "Value": "ascii as is"},
+        ]);
+        let with = |r: &mut SendEmailRequest, h: serde_json::Value| {
+            if let Some(simple) = r.content.simple.as_mut() {
+                simple.headers = serde_json::from_value(h).expect("headers");
+            }
+        };
+        with(&mut r, headers);
+        let p = prepare_at(&r, None).expect("accepted");
+        assert!(
+            p.message.is_ascii(),
+            "{}",
+            String::from_utf8_lossy(&p.message)
+        );
+        let text = String::from_utf8_lossy(&p.message).into_owned();
+        assert!(text.contains("X-Greeting: =?utf-8?"), "{text}");
+        assert!(text.contains("X-Plain: ascii as is\r\n"), "{text}");
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <"))
+            .expect("a Message-ID");
+        assert!(id.ends_with("@relay.example>") && id.len() > 32, "{id}");
+        assert!(text.lines().all(|l| l.len() <= 998));
+        // SES's limit: 870 characters; a longer value (one that would make a line over 998
+        // octets) is refused naming the header.
+        with(
+            &mut r,
+            serde_json::json!([{"Name": "X-Long", "Value": "a".repeat(MAX_HEADER_VALUE)}]),
+        );
+        let p = prepare_at(&r, None).expect("at the limit");
+        assert!(
+            String::from_utf8_lossy(&p.message)
+                .lines()
+                .all(|l| l.len() <= 998)
+        );
+        with(
+            &mut r,
+            serde_json::json!([{"Name": "X-Long", "Value": "a".repeat(MAX_HEADER_VALUE + 1)}]),
+        );
+        let e = prepare_at(&r, None).expect_err("too long");
+        assert!(
+            e.kind == "BadRequestException" && e.message.contains("X-Long"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -642,7 +751,7 @@ mod tests {
 
     #[test]
     fn raw_lf_line_ends_become_crlf_and_every_stored_line_ends_in_crlf() {
-        let p = prepare(
+        let p = prepare_at(
             &raw(b"From: a@acme.test\nSubject: x\n\nline one\r\nline two"),
             None,
         )
@@ -652,7 +761,7 @@ mod tests {
             b"From: a@acme.test\r\nSubject: x\r\n\r\nline one\r\nline two\r\n"
         );
         // Simple text with LF is fine: mail-builder writes CRLF.
-        let p = prepare(&simple("a\nb\r\nc", "<p>\n</p>"), None).expect("accepted");
+        let p = prepare_at(&simple("a\nb\r\nc", "<p>\n</p>"), None).expect("accepted");
         assert!(
             crlf_only(&p.message),
             "{}",

@@ -84,8 +84,14 @@ async fn render_template(
     body: Bytes,
 ) -> Answer {
     let request: templates::RenderRequest = json_body(&body)?;
-    let out =
-        templates::test_render(state.ledger.as_ref(), &caller.tenant, &name, &request).await?;
+    let out = templates::test_render(
+        state.ledger.as_ref(),
+        &caller.tenant,
+        &name,
+        &request,
+        &state.hostname,
+    )
+    .await?;
     Ok(Json(out))
 }
 

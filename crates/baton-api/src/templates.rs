@@ -246,17 +246,19 @@ pub async fn test_render(
     tenant: &TenantId,
     name: &str,
     request: &RenderRequest,
+    hostname: &str,
 ) -> Result<Value, ApiError> {
     let content = load(ledger, tenant, name).await?;
     let compiled = render::compile(&content, render::MAX_STORED)?;
     let data = render::parse_data(Some(&request.template_data))?;
+    let hostname = hostname.to_string();
     let message = render::off_runtime(move || {
         let work = render::Work::new(render::MAX_WORK);
         let rendered = render::render(&compiled, &data, &work).map_err(|e| ApiError {
             kind: "BadRequestException",
             ..e
         })?;
-        crate::send::preview(&rendered)
+        crate::send::preview(&rendered, &hostname)
     })
     .await?;
     Ok(json!({ "RenderedTemplate": message }))
