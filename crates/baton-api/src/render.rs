@@ -28,6 +28,7 @@ use handlebars::{
     Output, RenderContext, RenderError, RenderErrorReason, Renderable, Template,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
@@ -111,12 +112,20 @@ impl Work {
     }
 }
 
-/// Runs `job` (rendering, building) on a blocking thread, at most [`MAX_RENDERS`] at once.
+/// Runs `job` (parsing, rendering, building) on a blocking thread, at most [`MAX_RENDERS`]
+/// at once.
 pub async fn off_runtime<T: Send + 'static>(
     job: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RENDERS);
-    let permit = RENDERS
+    static RENDERS: Semaphore = Semaphore::const_new(MAX_RENDERS);
+    limited(&RENDERS, job).await
+}
+
+async fn limited<T: Send + 'static>(
+    slots: &'static Semaphore,
+    job: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = slots
         .try_acquire()
         .map_err(|_| ApiError::throttled("too many templates are rendering; retry later"))?;
     let outcome = tokio::task::spawn_blocking(move || {
@@ -796,18 +805,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn renderings_run_off_the_runtime_and_too_many_at_once_are_throttled() {
+        // Its own slots: other tests render (through `off_runtime`) at the same time.
+        static SLOTS: Semaphore = Semaphore::const_new(MAX_RENDERS);
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let wait = Arc::new(std::sync::Mutex::new(wait));
         let mut running = Vec::new();
         for _ in 0..MAX_RENDERS {
             let wait = wait.clone();
-            running.push(tokio::spawn(off_runtime(move || {
+            running.push(tokio::spawn(limited(&SLOTS, move || {
                 let _ = wait.lock().map(|w| w.recv());
                 Ok(())
             })));
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let e = off_runtime(|| Ok(())).await.expect_err("throttled");
+        let e = limited(&SLOTS, || Ok(())).await.expect_err("throttled");
         assert_eq!(e.kind, "TooManyRequestsException");
         for _ in 0..MAX_RENDERS {
             release.send(()).expect("send");
@@ -815,7 +826,7 @@ mod tests {
         for r in running {
             r.await.expect("joined").expect("ran");
         }
-        off_runtime(|| Ok(())).await.expect("a permit again");
+        limited(&SLOTS, || Ok(())).await.expect("a permit again");
     }
 
     #[test]

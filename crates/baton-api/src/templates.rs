@@ -119,7 +119,7 @@ pub async fn create(
 ) -> Result<Value, ApiError> {
     let name = &request.template_name;
     check_name(name)?;
-    render::compile(&request.template_content, render::MAX_STORED)?;
+    compile_off_runtime(request.template_content.clone(), render::MAX_STORED).await?;
     if ledger.scan(TABLE, &list_prefix(tenant)).await?.len() >= MAX_TEMPLATES {
         return Err(ApiError {
             status: axum::http::StatusCode::BAD_REQUEST,
@@ -158,7 +158,7 @@ pub async fn update(
     request: &UpdateRequest,
 ) -> Result<Value, ApiError> {
     let (old, _) = load_stored(ledger, tenant, name).await?;
-    render::compile(&request.template_content, render::MAX_STORED)?;
+    compile_off_runtime(request.template_content.clone(), render::MAX_STORED).await?;
     // Compare-and-swap on the stored bytes: a template deleted meanwhile is not brought back.
     if !ledger
         .replace_if(
@@ -249,7 +249,7 @@ pub async fn test_render(
     hostname: &str,
 ) -> Result<Value, ApiError> {
     let content = load(ledger, tenant, name).await?;
-    let compiled = render::compile(&content, render::MAX_STORED)?;
+    let compiled = compile_off_runtime(content, render::MAX_STORED).await?;
     let data = render::parse_data(Some(&request.template_data))?;
     let hostname = hostname.to_string();
     let message = render::off_runtime(move || {
@@ -262,6 +262,12 @@ pub async fn test_render(
     })
     .await?;
     Ok(json!({ "RenderedTemplate": message }))
+}
+
+/// Parsing a large template takes a while (see `render::MAX_TAG_OFFSETS`): never on the
+/// runtime that serves SMTP.
+async fn compile_off_runtime(content: TemplateContent, max: usize) -> Result<Compiled, ApiError> {
+    render::off_runtime(move || render::compile(&content, max)).await
 }
 
 /// The name in a template ARN (`arn:aws:ses:REGION:ACCOUNT:template/NAME`). The account is
@@ -300,9 +306,9 @@ pub async fn resolve(
     };
     match (name, &t.template_content) {
         (Some(name), None) => {
-            render::compile(&load(ledger, tenant, name).await?, render::MAX_STORED)
+            compile_off_runtime(load(ledger, tenant, name).await?, render::MAX_STORED).await
         }
-        (None, Some(content)) => render::compile(content, render::MAX_INLINE),
+        (None, Some(content)) => compile_off_runtime(content.clone(), render::MAX_INLINE).await,
         _ => Err(ApiError::bad_request(
             "Template needs exactly one of TemplateName (or TemplateArn) and TemplateContent",
         )),
