@@ -97,7 +97,8 @@ pub async fn handle(
         return Ok(Disposition::Done);
     }
     if let Some(tenant) = &envelope.tenant
-        && let Some(over) = crate::quota::take(ledger, tenant, now).await?
+        && let Some(over) =
+            crate::quota::take(ledger, tenant, envelope.recipients.len() as u64, now).await?
     {
         record_event(
             ledger,

@@ -63,10 +63,12 @@ pub struct OverQuota {
     pub retry_after: Duration,
 }
 
-/// Counts one message against the tenant's quotas, or says how long it must wait.
+/// Counts one message against the tenant's quotas, or says how long it must wait. Its
+/// `recipients` are counted by the hour for SentLast24Hours (SES counts each recipient).
 pub async fn take(
     ledger: &dyn Ledger,
     tenant: &TenantId,
+    recipients: u64,
     now_ms: i64,
 ) -> Result<Option<OverQuota>, StageError> {
     let settings = tenant_settings(ledger, tenant).await?;
@@ -92,16 +94,24 @@ pub async fn take(
     // the current second.
     for (limit, kind, window, reason, retry_after) in checks {
         let Some(limit) = limit else { continue };
-        if !bump(ledger, &format!("{}/{kind}", tenant.0), window, Some(limit)).await? {
+        if !bump(
+            ledger,
+            &format!("{}/{kind}", tenant.0),
+            window,
+            1,
+            Some(limit),
+        )
+        .await?
+        {
             return Ok(Some(OverQuota {
                 reason,
                 retry_after,
             }));
         }
     }
-    // Every message is counted by the hour too, for SentLast24Hours (GetAccount).
+    // Every recipient is counted by the hour too, for SentLast24Hours (GetAccount).
     let hour = second / 3600;
-    bump(ledger, &hour_key(tenant, hour), hour, None).await?;
+    bump(ledger, &hour_key(tenant, hour), hour, recipients, None).await?;
     Ok(None)
 }
 
@@ -109,7 +119,7 @@ fn hour_key(tenant: &TenantId, hour: i64) -> String {
     format!("{}/h/{hour}", tenant.0)
 }
 
-/// Messages counted in the 24 hours up to `now_ms` (whole hours: the current one and the 23
+/// Recipients counted in the 24 hours up to `now_ms` (whole hours: the current one and the 23
 /// before it).
 pub async fn sent_last_24_hours(
     ledger: &dyn Ledger,
@@ -129,12 +139,13 @@ pub async fn sent_last_24_hours(
     Ok(total)
 }
 
-/// Adds one to the counter at `key` for `window` (a new window starts at zero), unless it
+/// Adds `n` to the counter at `key` for `window` (a new window starts at zero), unless it
 /// has reached `limit`: false then. Compare-and-swap, so no increment is lost.
 async fn bump(
     ledger: &dyn Ledger,
     key: &str,
     window: i64,
+    n: u64,
     limit: Option<u64>,
 ) -> Result<bool, StageError> {
     for _ in 0..20 {
@@ -153,7 +164,7 @@ async fn bump(
         }
         let new = serde_json::to_vec(&Counter {
             window,
-            count: count + 1,
+            count: count + n,
         })
         .unwrap_or_default();
         let wrote = match &old {
@@ -231,7 +242,7 @@ mod tests {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let (ledger, t) = (ledger.clone(), t.clone());
-            set.spawn(async move { take(ledger.as_ref(), &t, 1_000).await });
+            set.spawn(async move { take(ledger.as_ref(), &t, 1, 1_000).await });
         }
         let mut allowed = 0;
         while let Some(r) = set.join_next().await {
@@ -247,7 +258,7 @@ mod tests {
         let ledger = MemoryLedger::default();
         let t = TenantId("acme".into());
         assert_eq!(
-            take(&ledger, &t, 0).await.expect("take"),
+            take(&ledger, &t, 1, 0).await.expect("take"),
             None,
             "no quota set"
         );
@@ -257,47 +268,49 @@ mod tests {
         };
         put_tenant_settings(&ledger, &t, &s).await.expect("put");
         let t0 = 86_400_000 * 10;
-        assert_eq!(take(&ledger, &t, t0).await.expect("1"), None);
-        assert_eq!(take(&ledger, &t, t0 + 10).await.expect("2"), None);
-        let over = take(&ledger, &t, t0 + 20)
+        assert_eq!(take(&ledger, &t, 1, t0).await.expect("1"), None);
+        assert_eq!(take(&ledger, &t, 1, t0 + 10).await.expect("2"), None);
+        let over = take(&ledger, &t, 1, t0 + 20)
             .await
             .expect("3")
             .expect("per second");
         assert_eq!(over.retry_after, Duration::from_millis(980));
         assert_eq!(
-            take(&ledger, &t, t0 + 1000).await.expect("4"),
+            take(&ledger, &t, 1, t0 + 1000).await.expect("4"),
             None,
             "next second"
         );
-        let over = take(&ledger, &t, t0 + 2000)
+        let over = take(&ledger, &t, 1, t0 + 2000)
             .await
             .expect("5")
             .expect("per day");
         assert_eq!(over.reason, "over the daily quota");
         assert_eq!(
-            take(&ledger, &t, t0 + 86_400_000).await.expect("next day"),
+            take(&ledger, &t, 1, t0 + 86_400_000)
+                .await
+                .expect("next day"),
             None
         );
     }
 
     #[tokio::test]
-    async fn sent_last_24_hours_counts_whole_hours_back() {
+    async fn sent_last_24_hours_counts_recipients_whole_hours_back() {
         let ledger = MemoryLedger::default();
         let t = TenantId("acme".into());
         let other = TenantId("other".into());
         let hour = 3_600_000;
         let t0 = 86_400_000 * 10;
-        for at in [t0, t0 + 1, t0 + hour, t0 + 23 * hour] {
-            assert_eq!(take(&ledger, &t, at).await.expect("take"), None);
+        for (at, recipients) in [(t0, 1), (t0 + 1, 1), (t0 + hour, 3), (t0 + 23 * hour, 1)] {
+            assert_eq!(take(&ledger, &t, recipients, at).await.expect("take"), None);
         }
-        take(&ledger, &other, t0).await.expect("other");
+        take(&ledger, &other, 1, t0).await.expect("other");
         assert_eq!(
             sent_last_24_hours(&ledger, &t, t0 + 23 * hour).await.ok(),
-            Some(4)
+            Some(6)
         );
         assert_eq!(
             sent_last_24_hours(&ledger, &t, t0 + 24 * hour).await.ok(),
-            Some(2),
+            Some(4),
             "the first hour's two have left the window"
         );
         assert_eq!(sent_last_24_hours(&ledger, &other, t0).await.ok(), Some(1));
