@@ -65,7 +65,7 @@ run_load() { # LABEL PORT SINKDIR -> prints msgs/s
 # output shows that each side signed as configured.
 signatures() {
     local f
-    f=$(find "$2" -type f | head -n 1)
+    f=$(find "$2" -type f -print -quit)
     [[ -n $f ]] || return 0
     log "$1 signed with: $(grep -o 'a=[a-z0-9-]*;' "$f" | tr -d ';' | sort | tr '\n' ' ')"
 }
