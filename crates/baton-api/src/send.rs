@@ -432,13 +432,10 @@ struct Addresses<'a> {
 
 /// `<random@hostname>`: the relay's name, not the machine's (mail-builder's default).
 fn message_id(hostname: &str) -> Result<String, ApiError> {
-    use ring::rand::SecureRandom;
     let mut random = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut random)
+    baton_store::random_bytes(&mut random)
         .map_err(|_| ApiError::unavailable("no randomness for a Message-ID; retry"))?;
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{hex}@{hostname}"))
+    Ok(format!("{}@{hostname}", baton_pipeline::hex(&random)))
 }
 
 fn build(parts: &Parts, addresses: &Addresses, hostname: &str) -> Result<Vec<u8>, ApiError> {

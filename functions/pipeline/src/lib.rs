@@ -54,7 +54,7 @@ pub mod queue_names {
 }
 
 /// Lower-case hex, for ids and signatures.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
