@@ -316,3 +316,15 @@ opendkim_stop() {
     done
     OPENDKIM_PIDS=()
 }
+
+# One machine-readable result line per figure, collected by bench/run-all.sh into a CSV:
+#   bench_result METRIC UNIT BATON OTHER OTHER_NAME BETTER [BATON_ROUNDS [OTHER_ROUNDS]]
+# BATON/OTHER are the reported values (medians when there are rounds); OTHER_NAME says what
+# Baton is compared with ("postfix", "postfix+opendkim", "raw-aws", "-" when nothing);
+# BETTER is "higher" or "lower"; rounds are ';'-separated per-round values.
+# Printed to stdout as: RESULT,<script>,<metric>,<unit>,<baton>,<other>,<other_name>,<better>,<baton rounds>,<other rounds>
+bench_result() {
+    local script
+    script=$(basename "${BASH_SOURCE[1]:-$0}" .sh)
+    printf 'RESULT,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$script" "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" "${8:-}"
+}
