@@ -7,6 +7,7 @@
 mod dynamo;
 mod error;
 mod provision;
+pub mod requests;
 mod s3;
 mod sqs;
 pub mod sweeper;
@@ -19,6 +20,7 @@ use baton_config::Aws;
 
 pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec};
 pub use error::AwsError;
+pub use requests::{OperationCount, RequestCounter, RequestSnapshot};
 pub use s3::{S3BlobStore, object_key};
 pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event};
 pub use targets::EventTargets;
@@ -34,6 +36,8 @@ pub struct AwsBackend {
     sqs: aws_sdk_sqs::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     eventbridge: aws_sdk_eventbridge::Client,
+    /// Every request the clients above send, by service and operation.
+    requests: RequestCounter,
     pub config: Aws,
 }
 
@@ -75,7 +79,9 @@ impl AwsBackend {
             loader = loader.credentials_provider(creds);
         }
         let shared = loader.load().await;
+        let requests = RequestCounter::default();
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .interceptor(requests.interceptor())
             .force_path_style(config.force_path_style)
             // Checksums only where S3 requires them: TLS and S3's own MD5/ETag checks cover
             // transfer integrity, and a per-part CRC costs CPU on every body.
@@ -83,17 +89,32 @@ impl AwsBackend {
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
             )
             .build();
-        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared);
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(requests.interceptor());
         if !config.dynamodb_endpoint_url.is_empty() {
             dynamodb = dynamodb.endpoint_url(&config.dynamodb_endpoint_url);
         }
         AwsBackend {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&shared)
+                    .interceptor(requests.interceptor())
+                    .build(),
+            ),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
-            eventbridge: aws_sdk_eventbridge::Client::new(&shared),
+            eventbridge: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(&shared)
+                    .interceptor(requests.interceptor())
+                    .build(),
+            ),
+            requests,
             config: config.clone(),
         }
+    }
+
+    /// The requests sent so far through this backend's clients (and its clones').
+    pub fn requests(&self) -> RequestSnapshot {
+        self.requests.snapshot()
     }
 
     pub fn blob_store(&self) -> S3BlobStore {

@@ -152,3 +152,43 @@ async fn ledger_keys_with_slashes_scan_by_partition() {
         "unprovisioned table accepted"
     );
 }
+
+/// The request counter sees every request the ports make, by service and operation, with
+/// DynamoDB's consumed capacity (and a write refused by its condition still charged).
+#[tokio::test]
+async fn requests_are_counted_by_service_and_operation() {
+    let aws = backend("count").await;
+    aws.provision(&[], TEST_TABLES).await.expect("provision");
+    let before = aws.requests();
+    let blobs = aws.blob_store();
+    let mut w = blobs.create("m1").await.expect("create");
+    w.write(&[b'x'; 4096]).await.expect("write");
+    w.commit().await.expect("commit");
+    assert_eq!(blobs.read("m1").await.expect("read"), vec![b'x'; 4096]);
+    let ledger = aws.ledger();
+    ledger.put("conf", "a/1", &[7; 1500]).await.expect("put");
+    assert!(
+        !ledger
+            .put_if_absent("conf", "a/1", b"v")
+            .await
+            .expect("put_if_absent")
+    );
+    assert!(ledger.get("conf", "a/1").await.expect("get").is_some());
+
+    let after = aws.requests();
+    let delta = |service: &str, op: &str| {
+        let key = (service.to_string(), op.to_string());
+        let a = after.counts.get(&key).copied().unwrap_or_default();
+        let b = before.counts.get(&key).copied().unwrap_or_default();
+        (a.attempts - b.attempts, a.capacity_units - b.capacity_units)
+    };
+    assert_eq!(delta("s3", "PutObject").0, 1, "{}", after.summary());
+    assert_eq!(delta("s3", "GetObject").0, 1, "{}", after.summary());
+    let (puts, wru) = delta("dynamodb", "PutItem");
+    assert_eq!(puts, 2, "{}", after.summary());
+    // 1,500 B of value: 2 WRU for the put, 1 for the refused put_if_absent (1 B of value).
+    assert!(wru >= 3.0, "write units {wru}: {}", after.summary());
+    let (gets, rru) = delta("dynamodb", "GetItem");
+    assert_eq!(gets, 1);
+    assert!(rru >= 1.0, "read units {rru}: {}", after.summary());
+}

@@ -231,6 +231,9 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
     );
     gateway.run(shutdown_signal()).await?;
     stop(stop_workers, &mut workers).await;
+    // What this process cost in AWS requests (bench/aws-requests.sh reads these lines).
+    aws.requests().log("aws requests");
+    local_runner::log_invocations();
     Ok(())
 }
 

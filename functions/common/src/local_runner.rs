@@ -1,7 +1,12 @@
 //! Lambda's SQS event source mapping, in process, for `baton serve --backend aws` (LocalStack
 //! cannot run Lambda functions without Docker): poll the stage queue, hand the batch to the
 //! function as an `SqsEvent`, then delete every record it did not report as failed.
+//!
+//! Each non-empty batch handed to a function is one Lambda invocation, as the event source
+//! mapping would bill it; [`invocations`] counts them per stage (with the records they
+//! carried and the time the function took), for `bench/aws-requests.sh`.
 
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +19,57 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Function;
+
+/// The invocations of one stage's function so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invocations {
+    /// Non-empty batches handed to the function (Lambda requests).
+    pub invocations: u64,
+    /// Records in them.
+    pub records: u64,
+    /// Time the function took over all of them (what Lambda bills as duration).
+    pub busy: Duration,
+}
+
+static INVOCATIONS: Mutex<BTreeMap<&'static str, Invocations>> = Mutex::new(BTreeMap::new());
+
+/// Invocations per stage name (`policy`, `sign`, ...) since the process started.
+pub fn invocations() -> BTreeMap<&'static str, Invocations> {
+    INVOCATIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// Logs [`invocations`] as one structured line at `info`.
+pub fn log_invocations() {
+    let all = invocations();
+    let per_stage = all
+        .iter()
+        .map(|(stage, i)| {
+            format!(
+                "{stage}={}/records={}/ms={}",
+                i.invocations,
+                i.records,
+                i.busy.as_millis()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::info!(
+        invocations = all.values().map(|i| i.invocations).sum::<u64>(),
+        per_stage = %per_stage,
+        "lambda invocations (local runner)"
+    );
+}
+
+fn count_invocation(stage: &'static str, records: usize, busy: Duration) {
+    let mut all = INVOCATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let i = all.entry(stage).or_default();
+    i.invocations += 1;
+    i.records += records as u64;
+    i.busy += busy;
+}
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -89,7 +145,9 @@ impl Poller {
             }
             let mut event = SqsEvent::default();
             event.records = raw.clone();
+            let started = Instant::now();
             let response = self.function.handle(event).await;
+            count_invocation(self.function.stage().name(), raw.len(), started.elapsed());
             for m in &raw {
                 let failed = response
                     .batch_item_failures
