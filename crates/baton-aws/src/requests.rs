@@ -6,7 +6,8 @@
 //! as AWS bills them), keyed by the operation's metadata (`s3`/`PutObject`, `sqs`/
 //! `SendMessage`, `dynamodb`/`GetItem`, ...). A ranged S3 GET is counted as
 //! `GetObject(range)`: it costs a GET all the same, but shows where headers are read apart
-//! from bodies. DynamoDB requests ask for `ReturnConsumedCapacity = TOTAL` (free), and the
+//! from bodies. An SQS receive that brought nothing is counted as `ReceiveMessage(empty)`
+//! instead of `ReceiveMessage`: idle polling costs by the hour, not by the message. DynamoDB requests ask for `ReturnConsumedCapacity = TOTAL` (free), and the
 //! capacity units each operation consumed are added up, so on-demand read and write request
 //! units (RRU, WRU) are counted rather than assumed; a conditional write whose condition
 //! failed reports none, and is charged (as AWS does) one WRU per started KB of the item it
@@ -28,6 +29,7 @@ use aws_sdk_dynamodb::operation::{
     update_item::{UpdateItemInput, UpdateItemOutput},
 };
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity, ReturnConsumedCapacity};
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -86,6 +88,14 @@ impl RequestCounter {
         self.entry(service, operation)
             .attempts
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves one counted attempt of `from` to `to`.
+    fn recount(&self, service: &str, from: &str, to: &str) {
+        self.entry(service, from)
+            .attempts
+            .fetch_sub(1, Ordering::Relaxed);
+        self.count(service, to);
     }
 
     fn add_capacity(&self, service: &str, operation: &str, units: f64) {
@@ -282,6 +292,17 @@ impl Intercept for CountRequests {
         let Some((service, op)) = operation(cfg) else {
             return Ok(());
         };
+        if op == "ReceiveMessage" {
+            if let Ok(out) = context.output_or_error()
+                && out
+                    .downcast_ref::<ReceiveMessageOutput>()
+                    .is_some_and(|o| o.messages().is_empty())
+            {
+                self.counter
+                    .recount(&service, "ReceiveMessage", "ReceiveMessage(empty)");
+            }
+            return Ok(());
+        }
         if !service.eq_ignore_ascii_case("dynamodb") {
             return Ok(());
         }
@@ -329,19 +350,23 @@ mod tests {
         c.count("S3", "PutObject");
         c.count("s3", "PutObject");
         c.count("sqs", "SendMessage");
+        c.count("sqs", "ReceiveMessage");
+        c.count("sqs", "ReceiveMessage");
+        c.recount("sqs", "ReceiveMessage", "ReceiveMessage(empty)");
         c.add_capacity("dynamodb", "PutItem", 1.0);
         c.add_capacity("dynamodb", "PutItem", 0.5);
         c.count("dynamodb", "PutItem");
         let s = c.snapshot();
         assert_eq!(s.service_total("s3"), 2);
-        assert_eq!(s.service_total("sqs"), 1);
-        assert_eq!(s.total(), 4);
+        assert_eq!(s.service_total("sqs"), 3);
+        assert_eq!(s.total(), 6);
         let put = s.counts[&("dynamodb".to_string(), "PutItem".to_string())];
         assert_eq!(put.attempts, 1);
         assert_eq!(put.capacity_units, 1.5);
         assert_eq!(
             s.summary(),
-            "dynamodb:PutItem=1/cu=1.5 s3:PutObject=2 sqs:SendMessage=1"
+            "dynamodb:PutItem=1/cu=1.5 s3:PutObject=2 sqs:ReceiveMessage=1 \
+             sqs:ReceiveMessage(empty)=1 sqs:SendMessage=1"
         );
     }
 
