@@ -88,16 +88,18 @@ grep -E ' (WARN|ERROR) ' "$WORK/baton.log" | sed -E 's/[0-9]{2,}/N/g' | awk '{$1
     | sort -rn | head -5 | cut -c1-200 >&2 || true
 
 [[ -s $WORK/result.json ]] || die "the soak driver wrote no result (exit $STATUS)"
-read -r RATE GROWTH VERDICT < <(python3 - "$WORK/result.json" <<'PY'
+read -r RATE CPU GROWTH VERDICT < <(python3 - "$WORK/result.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 rate = r["messages"] / r["seconds_to_mx"] if r["seconds_to_mx"] else 0
 growth = r["rss"]["growth_mb"] if r["rss"] else float("nan")
+cpu = 1000 * r["cpu_seconds"] / r["messages"] if r["cpu_seconds"] is not None else float("nan")
 ok = all(c["ok"] for c in r["checks"]) and r["seconds_to_idle"] is not None
-print(f"{rate:.0f} {growth:.1f} {'pass' if ok else 'fail'}")
+print(f"{rate:.0f} {cpu:.2f} {growth:.1f} {'pass' if ok else 'fail'}")
 PY
 )
 bench_result soak_relayed msgs/s "$RATE" "" - higher
+bench_result soak_cpu_per_msg ms "$CPU" "" - lower
 bench_result soak_rss_growth MB "$GROWTH" "" - lower
 bench_result soak_exact_counts verdict "$VERDICT" "" - -
 exit "$STATUS"

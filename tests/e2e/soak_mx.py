@@ -32,6 +32,7 @@ prints one line per check; exit status 1 if any failed.
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -352,6 +353,15 @@ def vm_rss_kb(pid):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of PID so far (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def queue_rows(data_dir):
     """{queue: rows} of every queue of the embedded backend, dead-letter queues included
     (read-only; fine while the relay runs: SQLite in WAL mode)."""
@@ -371,8 +381,9 @@ async def soak(relay, mx, messages, data_dir, pid=None, connections=8, size=1024
     load = Load(*relay, messages, connections=connections, size=size, backlog=backlog)
     samples = []  # (seconds since start, VmRSS kB, recipients finished at the MX)
     t0 = time.monotonic()
+    cpu0 = cpu_seconds(pid) if pid else None
     sender = asyncio.ensure_future(load.run())
-    t_mx = t_idle = None
+    t_mx = t_idle = cpu_mx = None
     queues = {}
     last_print = 0.0
     stats = {}
@@ -392,6 +403,7 @@ async def soak(relay, mx, messages, data_dir, pid=None, connections=8, size=1024
                      + (f", VmRSS {samples[-1][1] / 1024:.1f} MB" if pid and samples[-1][1] else ""))
         if t_mx is None and sender.done() and load.done >= finals and stats["dsn_named"] >= len(want["failed"]):
             t_mx = now
+            cpu_mx = cpu_seconds(pid) if pid else None
         if t_mx is not None:
             queues = queue_rows(data_dir)
             if sum(queues.values()) == 0:
@@ -406,6 +418,7 @@ async def soak(relay, mx, messages, data_dir, pid=None, connections=8, size=1024
         "queue_ids": load.queue_ids,
         "seconds_to_mx": t_mx,
         "seconds_to_idle": t_idle,
+        "cpu_seconds": cpu_mx - cpu0 if cpu_mx is not None and cpu0 is not None else None,
         "timed_out": t_idle is None,
         "queues_at_end": queues if t_idle is None else queue_rows(data_dir),
         "samples": samples,
@@ -560,6 +573,8 @@ def main():
     if run["seconds_to_mx"]:
         say(f"relayed: {a.messages} messages ({finals} recipients) in {run['seconds_to_mx']:.1f} s: "
             f"{a.messages / run['seconds_to_mx']:.0f} msgs/s; relay idle after {run['seconds_to_idle'] or 0:.1f} s")
+        if run["cpu_seconds"] is not None:
+            say(f"relay CPU: {run['cpu_seconds']:.1f} s, {1000 * run['cpu_seconds'] / a.messages:.2f} ms per message")
     else:
         say(f"TIMED OUT after {a.timeout:.0f} s; MX: {run['mx']}; queues: {run['queues_at_end']}")
     if rss:
@@ -571,7 +586,7 @@ def main():
     if a.json:
         Path(a.json).write_text(json.dumps({
             "messages": a.messages, "recipients": finals, "seconds_to_mx": run["seconds_to_mx"],
-            "seconds_to_idle": run["seconds_to_idle"], "rss": rss, "mx": run["mx"],
+            "seconds_to_idle": run["seconds_to_idle"], "cpu_seconds": run["cpu_seconds"], "rss": rss, "mx": run["mx"],
             "checks": [{"name": n, "ok": g, "detail": t} for n, g, t in results],
             "samples": run["samples"],
         }))
