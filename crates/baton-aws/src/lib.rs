@@ -79,7 +79,7 @@ impl AwsBackend {
             loader = loader.credentials_provider(creds);
         }
         let shared = loader.load().await;
-        let requests = RequestCounter::default();
+        let requests = RequestCounter::new(&config.prefix);
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .interceptor(requests.interceptor())
             .force_path_style(config.force_path_style)

@@ -13,6 +13,10 @@
 //! failed reports none, and is charged (as AWS does) one WRU per started KB of the item it
 //! tried to write.
 //!
+//! DynamoDB requests are also counted per ledger table, under the service `dynamodb.table`
+//! with operations like `PutItem@events` (the table without the deployment's prefix), so a
+//! write nothing reads can be found by its table.
+//!
 //! Cost: a read lock and one or two relaxed atomic adds per request.
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +60,8 @@ type OperationKey = (String, String);
 #[derive(Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<RwLock<HashMap<OperationKey, Arc<Counts>>>>,
+    /// `<aws.prefix>-`, taken off DynamoDB table names.
+    table_prefix: Arc<str>,
 }
 
 impl fmt::Debug for RequestCounter {
@@ -65,6 +71,14 @@ impl fmt::Debug for RequestCounter {
 }
 
 impl RequestCounter {
+    /// A counter for the backend whose tables are named `<prefix>-<table>`.
+    pub fn new(prefix: &str) -> Self {
+        RequestCounter {
+            table_prefix: format!("{prefix}-").into(),
+            ..RequestCounter::default()
+        }
+    }
+
     fn entry(&self, service: &str, operation: &str) -> Arc<Counts> {
         let key = (service.to_ascii_lowercase(), operation.to_string());
         if let Some(c) = self
@@ -151,7 +165,7 @@ pub struct RequestSnapshot {
 }
 
 impl RequestSnapshot {
-    /// Requests of one service.
+    /// Requests of one service (`dynamodb.table` is a breakdown of `dynamodb`, not more).
     pub fn service_total(&self, service: &str) -> u64 {
         self.counts
             .iter()
@@ -162,7 +176,11 @@ impl RequestSnapshot {
 
     /// All requests.
     pub fn total(&self) -> u64 {
-        self.counts.values().map(|c| c.attempts).sum()
+        self.counts
+            .iter()
+            .filter(|((s, _), _)| s != TABLE_SERVICE)
+            .map(|(_, c)| c.attempts)
+            .sum()
     }
 
     /// `service:Operation=N` pairs, space-separated, with `/cu=X` after DynamoDB operations
@@ -199,6 +217,17 @@ impl RequestSnapshot {
 #[derive(Debug, Clone)]
 pub(crate) struct CountRequests {
     counter: RequestCounter,
+}
+
+/// The service name of the per-table breakdown of DynamoDB requests.
+pub const TABLE_SERVICE: &str = "dynamodb.table";
+
+/// The DynamoDB table a request names, kept in its config bag for the later hooks.
+#[derive(Debug, Clone)]
+struct Table(String);
+
+impl Storable for Table {
+    type Storer = StoreReplace<Self>;
 }
 
 /// The size of the item a DynamoDB write carries, kept in the request's config bag so that a
@@ -247,20 +276,34 @@ impl Intercept for CountRequests {
     ) -> Result<(), BoxError> {
         let input = context.input_mut();
         let total = Some(ReturnConsumedCapacity::Total);
-        if let Some(i) = input.downcast_mut::<PutItemInput>() {
+        let table = if let Some(i) = input.downcast_mut::<PutItemInput>() {
             i.return_consumed_capacity = total;
             let size = i.item.as_ref().map_or(0, item_size);
             cfg.interceptor_state().store_put(WriteSize(size));
+            i.table_name.clone()
         } else if let Some(i) = input.downcast_mut::<GetItemInput>() {
             i.return_consumed_capacity = total;
+            i.table_name.clone()
         } else if let Some(i) = input.downcast_mut::<QueryInput>() {
             i.return_consumed_capacity = total;
+            i.table_name.clone()
         } else if let Some(i) = input.downcast_mut::<ScanInput>() {
             i.return_consumed_capacity = total;
+            i.table_name.clone()
         } else if let Some(i) = input.downcast_mut::<DeleteItemInput>() {
             i.return_consumed_capacity = total;
+            i.table_name.clone()
         } else if let Some(i) = input.downcast_mut::<UpdateItemInput>() {
             i.return_consumed_capacity = total;
+            i.table_name.clone()
+        } else {
+            None
+        };
+        if let Some(t) = table {
+            let short = t
+                .strip_prefix(&*self.counter.table_prefix)
+                .map_or(t.clone(), str::to_string);
+            cfg.interceptor_state().store_put(Table(short));
         }
         Ok(())
     }
@@ -279,6 +322,9 @@ impl Intercept for CountRequests {
             self.counter.count(&service, "GetObject(range)");
         } else {
             self.counter.count(&service, &op);
+        }
+        if let Some(Table(t)) = cfg.load::<Table>() {
+            self.counter.count(TABLE_SERVICE, &format!("{op}@{t}"));
         }
         Ok(())
     }
@@ -336,6 +382,10 @@ impl Intercept for CountRequests {
             }
         };
         self.counter.add_capacity(&service, &op, units);
+        if let Some(Table(t)) = cfg.load::<Table>() {
+            self.counter
+                .add_capacity(TABLE_SERVICE, &format!("{op}@{t}"), units);
+        }
         Ok(())
     }
 }
@@ -346,7 +396,8 @@ mod tests {
 
     #[test]
     fn counts_by_service_and_operation() {
-        let c = RequestCounter::default();
+        let c = RequestCounter::new("baton");
+        c.count(TABLE_SERVICE, "PutItem@messages");
         c.count("S3", "PutObject");
         c.count("s3", "PutObject");
         c.count("sqs", "SendMessage");
@@ -365,7 +416,8 @@ mod tests {
         assert_eq!(put.capacity_units, 1.5);
         assert_eq!(
             s.summary(),
-            "dynamodb:PutItem=1/cu=1.5 s3:PutObject=2 sqs:ReceiveMessage=1 \
+            "dynamodb:PutItem=1/cu=1.5 dynamodb.table:PutItem@messages=1 s3:PutObject=2 \
+             sqs:ReceiveMessage=1 \
              sqs:ReceiveMessage(empty)=1 sqs:SendMessage=1"
         );
     }

@@ -191,4 +191,7 @@ async fn requests_are_counted_by_service_and_operation() {
     let (gets, rru) = delta("dynamodb", "GetItem");
     assert_eq!(gets, 1);
     assert!(rru >= 1.0, "read units {rru}: {}", after.summary());
+    // The same, by ledger table.
+    assert_eq!(delta("dynamodb.table", "PutItem@conf"), (puts, wru));
+    assert_eq!(delta("dynamodb.table", "GetItem@conf"), (gets, rru));
 }
