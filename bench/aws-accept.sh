@@ -8,6 +8,11 @@
 #
 # Baton: `baton serve` with storage.backend = "aws", pipeline.run_stages = false (accept
 # only), relay listener with allow_networks; load from Postfix's smtp-source.
+#
+# LocalStack and DynamoDB Local are started through localstack/start.sh (left alone when
+# already running) and left running when the script exits, so that other benchmarks and
+# tests reuse them; localstack/stop.sh stops them. The script stops only what it started
+# itself: baton (and its work dir). Each round provisions fresh resources under a new prefix.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +30,7 @@ while (($#)); do
         --messages) MESSAGES=$2; shift 2 ;;
         --size) SIZE=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -42,7 +47,9 @@ RAW="$ROOT/target/release/examples/raw_accept"
 
 WORK=$(mktemp -d /var/tmp/baton-aws-accept.XXXXXX)
 BATON_PID=
+# Stops baton and removes the work dir; LocalStack and DynamoDB Local stay up (see above).
 trap 'baton_stop; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 
 write_config() { # FILE PREFIX PORT
     cat >"$1" <<EOF

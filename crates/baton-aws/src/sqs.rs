@@ -109,6 +109,35 @@ impl SqsQueue {
             .collect())
     }
 
+    /// Deletes up to ten received messages in one DeleteMessageBatch request, as Lambda's
+    /// event source mapping does with the records a function did not report as failed.
+    /// Entries SQS refuses (e.g. receipts already deleted) are ignored: what matters is that
+    /// they are gone.
+    pub async fn delete_batch(&self, receipts: &[&str]) -> Result<(), StoreError> {
+        let url = self.url().await?.to_string();
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(*r)
+                        .build()
+                        .map_err(|e| StoreError::Backend(format!("SQS DeleteMessageBatch: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.client
+                .delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| backend("SQS DeleteMessageBatch", e))?;
+        }
+        Ok(())
+    }
+
     /// Receives raw SQS messages (with attributes and receive count), long-polling up to
     /// `wait`.
     pub(crate) async fn receive_raw(

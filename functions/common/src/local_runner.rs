@@ -148,15 +148,20 @@ impl Poller {
             let started = Instant::now();
             let response = self.function.handle(event).await;
             count_invocation(self.function.stage().name(), raw.len(), started.elapsed());
-            for m in &raw {
-                let failed = response
-                    .batch_item_failures
-                    .iter()
-                    .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref());
-                if let (false, Some(receipt)) = (failed, m.receipt_handle.as_deref()) {
-                    // Most are gone already (the driver deletes what it finished).
-                    let _ = self.queue.delete(receipt).await;
-                }
+            // Like the event source mapping: one DeleteMessageBatch for the records not
+            // reported as failed (most are gone already: the driver deletes what it finished).
+            let done: Vec<&str> = raw
+                .iter()
+                .filter(|m| {
+                    !response
+                        .batch_item_failures
+                        .iter()
+                        .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref())
+                })
+                .filter_map(|m| m.receipt_handle.as_deref())
+                .collect();
+            if !done.is_empty() {
+                let _ = self.queue.delete_batch(&done).await;
             }
         }
     }
