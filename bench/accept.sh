@@ -4,8 +4,9 @@
 # Usage (from the repo root):
 #   bench/accept.sh [--sessions N] [--messages N] [--size BYTES] [--rounds N]
 #                   [--only baton|postfix|both] [--reuse] [--keep]
+#                   [--pipeline | --no-pipeline]
 # or the same through the environment:
-#   SESSIONS=50 MESSAGES=20000 SIZE=4096 ROUNDS=1 ONLY=both REUSE=0 KEEP=0 \
+#   SESSIONS=50 MESSAGES=20000 SIZE=4096 ROUNDS=1 ONLY=both REUSE=0 KEEP=0 PIPELINE=1 \
 #   WARMUP=200 BENCH_DIR=/var/tmp BATON_BIN=target/release/baton bench/accept.sh
 #
 # Load: Postfix's smtp-source, SESSIONS parallel sessions sending MESSAGES
@@ -23,9 +24,18 @@
 # fsyncs the queue file (Postfix default) and files it in the hold queue, which
 # nothing delivers. The system Postfix (if any) is neither used nor touched.
 #
+# --pipeline (the default): both servers also relay what they accept, as deployed.
+# Baton runs its pipeline (pipeline.run_stages = true, the default: policy, sign,
+# deliver) with one delivery route, "*" -> a Postfix smtp-sink on 127.0.0.1; Postfix
+# drops the HOLD and relays through its queue manager and smtp client to its own
+# smtp-sink (relayhost). The timed window is still smtp-source's run, so the rate
+# is "accepted per second while relaying"; afterwards the sink must receive exactly
+# WARMUP + MESSAGES messages, and the server CPU until then is reported too
+# ("accept + relay" per message). --no-pipeline: accept only (Baton
+# pipeline.run_stages = false, Postfix HOLD), the queue must hold WARMUP + MESSAGES.
+#
 # Both servers run one after the other (never together), each round with fresh
-# queues. The wall time of smtp-source is measured; the queue is counted
-# afterwards and must hold exactly WARMUP + MESSAGES messages.
+# queues. The wall time of smtp-source is measured.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +50,8 @@ ONLY=${ONLY:-both}
 REUSE=${REUSE:-0}
 KEEP=${KEEP:-0}
 WARMUP=${WARMUP:-200}
+PIPELINE=${PIPELINE:-1}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}   # --pipeline: seconds to wait for the sink to get everything
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SENDER=${SENDER:-bench@sender.invalid}
 # .invalid never resolves (RFC 2606): should anything ever try to deliver,
@@ -55,14 +67,19 @@ while (($#)); do
         --only) ONLY=$2; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
         --reuse) REUSE=1; shift ;;
+        --pipeline) PIPELINE=1; shift ;;
+        --no-pipeline) PIPELINE=0; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
 case $ONLY in baton|postfix|both) ;; *) die "--only must be baton, postfix or both" ;; esac
 
 ensure_tools
+# baton reads BATON_* variables as configuration (BATON_SECTION__KEY): keep ours away from it.
+BATON_BIN_ARG=${BATON_BIN:-}
+unset BATON_BIN
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 WORK=$(mktemp -d "$BENCH_DIR/baton-accept.XXXXXX")
@@ -70,12 +87,14 @@ chmod 755 "$WORK"
 BATON_PID=
 POSTFIX_DIR=
 SRC_PID=
+SINK_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [[ -n ${SRC_PID:-} ]] && kill "$SRC_PID" 2>/dev/null || true
     baton_stop
     postfix_stop
+    stop_sink
     if [[ $KEEP == 1 ]]; then log "kept work dir $WORK"; else rm -rf "$WORK"; fi
     exit "$rc"
 }
@@ -95,6 +114,7 @@ run_load() {
             || { cat "$out.warmup.log" >&2; die "smtp-source warm-up failed against port $port"; }
     fi
     c0=$(cpu_ticks "$spid")
+    C0=$c0
     t0=$(now)
     set +e
     smtp-source "${SRC_OPTS[@]}" -m "$MESSAGES" "127.0.0.1:$port" >"$out.log" 2>&1 &
@@ -113,34 +133,83 @@ run_load() {
     fi
 }
 
+# start_sink DIR: a Postfix smtp-sink on a free port dumping each message into DIR; sets
+# SINK_PORT, SINK_PID.
+start_sink() {
+    mkdir -p "$1"; chmod 777 "$1"
+    SINK_PORT=$(free_port)
+    smtp-sink -u postfix -d "$1/%M." "127.0.0.1:$SINK_PORT" 1000 &
+    SINK_PID=$!
+    wait_port "$SINK_PORT" 10 || die "smtp-sink did not start"
+}
+stop_sink() {
+    [[ -n ${SINK_PID:-} ]] || return 0
+    kill "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=
+}
+# wait_sink DIR COUNT: until DIR holds COUNT messages (or DRAIN_TIMEOUT); prints the count.
+wait_sink() {
+    local n=0 i
+    for ((i = 0; i < DRAIN_TIMEOUT * 4; i++)); do
+        n=$(find "$1" -type f | wc -l)
+        ((n >= $2)) && break
+        sleep 0.25
+    done
+    echo "$n"
+}
+# drained SERVER_PID SINKDIR: waits for the sink to hold WARMUP + MESSAGES; sets COUNT and
+# CPU_ALL (server CPU seconds from the start of the timed run until the last arrived).
+drained() {
+    COUNT=$(wait_sink "$2" $((WARMUP + MESSAGES)))
+    CPU_ALL=$(python3 -c "print(f'{($(cpu_ticks "$1") - $C0) / $(getconf CLK_TCK):.2f}')")
+}
+
 rate() { python3 -c "print(f'{$1 / $2:.0f}')"; }
 cpu_ms() { python3 -c "print(f'{$1 * 1000 / $MESSAGES:.3f}')"; }
 
-declare -a PF_RATES=() BT_RATES=() PF_CPU=() BT_CPU=()
+declare -a PF_RATES=() BT_RATES=() PF_CPU=() BT_CPU=() PF_CPU_ALL=() BT_CPU_ALL=()
 PF_FS="" BT_FS="" BATON=""
 
 bench_postfix() {
     local r=$1 dir="$WORK/postfix.$1" port count
     port=$(free_port)
     postfix_setup "$dir" "$port"
+    if [[ $PIPELINE == 1 ]]; then
+        # Relay everything to the sink instead of holding it (as bench/relay.sh does).
+        start_sink "$dir/sink"
+        postconf -c "$dir/etc" -e "smtpd_client_restrictions =" "defer_transports =" \
+            "relayhost = [127.0.0.1]:$SINK_PORT"
+        printf '%s\n' "smtp      unix  -       -       n       -       -       smtp" \
+            "relay     unix  -       -       n       -       -       smtp" >>"$dir/etc/master.cf"
+    fi
     postfix_start "$dir"
     wait_port "$port" 30 || die "postfix smtpd did not listen on 127.0.0.1:$port"
-    log "round $r: postfix on 127.0.0.1:$port, queue $dir/queue"
-    run_load "$port" "$WORK/postfix.$r.smtp-source" "$(tr -dc 0-9 <"$dir/queue/pid/master.pid")"
-    sleep 0.5   # let the last cleanup finish its rename
-    count=$(postfix_count "$dir")
-    local delivered; delivered=$(postfix_delivered "$dir")
+    log "round $r: postfix on 127.0.0.1:$port, queue $dir/queue$([[ $PIPELINE == 1 ]] && echo ", relaying to smtp-sink :$SINK_PORT")"
+    local master; master=$(tr -dc 0-9 <"$dir/queue/pid/master.pid")
+    run_load "$port" "$WORK/postfix.$r.smtp-source" "$master"
+    local expect=$((WARMUP + MESSAGES)) what
+    if [[ $PIPELINE == 1 ]]; then
+        drained "$master" "$dir/sink"
+        count=$COUNT; what="relayed to the sink"
+        PF_CPU_ALL+=("$(cpu_ms "$CPU_ALL")")
+    else
+        sleep 0.5   # let the last cleanup finish its rename
+        count=$(postfix_count "$dir"); what="queue count"
+        local delivered; delivered=$(postfix_delivered "$dir")
+        [[ ${delivered:-0} == 0 ]] || { postfix_stop; die "postfix attempted $delivered deliveries"; }
+    fi
     PF_FS=$(df -T "$dir/queue" | awk 'NR==2 {print $1" "$2" "$7}')
     postfix_stop
-    local expect=$((WARMUP + MESSAGES))
-    [[ $count == "$expect" ]] || die "postfix queue holds $count messages, expected $expect"
-    [[ ${delivered:-0} == 0 ]] || die "postfix attempted $delivered deliveries"
+    stop_sink
+    [[ $count == "$expect" ]] || die "postfix: $what $count messages, expected $expect"
     local r_
     r_=$(rate "$MESSAGES" "$ELAPSED")
     PF_RATES+=("$r_")
     PF_CPU+=("$(cpu_ms "$CPU")")
-    printf 'round %d  postfix  %6d msgs in %8.3f s = %6s msgs/s   server CPU %7.2f s = %s ms/msg   (queue count %d = %d warm-up + %d)\n' \
-        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$CPU" "$(cpu_ms "$CPU")" "$count" "$WARMUP" "$MESSAGES"
+    printf 'round %d  postfix  %6d msgs in %8.3f s = %6s msgs/s   server CPU %7.2f s = %s ms/msg   (%s %d = %d warm-up + %d)%s\n' \
+        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$CPU" "$(cpu_ms "$CPU")" "$what" "$count" "$WARMUP" "$MESSAGES" \
+        "$([[ $PIPELINE == 1 ]] && echo "; accept + relay CPU ${PF_CPU_ALL[-1]} ms/msg")"
     [[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
@@ -149,17 +218,38 @@ bench_baton() {
     port=$(free_port)
     mkdir -p "$dir"
     baton_write_config "$dir/baton.toml" "$dir/data" "$port" $((SESSIONS * 4 + 100))
-    log "round $r: baton on 127.0.0.1:$port, data dir $dir/data"
+    if [[ $PIPELINE == 1 ]]; then
+        # The pipeline runs (the default) and delivers everything to the sink.
+        start_sink "$dir/sink"
+        python3 - "$dir/baton.toml" "$SINK_PORT" <<'PY'
+import sys
+path, port = sys.argv[1], sys.argv[2]
+text = open(path).read()
+assert "run_stages = false" in text
+text = text.replace("run_stages = false", "run_stages = true")
+text += f'\n[[delivery.routes]]\npattern = "*"\ntarget = "127.0.0.1:{port}"\n'
+open(path, "w").write(text)
+PY
+    fi
+    log "round $r: baton on 127.0.0.1:$port, data dir $dir/data$([[ $PIPELINE == 1 ]] && echo ", pipeline relaying to smtp-sink :$SINK_PORT")"
     baton_start "$BATON" "$dir/baton.toml" "$dir/serve.log" "$port"
     run_load "$port" "$WORK/baton.$r.smtp-source" "$BATON_PID"
-    count=$(baton_count_from "$BATON" "$dir/baton.toml" "$SENDER") || count=""
+    local expect=$((WARMUP + MESSAGES)) what
+    if [[ $PIPELINE == 1 ]]; then
+        drained "$BATON_PID" "$dir/sink"
+        count=$COUNT; what="relayed to the sink"
+        BT_CPU_ALL+=("$(cpu_ms "$CPU_ALL")")
+    else
+        count=$(baton_count_from "$BATON" "$dir/baton.toml" "$SENDER") || count=""
+        what="queue count"
+    fi
     BT_FS=$(df -T "$dir/data" | awk 'NR==2 {print $1" "$2" "$7}')
     baton_stop
+    stop_sink
     [[ -n $count ]] || count=$(baton_count_from "$BATON" "$dir/baton.toml" "$SENDER")
-    local expect=$((WARMUP + MESSAGES))
     if [[ $count != "$expect" ]]; then
         grep -iE 'error|warn' "$dir/serve.log" | head -n 20 >&2 || true
-        die "baton queue holds $count messages from $SENDER, expected $expect"
+        die "baton: $what $count messages from $SENDER, expected $expect"
     fi
     # (the self-signed certificate notice at start is expected: no cert is configured)
     if grep -E '\b(ERROR|WARN)\b' "$dir/serve.log" | grep -qv 'self-signed'; then
@@ -170,8 +260,9 @@ bench_baton() {
     r_=$(rate "$MESSAGES" "$ELAPSED")
     BT_RATES+=("$r_")
     BT_CPU+=("$(cpu_ms "$CPU")")
-    printf 'round %d  baton    %6d msgs in %8.3f s = %6s msgs/s   server CPU %7.2f s = %s ms/msg   (queue count %d = %d warm-up + %d)\n' \
-        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$CPU" "$(cpu_ms "$CPU")" "$count" "$WARMUP" "$MESSAGES"
+    printf 'round %d  baton    %6d msgs in %8.3f s = %6s msgs/s   server CPU %7.2f s = %s ms/msg   (%s %d = %d warm-up + %d)%s\n' \
+        "$r" "$MESSAGES" "$ELAPSED" "$r_" "$CPU" "$(cpu_ms "$CPU")" "$what" "$count" "$WARMUP" "$MESSAGES" \
+        "$([[ $PIPELINE == 1 ]] && echo "; accept + relay CPU ${BT_CPU_ALL[-1]} ms/msg")"
     [[ $KEEP == 1 ]] || rm -rf "$dir"
 }
 
@@ -184,11 +275,16 @@ baton_count_from() {
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
-if [[ $ONLY != postfix ]]; then BATON=$(baton_bin "$ROOT"); fi
+if [[ $ONLY != postfix ]]; then BATON=$(BATON_BIN=$BATON_BIN_ARG baton_bin "$ROOT"); fi
 
 echo "== accept benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load: smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE$([[ $REUSE == 1 ]] && echo ' -d (connection reuse)' || echo ' (new connection per message)'), warm-up $WARMUP, rounds $ROUNDS"
+if [[ $PIPELINE == 1 ]]; then
+    echo "mode: --pipeline: both relay what they accept to an smtp-sink (Baton: pipeline.run_stages = true, route * -> sink; Postfix: relayhost = sink)"
+else
+    echo "mode: --no-pipeline: accept only (Baton: pipeline.run_stages = false; Postfix: HOLD)"
+fi
 echo "postfix: $(postconf -d -h mail_version 2>/dev/null); baton: ${BATON:-n/a}"
 for ((r = 1; r <= ROUNDS; r++)); do
     [[ $ONLY == baton ]] || bench_postfix "$r"
@@ -209,4 +305,29 @@ b=[$(IFS=,; echo "${BT_RATES[*]}")]; p=[$(IFS=,; echo "${PF_RATES[*]}")]
 r=[x/y for x,y in zip(b,p)]
 print(' '.join(f'{x:.2f}' for x in r), '; median', f'{statistics.median(r):.2f}')")
     echo "ratio baton/postfix: $(python3 -c "print(f'{$BT / $PF:.2f}')") (of the medians; per round: $per_round)"
+fi
+
+# Server CPU per message: medians, and the RESULT lines for bench/run-all.sh's CSV.
+median_f() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+rounds() { local IFS=';'; echo "$*"; }
+TAG=""
+[[ $REUSE == 1 ]] && TAG+="_reuse"
+[[ $PIPELINE == 1 ]] || TAG+="_accept_only"
+PFC=""; BTC=""; PFA=""; BTA=""
+((${#PF_CPU[@]})) && PFC=$(median_f "${PF_CPU[@]}")
+((${#BT_CPU[@]})) && BTC=$(median_f "${BT_CPU[@]}")
+((${#PF_CPU_ALL[@]})) && PFA=$(median_f "${PF_CPU_ALL[@]}")
+((${#BT_CPU_ALL[@]})) && BTA=$(median_f "${BT_CPU_ALL[@]}")
+if [[ -n $PFC && -n $BTC ]]; then
+    echo "server CPU per message while accepting (median): postfix $PFC ms, baton $BTC ms = $(python3 -c "print(f'{$PFC / max($BTC, 1e-9):.1f}')")x less"
+fi
+if [[ -n $PFA && -n $BTA ]]; then
+    echo "server CPU per message, accept + relay until the sink had all (median): postfix $PFA ms (rounds: ${PF_CPU_ALL[*]}), baton $BTA ms (rounds: ${BT_CPU_ALL[*]}) = $(python3 -c "print(f'{$PFA / max($BTA, 1e-9):.1f}')")x less"
+fi
+if [[ $ONLY == both ]]; then
+    bench_result "accept$TAG" msgs/s "$BT" "$PF" postfix higher "$(rounds "${BT_RATES[@]}")" "$(rounds "${PF_RATES[@]}")"
+    bench_result "accept_cpu$TAG" ms/msg "$BTC" "$PFC" postfix lower "$(rounds "${BT_CPU[@]}")" "$(rounds "${PF_CPU[@]}")"
+    if [[ $PIPELINE == 1 ]]; then
+        bench_result "accept_relay_cpu$TAG" ms/msg "$BTA" "$PFA" postfix lower "$(rounds "${BT_CPU_ALL[@]}")" "$(rounds "${PF_CPU_ALL[@]}")"
+    fi
 fi

@@ -153,3 +153,7 @@ echo "ratio api / smtp: $(python3 -c "print(f'{$A / $S:.2f}')")x"
 echo "server CPU per message (median): smtp $(median_f "${SMTP_CPU[@]}") ms, api $(median_f "${API_CPU[@]}") ms"
 echo "client CPU per message (median): smtp-source $(median_f "${SMTP_CLIENT[@]}") ms, aws-sdk-sesv2 $(median_f "${API_CLIENT[@]}") ms"
 echo "(client and server share this machine's $(nproc) cores)"
+rounds() { local IFS=';'; echo "$*"; }
+bench_result api_send msgs/s "$A" "$S" smtp higher "$(rounds "${API_RATES[@]}")" "$(rounds "${SMTP_RATES[@]}")"
+bench_result api_server_cpu ms/msg "$(median_f "${API_CPU[@]}")" "$(median_f "${SMTP_CPU[@]}")" smtp lower \
+    "$(rounds "${API_CPU[@]}")" "$(rounds "${SMTP_CPU[@]}")"

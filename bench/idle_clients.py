@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Open N idle plaintext SMTP sessions to 127.0.0.1:PORT and hold them.
+"""Open N idle SMTP sessions to 127.0.0.1 and hold them.
 
 Each session connects, reads the 220 greeting and (unless --no-ehlo) sends
-EHLO and reads the full 250 reply, then stays idle. When all sessions are
+EHLO and reads the full 250 reply, then stays idle. With --tls the sessions
+complete a TLS handshake first (any certificate is accepted: the bench uses a
+self-signed one): "starttls" on --port (greeting, EHLO, STARTTLS, handshake,
+EHLO again), "implicit" on --tls-port (handshake, greeting, EHLO), "both"
+alternates the two (even sessions STARTTLS, odd implicit). When all sessions are
 established the script writes "READY <n>" to --ready-file (and stdout), then
 holds the connections until SIGTERM/SIGINT or --hold seconds pass. Sessions
 that fail are reported; the script exits non-zero if any did.
@@ -10,6 +14,7 @@ that fail are reported; the script exits non-zero if any did.
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 
 
@@ -25,17 +30,42 @@ async def read_reply(reader, timeout):
             return lines
 
 
-async def open_session(port, ehlo, timeout):
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+def client_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def command(reader, writer, line, expect, timeout):
+    writer.write(line + b"\r\n")
+    await writer.drain()
+    reply = await read_reply(reader, timeout)
+    if not reply[-1].startswith(expect):
+        raise ConnectionError(f"{line.decode()}: {reply}")
+    return reply
+
+
+async def open_session(port, ehlo, timeout, tls=None, ctx=None):
+    """tls: None (plaintext), "starttls" or "implicit" (port is then the implicit-TLS port)."""
+    conn = asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx if tls == "implicit" else None,
+        server_hostname="baton.bench.localhost" if tls == "implicit" else None)
+    reader, writer = await asyncio.wait_for(conn, timeout)
     greeting = await read_reply(reader, timeout)
     if not greeting[0].startswith("220"):
         raise ConnectionError(f"greeting: {greeting}")
+    if tls == "starttls":
+        reply = await command(reader, writer, b"EHLO idle.bench.localhost", "250", timeout)
+        if not any("STARTTLS" in line.upper() for line in reply):
+            raise ConnectionError(f"no STARTTLS in EHLO reply: {reply}")
+        await command(reader, writer, b"STARTTLS", "220", timeout)
+        await asyncio.wait_for(
+            writer.start_tls(ctx, server_hostname="baton.bench.localhost"), timeout)
     if ehlo:
-        writer.write(b"EHLO idle.bench.localhost\r\n")
-        await writer.drain()
-        reply = await read_reply(reader, timeout)
-        if not reply[-1].startswith("250"):
-            raise ConnectionError(f"EHLO: {reply}")
+        await command(reader, writer, b"EHLO idle.bench.localhost", "250", timeout)
+    if tls and writer.get_extra_info("ssl_object") is None:
+        raise ConnectionError("no TLS after the handshake")
     return reader, writer
 
 
@@ -48,13 +78,25 @@ async def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--hold", type=float, default=600.0, help="give up holding after this many seconds")
     ap.add_argument("--ready-file")
+    ap.add_argument("--tls", choices=["none", "starttls", "implicit", "both"], default="none")
+    ap.add_argument("--tls-port", type=int, help="implicit-TLS port (--tls implicit or both)")
     args = ap.parse_args()
+    if args.tls in ("implicit", "both") and not args.tls_port:
+        ap.error("--tls implicit/both needs --tls-port")
+    ctx = client_context() if args.tls != "none" else None
+
+    def session(i):
+        mode = {"none": None, "starttls": "starttls", "implicit": "implicit"}.get(args.tls)
+        if args.tls == "both":
+            mode = "starttls" if i % 2 == 0 else "implicit"
+        port = args.tls_port if mode == "implicit" else args.port
+        return open_session(port, not args.no_ehlo, args.timeout, mode, ctx)
 
     sessions, errors = [], []
     for start in range(0, args.sessions, args.batch):
         n = min(args.batch, args.sessions - start)
         results = await asyncio.gather(
-            *(open_session(args.port, not args.no_ehlo, args.timeout) for _ in range(n)),
+            *(session(start + i) for i in range(n)),
             return_exceptions=True,
         )
         for r in results:
