@@ -59,6 +59,10 @@ const TEST_TABLES: &[TableSpec] = &[
         name: "other",
         retention: Some(Duration::from_secs(3600)),
     },
+    TableSpec {
+        name: "count",
+        retention: Some(Duration::from_secs(3600)),
+    },
 ];
 
 #[tokio::test]
@@ -194,4 +198,44 @@ async fn requests_are_counted_by_service_and_operation() {
     // The same, by ledger table.
     assert_eq!(delta("dynamodb.table", "PutItem@conf"), (puts, wru));
     assert_eq!(delta("dynamodb.table", "GetItem@conf"), (gets, rru));
+}
+
+/// Counters are added to in place (UpdateItem ADD): concurrent increments are all kept, each
+/// costs one write and no read, and a counter first written whole (the compare-and-swap
+/// default's record) keeps its value.
+#[tokio::test]
+async fn counters_add_in_place_without_reads_or_retries() {
+    let aws = backend("incr").await;
+    aws.provision(&[], TEST_TABLES).await.expect("provision");
+    let ledger = aws.ledger();
+    ledger.put("count", "t/s/1", b"5").await.expect("put");
+    let before = aws.requests();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let l = ledger.clone();
+            tokio::spawn(async move { l.add_to_counter("count", "t/s/1", 1).await })
+        })
+        .collect();
+    let mut totals = Vec::new();
+    for t in tasks {
+        totals.push(t.await.expect("join").expect("increment"));
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, (6..=25).collect::<Vec<u64>>());
+    let got = ledger
+        .get("count", "t/s/1")
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(got, b"25");
+    let after = aws.requests();
+    let key = ("dynamodb".to_string(), "UpdateItem".to_string());
+    let updates = after.counts.get(&key).copied().unwrap_or_default();
+    assert_eq!(updates.attempts, 20, "{}", after.summary());
+    let reads = |s: &baton_aws::RequestSnapshot| {
+        s.counts
+            .get(&("dynamodb".to_string(), "GetItem".to_string()))
+            .map_or(0, |c| c.attempts)
+    };
+    assert_eq!(reads(&after) - reads(&before), 1, "only the test's own get");
 }
