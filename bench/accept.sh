@@ -312,7 +312,7 @@ median_f() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print
 rounds() { local IFS=';'; echo "$*"; }
 TAG=""
 [[ $REUSE == 1 ]] && TAG+="_reuse"
-[[ $PIPELINE == 1 ]] || TAG+="_accept_only"
+[[ $PIPELINE == 1 ]] || TAG+="_no_pipeline"
 PFC=""; BTC=""; PFA=""; BTA=""
 ((${#PF_CPU[@]})) && PFC=$(median_f "${PF_CPU[@]}")
 ((${#BT_CPU[@]})) && BTC=$(median_f "${BT_CPU[@]}")
