@@ -72,7 +72,8 @@ cleanup() {
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 SINK_PORT=$(free_port)
 mkdir -p "$WORK/sink"
