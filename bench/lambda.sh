@@ -32,7 +32,9 @@ from lambda_api import RuntimeApi, start_function
 runs = int(sys.argv[1])
 starts = open(sys.argv[2], "w")
 env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
-       "BATON_STORAGE__BACKEND": "aws", "AWS_EC2_METADATA_DISABLED": "true"}
+       "BATON_STORAGE__BACKEND": "aws", "AWS_EC2_METADATA_DISABLED": "true",
+       # deliver refuses to start with the placeholder hostname (baton.localhost)
+       "BATON_HOSTNAME": "relay.bench.example"}
 for f in ("policy", "sign", "deliver", "bounce"):
     ms = []
     for _ in range(runs):
