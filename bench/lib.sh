@@ -242,6 +242,9 @@ postfix_stop() {
     POSTFIX_DIR=
 }
 
+# postfix_master_pid DIR: the PID of the instance's master process.
+postfix_master_pid() { tr -dc 0-9 <"$1/queue/pid/master.pid"; }
+
 # postfix_count DIR: queue files in any queue (incoming/active/deferred/hold/maildrop).
 postfix_count() {
     local q=$1/queue d n=0

@@ -7,7 +7,9 @@
 # signatures, relaxed/relaxed): Baton signs as tenant "bench" (relay.tenant_networks), and
 # Postfix runs twice: plain, and with OpenDKIM as a milter signing with the same two kinds
 # of key (the usual signing smarthost). SIGN=0: nobody signs, Postfix runs once.
-# Usage: bench/relay.sh   (env: SESSIONS=20 MESSAGES=5000 SIZE=4096 SIGN=1 BENCH_DIR=/var/tmp)
+# Usage: bench/relay.sh   (env: SESSIONS=20 MESSAGES=5000 SIZE=4096 SIGN=1 ROUNDS=3 WARMUP=200
+#        FUSED=true BENCH_DIR=/var/tmp). Each round runs Baton, Postfix, Postfix+OpenDKIM in turn
+#        with fresh queues; medians are reported, and the server CPU per message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -16,6 +18,10 @@ SESSIONS=${SESSIONS:-20}
 MESSAGES=${MESSAGES:-5000}
 SIZE=${SIZE:-4096}
 SIGN=${SIGN:-1}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-200}
+# FUSED=false: Baton's per-stage pipeline (a queue per stage) instead of the fused path.
+FUSED=${FUSED:-true}
 SENDER=bench@sender.test
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 ensure_tools
@@ -44,21 +50,43 @@ start_sink() { # DIR PORT
 
 stop_sink() { kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=; }
 
-run_load() { # LABEL PORT SINKDIR -> prints msgs/s
-    local label=$1 port=$2 dir=$3 t0 t1 n
+# sink_count DIR: messages the sink has written.
+sink_count() { find "$1" -type f | wc -l; }
+
+# wait_sink LABEL DIR N: until the sink holds N messages (at most 300 s).
+wait_sink() {
+    local n i
+    for ((i = 0; i < 6000; i++)); do
+        n=$(sink_count "$2")
+        ((n >= $3)) && return 0
+        sleep 0.05
+    done
+    die "$1: only $n of $3 reached the sink"
+}
+
+# run_load LABEL PORT SINKDIR PID...: a warm-up of WARMUP messages (relayed before the
+# clock starts), then MESSAGES timed from smtp-source's start until the sink has them all.
+# Prints "<relayed msgs/s> <accepted msgs/s> <server CPU ms per message> <seconds>"; the CPU
+# is that of the PIDs given (and their children) during the timed part.
+run_load() {
+    local label=$1 port=$2 dir=$3
+    shift 3
+    if ((WARMUP > 0)); then
+        smtp-source -s "$SESSIONS" -m "$WARMUP" -l "$SIZE" -f "$SENDER" -t sink@rcpt.invalid "127.0.0.1:$port" \
+            || die "$label: smtp-source (warm-up) failed"
+        wait_sink "$label" "$dir" "$WARMUP"
+    fi
+    local c0=0 c1=0 pid t0 accepted t1
+    for pid in "$@"; do c0=$((c0 + $(cpu_ticks "$pid"))); done
     t0=$(now)
     smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f "$SENDER" -t sink@rcpt.invalid "127.0.0.1:$port" \
         || die "$label: smtp-source failed"
-    local accepted
     accepted=$(now)
-    for ((i = 0; i < 6000; i++)); do
-        n=$(find "$dir" -type f | wc -l)
-        ((n >= MESSAGES)) && break
-        sleep 0.05
-    done
+    wait_sink "$label" "$dir" $((WARMUP + MESSAGES))
     t1=$(now)
-    ((n >= MESSAGES)) || die "$label: only $n of $MESSAGES reached the sink"
-    python3 -c "import sys; t0,a,t1,m=map(float,sys.argv[1:]); print(f'{m/(t1-t0):.0f} msgs/s relayed ({m/(a-t0):.0f} msgs/s accepted), {t1-t0:.2f} s')" "$t0" "$accepted" "$t1" "$MESSAGES"
+    for pid in "$@"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
+    python3 -c "import sys,os; t0,a,t1,m,c=map(float,sys.argv[1:]); hz=os.sysconf('SC_CLK_TCK'); print(f'{m/(t1-t0):.0f} {m/(a-t0):.0f} {c/hz*1000/m:.3f} {t1-t0:.2f}')" \
+        "$t0" "$accepted" "$t1" "$MESSAGES" $((c1 - c0))
 }
 
 # signatures LABEL DIR: the DKIM signature algorithms in one message at the sink, so the
@@ -71,22 +99,18 @@ signatures() {
 }
 
 # ---- Baton
-SINK_PORT=$(free_port)
-start_sink "$WORK/sink-baton" "$SINK_PORT"
-BPORT=$(free_port)
-# Signing: the load's network relays as tenant "bench" (allow_networks would make its mail
-# nobody's, never signed).
-RELAY_NETWORKS='allow_networks = ["127.0.0.0/8"]'
-if [[ $SIGN == 1 ]]; then
-    RELAY_NETWORKS=$'[[relay.tenant_networks]]\nnetwork = "127.0.0.0/8"\ntenant = "bench"'
-fi
-cat >"$WORK/baton.toml" <<EOF
+run_baton() { # ROUND: sets BATON_RESULT
+    local r=$1 bport
+    SINK_PORT=$(free_port)
+    start_sink "$WORK/sink-baton-$r" "$SINK_PORT"
+    bport=$(free_port)
+    cat >"$WORK/baton-$r.toml" <<EOF
 hostname = "baton.bench.localhost"
-data_dir = "$WORK/baton-data"
+data_dir = "$WORK/baton-data-$r"
 [listen]
 submission = ""
 submissions = ""
-relay = "127.0.0.1:$BPORT"
+relay = "127.0.0.1:$bport"
 [relay]
 $RELAY_NETWORKS
 [limits]
@@ -95,32 +119,40 @@ max_connections_per_ip = 1000
 filter = "warn"
 [pipeline]
 run_stages = true
+fused = $FUSED
 deliver_workers = 32
 [[delivery.routes]]
 pattern = "*"
 target = "127.0.0.1:$SINK_PORT"
 EOF
+    if [[ $SIGN == 1 ]]; then
+        "$BATON" --config "$WORK/baton-$r.toml" domain add sender.test --tenant bench >/dev/null
+    fi
+    baton_start "$BATON" "$WORK/baton-$r.toml" "$WORK/baton-$r.log" "$bport"
+    log "baton (round $r, fused=$FUSED): relaying $MESSAGES x $SIZE B over $SESSIONS sessions to smtp-sink :$SINK_PORT"
+    BATON_RESULT=$(run_load baton "$bport" "$WORK/sink-baton-$r" "$BATON_PID")
+    signatures baton "$WORK/sink-baton-$r"
+    baton_stop
+    stop_sink
+    rm -rf "$WORK/sink-baton-$r" "$WORK/baton-data-$r"
+}
+# Signing: the load's network relays as tenant "bench" (allow_networks would make its mail
+# nobody's, never signed).
+RELAY_NETWORKS='allow_networks = ["127.0.0.0/8"]'
 if [[ $SIGN == 1 ]]; then
-    "$BATON" --config "$WORK/baton.toml" domain add sender.test --tenant bench >/dev/null
+    RELAY_NETWORKS=$'[[relay.tenant_networks]]\nnetwork = "127.0.0.0/8"\ntenant = "bench"'
 fi
-baton_start "$BATON" "$WORK/baton.toml" "$WORK/baton.log" "$BPORT"
-log "baton: relaying $MESSAGES x $SIZE B over $SESSIONS sessions to smtp-sink :$SINK_PORT"
-BATON_RESULT=$(run_load baton "$BPORT" "$WORK/sink-baton")
-echo "baton:            $BATON_RESULT"
-signatures baton "$WORK/sink-baton"
-baton_stop
-stop_sink
 
 # ---- Postfix: a private instance relaying everything to the same kind of sink; with a
 # milter port, OpenDKIM signs on the way in.
 # Runs in this shell (not in $(...)), so the EXIT trap stops whatever it started; sets
 # PF_RESULT.
-run_postfix() { # LABEL [MILTERS]
-    local label=$1 milters=${2:-} pdir pport
+run_postfix() { # LABEL ROUND [MILTERS]
+    local label=$1 r=$2 milters=${3:-} pdir pport
     SINK_PORT=$(free_port)
-    start_sink "$WORK/sink-$label" "$SINK_PORT"
+    start_sink "$WORK/sink-$label-$r" "$SINK_PORT"
     pport=$(free_port)
-    pdir="$WORK/$label"
+    pdir="$WORK/$label-$r"
     postfix_setup "$pdir" "$pport"
     # Turn accept.sh's hold-everything instance into a relay: no HOLD, no deferred
     # transports, everything to the sink. Connection caching to the relayhost stays on.
@@ -134,32 +166,59 @@ run_postfix() { # LABEL [MILTERS]
     postfix_start "$pdir"
     wait_port "$pport" 30 || die "postfix did not listen"
     log "$label: relaying $MESSAGES x $SIZE B over $SESSIONS sessions to smtp-sink :$SINK_PORT"
-    PF_RESULT=$(run_load "$label" "$pport" "$WORK/sink-$label")
-    signatures "$label" "$WORK/sink-$label"
+    # The CPU of master and its children (smtpd, cleanup, qmgr, smtp), and of OpenDKIM.
+    PF_RESULT=$(run_load "$label" "$pport" "$WORK/sink-$label-$r" "$(postfix_master_pid "$pdir")" "${OPENDKIM_PIDS[@]}")
+    signatures "$label" "$WORK/sink-$label-$r"
     postfix_stop
     stop_sink
+    rm -rf "$WORK/sink-$label-$r" "$pdir"
 }
 
-run_postfix postfix
-POSTFIX_RESULT=$PF_RESULT
-echo "postfix:          $POSTFIX_RESULT"
-OPENDKIM_RESULT=
-if [[ $SIGN == 1 ]]; then
-    RSA_PORT=$(free_port)
-    opendkim_start "$WORK/opendkim-rsa" "$RSA_PORT" sender.test rsa
-    ED_PORT=$(free_port)
-    opendkim_start "$WORK/opendkim-ed" "$ED_PORT" sender.test ed
-    run_postfix postfix-opendkim "inet:127.0.0.1:$RSA_PORT, inet:127.0.0.1:$ED_PORT"
-    OPENDKIM_RESULT=$PF_RESULT
-    echo "postfix+opendkim: $OPENDKIM_RESULT"
-    opendkim_stop
-fi
+B_RUNS=() P_RUNS=() O_RUNS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    run_baton "$round"
+    echo "round $round baton:            $BATON_RESULT"
+    B_RUNS+=("$BATON_RESULT")
+    run_postfix postfix "$round"
+    echo "round $round postfix:          $PF_RESULT"
+    P_RUNS+=("$PF_RESULT")
+    if [[ $SIGN == 1 ]]; then
+        RSA_PORT=$(free_port)
+        opendkim_start "$WORK/opendkim-rsa-$round" "$RSA_PORT" sender.test rsa
+        ED_PORT=$(free_port)
+        opendkim_start "$WORK/opendkim-ed-$round" "$ED_PORT" sender.test ed
+        run_postfix postfix-opendkim "$round" "inet:127.0.0.1:$RSA_PORT, inet:127.0.0.1:$ED_PORT"
+        echo "round $round postfix+opendkim: $PF_RESULT"
+        O_RUNS+=("$PF_RESULT")
+        opendkim_stop
+    fi
+done
+echo "(each: relayed msgs/s, accepted msgs/s, server CPU ms/msg, seconds)"
 
-python3 - "$BATON_RESULT" "$POSTFIX_RESULT" "$OPENDKIM_RESULT" <<'PY'
-import sys
-b = float(sys.argv[1].split()[0]); p = float(sys.argv[2].split()[0])
-print(f"ratio baton/postfix (relayed): {b / p:.2f}")
-if sys.argv[3]:
-    o = float(sys.argv[3].split()[0])
-    print(f"ratio baton/postfix+opendkim (relayed, both signing): {b / o:.2f}")
-PY
+# Medians and ratios; RESULT lines for bench/run-all.sh.
+join_runs() { local IFS=' '; local r out=(); for r in "$@"; do out+=("${r// /,}"); done; echo "${out[*]}"; }
+SUMMARY=$(python3 - "$SIGN" "$(join_runs "${B_RUNS[@]}")" "$(join_runs "${P_RUNS[@]}")" "$(join_runs "${O_RUNS[@]}")" <<'PYEND'
+import statistics, sys
+sign = sys.argv[1] == "1"
+def runs(arg):
+    return [list(map(float, r.split(","))) for r in arg.split()] if arg else []
+b, p, o = runs(sys.argv[2]), runs(sys.argv[3]), runs(sys.argv[4])
+def med(rs, i): return statistics.median(r[i] for r in rs)
+def rounds(rs, i): return ";".join(f"{r[i]:g}" for r in rs)
+print(f"median relayed msgs/s: baton {med(b,0):.0f}, postfix {med(p,0):.0f}" + (f", postfix+opendkim {med(o,0):.0f}" if o else ""))
+print(f"ratio baton/postfix (relayed): {med(b,0)/med(p,0):.2f}")
+if o:
+    print(f"ratio baton/postfix+opendkim (relayed, both signing): {med(b,0)/med(o,0):.2f}")
+print(f"median server CPU ms/msg: baton {med(b,2):.3f}, postfix {med(p,2):.3f}" + (f", postfix+opendkim {med(o,2):.3f}" if o else ""))
+tag = "signed" if sign else "unsigned"
+out = [("relay_" + tag + "_msgs_per_s", "msgs/s", 0, "higher"), ("relay_" + tag + "_cpu_ms_per_msg", "ms/msg", 2, "lower")]
+for metric, unit, i, better in out:
+    print(f"RESULTLINE {metric} {unit} {med(b,i):g} {med(p,i):g} postfix {better} {rounds(b,i)} {rounds(p,i)}")
+    if o:
+        print(f"RESULTLINE {metric}_vs_opendkim {unit} {med(b,i):g} {med(o,i):g} postfix+opendkim {better} {rounds(b,i)} {rounds(o,i)}")
+PYEND
+)
+grep -v '^RESULTLINE' <<<"$SUMMARY"
+while read -r _ metric unit bv ov oname better br orr; do
+    bench_result "$metric" "$unit" "$bv" "$ov" "$oname" "$better" "$br" "$orr"
+done < <(grep '^RESULTLINE' <<<"$SUMMARY")

@@ -10,7 +10,7 @@ scripts/install-test-deps.sh
 infra/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events -p baton-fn-api
+cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events -p baton-fn-fused -p baton-fn-api
 # The Rust SDK example the SES API tests run (tests/e2e/test_ses_cli.py).
 cargo build --release --locked -p baton --example ses_send
 

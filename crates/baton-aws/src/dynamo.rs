@@ -271,6 +271,10 @@ impl Ledger for DynamoLedger {
         Ok(())
     }
 
+    async fn increment(&self, table: &str, key: &str, by: u64) -> Result<u64, StoreError> {
+        self.add_to_counter(table, key, by).await
+    }
+
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;

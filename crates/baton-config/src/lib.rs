@@ -203,6 +203,11 @@ pub struct Pipeline {
     /// Run policy, signing, delivery and bounces in this process. Off: accept and queue only
     /// (another process, or Lambda functions, consume the queues).
     pub run_stages: bool,
+    /// Policy, signing and the first delivery attempt run as one job per message, taken
+    /// from intake (as many at once as `deliver_workers`); retries and bounces still go
+    /// through their queues. Off: each stage takes its own queue. On AWS this is the
+    /// policy function's setting: on, it also signs and delivers.
+    pub fused: bool,
     /// Messages a worker takes from its queue at once.
     pub batch: usize,
     /// Concurrent policy workers.
@@ -217,6 +222,7 @@ impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             run_stages: true,
+            fused: true,
             batch: 4,
             policy_workers: 8,
             sign_workers: 8,

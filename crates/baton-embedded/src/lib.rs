@@ -73,11 +73,30 @@ pub(crate) struct Inner {
     spool: PathBuf,
     options: EmbeddedOptions,
     writer: WriterHandle,
-    reader: Mutex<Connection>,
+    /// Read connections: a read takes the first one free (or waits on one), so reads run
+    /// side by side instead of queueing behind one connection.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     sealer: Sealer,
 }
 
+/// How many read connections a backend opens.
+const READERS: usize = 4;
+
 impl Inner {
+    fn free_reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return conn;
+            }
+        }
+        let turn = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        self.readers[turn].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs a read on the shared read connection, off the async threads.
     async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
@@ -86,11 +105,29 @@ impl Inner {
     {
         let inner = self.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = inner.free_reader();
             f(&conn, &inner.spool)
         })
         .await
         .map_err(backend_err)?
+    }
+}
+
+impl Inner {
+    /// A point read (one row by its key, from the page cache or the memory map: a few
+    /// microseconds) runs on the calling thread when a read connection is free, sparing
+    /// the two thread switches of [`Inner::read`]; otherwise it waits its turn there.
+    async fn read_point<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        for reader in &self.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return f(&conn, &self.spool);
+            }
+        }
+        self.read(f).await
     }
 }
 
@@ -127,14 +164,17 @@ impl EmbeddedBackend {
         if sealed > 0 {
             tracing::info!(records = sealed, "sealed DKIM keys stored in plain form");
         }
-        let reader = schema::open(&db, options.clock.now_ms())?;
+        let readers = (0..READERS)
+            .map(|_| schema::open_reader(&db).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let writer = writer::spawn(writer_conn, spool.clone(), options.clone())?;
         Ok(EmbeddedBackend {
             inner: Arc::new(Inner {
                 spool,
                 options,
                 writer,
-                reader: Mutex::new(reader),
+                readers,
+                next_reader: Default::default(),
                 sealer,
             }),
         })
@@ -249,6 +289,36 @@ impl Ledger for SqliteLedger {
         self.inner.writer.call(op).await.map(|_| ())
     }
 
+    async fn put_many(&self, writes: Vec<baton_store::BlindWrite>) -> Result<(), StoreError> {
+        let ops = writes
+            .into_iter()
+            .map(|w| {
+                Ok(Op::Put {
+                    value: self.inner.sealer.seal(&w.table, &w.key, &w.value)?,
+                    table: w.table,
+                    key: w.key,
+                    only_if_absent: w.only_if_absent,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.inner.writer.call(Op::PutMany(ops)).await.map(|_| ())
+    }
+
+    async fn increment(&self, table: &str, key: &str, by: u64) -> Result<u64, StoreError> {
+        if sealed::is_sealed_table(table) {
+            return Err(backend_err(format!("{table} holds no counters")));
+        }
+        let op = Op::Increment {
+            table: table.to_string(),
+            key: key.to_string(),
+            by,
+        };
+        match self.inner.writer.call(op).await? {
+            OpResult::Count(total) => Ok(total),
+            other => Err(backend_err(format!("unexpected writer result {other:?}"))),
+        }
+    }
+
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows = self.scan_stored(table, prefix).await?;
         rows.into_iter()
@@ -265,14 +335,10 @@ impl SqliteLedger {
     async fn get_stored(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (table, key) = (table.to_string(), key.to_string());
         self.inner
-            .read(move |conn, _| {
-                conn.query_row(
-                    "SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2",
-                    params![table, key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend_err)
+            .read_point(move |conn, _| {
+                conn.prepare_cached("SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2")
+                    .and_then(|mut s| s.query_row(params![table, key], |r| r.get(0)).optional())
+                    .map_err(backend_err)
             })
             .await
     }
@@ -285,16 +351,65 @@ impl SqliteLedger {
         let (table, prefix) = (table.to_string(), prefix.to_string());
         self.inner
             .read(move |conn, _| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT key, value FROM ledger WHERE tbl = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
-                    )
-                    .map_err(backend_err)?;
-                let rows = stmt
-                    .query_map(params![table, prefix], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(backend_err)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(backend_err)
+                // A key range the primary key's index answers (both bounds in the plan), rather
+                // than a test of every key of the table; the substr test keeps it exact.
+                let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+                match prefix_upper_bound(&prefix) {
+                    Some(upper) => conn
+                        .prepare_cached(
+                            "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 AND key < ?3 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
+                        )
+                        .and_then(|mut s| {
+                            s.query_map(params![table, prefix, upper], row)?
+                                .collect::<Result<Vec<_>, _>>()
+                        }),
+                    None => conn
+                        .prepare_cached(
+                            "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 ORDER BY key",
+                        )
+                        .and_then(|mut s| {
+                            s.query_map(params![table, prefix], row)?
+                                .collect::<Result<Vec<_>, _>>()
+                        }),
+                }
+                .map_err(backend_err)
             })
             .await
+    }
+}
+
+/// The least string greater than every string that starts with `prefix` (in SQLite's BINARY
+/// order, which for UTF-8 is code point order): the last character that can be stepped up,
+/// stepped up, with what follows it dropped. `None` when there is no such string.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn the_upper_bound_is_just_above_every_key_with_the_prefix() {
+        assert_eq!(prefix_upper_bound("acme/").as_deref(), Some("acme0"));
+        assert_eq!(prefix_upper_bound("").as_deref(), None);
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        let upper = prefix_upper_bound("x/é").expect("bound");
+        for key in ["x/é", "x/é/1", "x/é\u{10FFFF}"] {
+            assert!(key < upper.as_str(), "{key}");
+        }
+        assert!("x/ê" >= upper.as_str());
     }
 }

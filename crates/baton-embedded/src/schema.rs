@@ -78,7 +78,28 @@ pub(crate) fn open(path: &Path, now_ms: i64) -> Result<Connection, StoreError> {
         .map_err(backend_err)?;
     conn.execute_batch(SCHEMA).map_err(backend_err)?;
     migrate(&mut conn, now_ms)?;
+    cache(&conn)?;
     Ok(conn)
+}
+
+/// A connection for reads only, to a database [`open`] has made ready.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(backend_err)?;
+    cache(&conn)?;
+    Ok(conn)
+}
+
+/// A page cache that holds the hot part of the database (the default 2 MB made every
+/// commit and many reads go back to the file), and reads through a memory map rather than
+/// a system call per page.
+fn cache(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "cache_size", -32_768)
+        .map_err(backend_err)?;
+    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+        .map_err(backend_err)?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection, now_ms: i64) -> Result<(), StoreError> {

@@ -71,6 +71,15 @@ pub(crate) enum Op {
         expected: Vec<u8>,
         value: Vec<u8>,
     },
+    /// Several `Put`s for one caller: one request, one reply.
+    PutMany(Vec<Op>),
+    /// Adds to a decimal counter (see `Ledger::increment`); the writer is alone, so read and
+    /// write need no compare-and-swap.
+    Increment {
+        table: String,
+        key: String,
+        by: u64,
+    },
     Recover,
     /// Deletes up to `max` records of `table` last written more than `older_than` ago.
     ExpireRecords {
@@ -263,6 +272,23 @@ impl Writer {
         self.conn.execute_batch("COMMIT").map_err(backend_err)
     }
 
+    fn increment(&mut self, table: &str, key: &str, by: u64) -> Result<OpResult, StoreError> {
+        let old: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT value FROM ledger WHERE tbl = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![table, key], |r| r.get(0)).optional())
+            .map_err(backend_err)?;
+        let total = old.as_deref().map(baton_store::counter_value).unwrap_or(0) + by;
+        let now = self.now();
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO ledger (tbl, key, value, written_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![table, key, total.to_string().into_bytes(), now]))
+            .map_err(backend_err)?;
+        Ok(OpResult::Count(total))
+    }
+
     fn op(&mut self, op: &Op, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
         match op {
             Op::AppendBlob { key, data } => self.append_blob(key, data),
@@ -310,10 +336,8 @@ impl Writer {
             ),
             Op::DeleteMessage { queue, receipt } => {
                 self.conn
-                    .execute(
-                        "DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2",
-                        params![queue, receipt],
-                    )
+                    .prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND receipt = ?2")
+                    .and_then(|mut s| s.execute(params![queue, receipt]))
                     .map_err(backend_err)?;
                 Ok(OpResult::Unit)
             }
@@ -345,9 +369,11 @@ impl Writer {
                 } else {
                     "INSERT OR REPLACE INTO ledger (tbl, key, value, written_at) VALUES (?1, ?2, ?3, ?4)"
                 };
+                let now = self.now();
                 let n = self
                     .conn
-                    .execute(sql, params![table, key, value, self.now()])
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params![table, key, value, now]))
                     .map_err(backend_err)?;
                 Ok(OpResult::Bool(n > 0))
             }
@@ -357,14 +383,22 @@ impl Writer {
                 expected,
                 value,
             } => {
+                let now = self.now();
                 let n = self
                     .conn
-                    .execute(
+                    .prepare_cached(
                         "UPDATE ledger SET value = ?4, written_at = ?5 WHERE tbl = ?1 AND key = ?2 AND value = ?3",
-                        params![table, key, expected, value, self.now()],
                     )
+                    .and_then(|mut s| s.execute(params![table, key, expected, value, now]))
                     .map_err(backend_err)?;
                 Ok(OpResult::Bool(n > 0))
+            }
+            Op::Increment { table, key, by } => self.increment(table, key, *by),
+            Op::PutMany(ops) => {
+                for op in ops {
+                    self.op(op, after)?;
+                }
+                Ok(OpResult::Unit)
             }
             Op::DeleteRecord { table, key } => {
                 self.conn

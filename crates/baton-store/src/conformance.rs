@@ -81,6 +81,29 @@ pub async fn ledger(ledger: &dyn Ledger) {
     );
     ledger.delete("conf", "a").await.unwrap();
     assert_eq!(ledger.get("conf", "a").await.unwrap(), None);
+
+    // Counters, and scans that must not run past their prefix.
+    assert_eq!(ledger.increment("count", "t/h/1", 2).await.unwrap(), 2);
+    assert_eq!(ledger.increment("count", "t/h/1", 3).await.unwrap(), 5);
+    assert_eq!(ledger.increment("count", "t/h/2", 1).await.unwrap(), 1);
+    assert_eq!(
+        ledger
+            .get("count", "t/h/1")
+            .await
+            .unwrap()
+            .map(|v| crate::counter_value(&v)),
+        Some(5)
+    );
+    ledger.put("count", "t/h0", b"x").await.unwrap();
+    ledger.put("count", "t/h/\u{10FFFF}", b"y").await.unwrap();
+    let scanned: Vec<String> = ledger
+        .scan("count", "t/h/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(scanned, ["t/h/1", "t/h/2", "t/h/\u{10FFFF}"]);
 }
 
 /// `queue` must move a message to `dead_letter` after it was received twice.

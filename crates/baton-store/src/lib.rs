@@ -115,4 +115,64 @@ pub trait Ledger: Send + Sync + 'static {
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError>;
     /// All records whose key starts with `prefix`, in key order.
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Writes `value` unless `key` exists, when the caller does not need to know which
+    /// happened (a record made once however often its stage runs). A ledger that batches
+    /// writes may hold it back until its next flush, like a `put`.
+    async fn ensure(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_if_absent(table, key, value).await.map(|_| ())
+    }
+    /// Writes that nobody waits on one by one (a job's timeline lines and states, sent at
+    /// its checkpoint): each a `put`, or an `ensure` when `only_if_absent`. Not atomic as a
+    /// whole; on error some may have been written. This default sends them side by side; a
+    /// backend that can take them in one request overrides it.
+    async fn put_many(&self, writes: Vec<BlindWrite>) -> Result<(), StoreError> {
+        futures::future::try_join_all(writes.iter().map(|w| async move {
+            if w.only_if_absent {
+                self.ensure(&w.table, &w.key, &w.value).await
+            } else {
+                self.put(&w.table, &w.key, &w.value).await
+            }
+        }))
+        .await
+        .map(|_| ())
+    }
+    /// Adds `by` to the counter at `key` (decimal ASCII; absent or unreadable counts as 0) and
+    /// returns the new total. Atomic: concurrent increments are never lost. This default is a
+    /// compare-and-swap loop; a backend that can add in place (SQLite's one writer, DynamoDB's
+    /// `ADD`) overrides it so that a hot counter costs one write and no retries.
+    async fn increment(&self, table: &str, key: &str, by: u64) -> Result<u64, StoreError> {
+        for _ in 0..100 {
+            let old = self.get(table, key).await?;
+            let total = old.as_deref().map(counter_value).unwrap_or(0) + by;
+            let new = total.to_string();
+            let wrote = match &old {
+                Some(old) => self.replace_if(table, key, old, new.as_bytes()).await?,
+                None => self.put_if_absent(table, key, new.as_bytes()).await?,
+            };
+            if wrote {
+                return Ok(total);
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "counter {table}/{key} is contended"
+        )))
+    }
+}
+
+/// One write of [`Ledger::put_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindWrite {
+    pub table: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Only if the key is absent (an `ensure`), else a `put`.
+    pub only_if_absent: bool,
+}
+
+/// The value of a counter record written by [`Ledger::increment`]; anything else counts as 0.
+pub fn counter_value(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }

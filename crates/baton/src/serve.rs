@@ -72,10 +72,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn concurrency(settings: &Settings) -> runtime::Concurrency {
+    let pipeline = &settings.raw.pipeline;
     runtime::Concurrency {
-        policy: settings.raw.pipeline.policy_workers,
+        // Fused, the intake workers deliver too.
+        policy: if pipeline.fused {
+            pipeline.deliver_workers
+        } else {
+            pipeline.policy_workers
+        },
         sign: settings.raw.pipeline.sign_workers,
         deliver: settings.raw.pipeline.deliver_workers,
+        fused: pipeline.fused,
         ..runtime::Concurrency::default()
     }
 }
@@ -197,12 +204,14 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
         let cloud = baton_functions::cloud_targets(&aws);
         let stages = baton_pipeline::setup::stages(&settings, cloud)?;
         let c = concurrency(&settings);
-        for stage in Stage::ALL {
+        // Fused, one function takes intake in place of policy, as with the template's option.
+        let intake = if c.fused { Stage::Fused } else { Stage::Policy };
+        for stage in Stage::ALL.map(|s| if s == Stage::Policy { intake } else { s }) {
             let function = Function::new(stage, ports.clone(), &dead, &stages);
             let config = RunnerConfig {
                 batch: settings.raw.pipeline.batch,
                 concurrency: match stage {
-                    Stage::Policy => c.policy,
+                    Stage::Policy | Stage::Fused => c.policy,
                     Stage::Sign => c.sign,
                     Stage::Deliver => c.deliver,
                     Stage::Bounce => 1,

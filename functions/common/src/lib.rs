@@ -43,6 +43,9 @@ pub enum Stage {
     Bounce,
     /// Sends events to tenants' destinations.
     Events,
+    /// Policy, signing and the first delivery attempt in one function on the intake queue
+    /// (instead of Policy; Sign and Deliver then only take what it hands on and retries).
+    Fused,
 }
 
 impl Stage {
@@ -62,6 +65,7 @@ impl Stage {
             Stage::Deliver => queue_names::DELIVER,
             Stage::Bounce => queue_names::BOUNCE,
             Stage::Events => queue_names::EVENTS,
+            Stage::Fused => queue_names::INTAKE,
         }
     }
 
@@ -72,6 +76,7 @@ impl Stage {
             Stage::Deliver => "deliver",
             Stage::Bounce => "bounce",
             Stage::Events => "events",
+            Stage::Fused => "fused",
         }
     }
 
@@ -79,7 +84,7 @@ impl Stage {
     /// MXs with their own timeouts; the others only to AWS.
     pub fn function_timeout(self) -> Duration {
         match self {
-            Stage::Deliver => Duration::from_secs(300),
+            Stage::Deliver | Stage::Fused => Duration::from_secs(300),
             _ => Duration::from_secs(30),
         }
     }
@@ -248,6 +253,11 @@ impl Function {
                 dead.events.clone(),
                 stages.events.clone(),
             ),
+            Stage::Fused => (
+                ports.intake.clone(),
+                dead.intake.clone(),
+                stages.fused.clone(),
+            ),
         };
         Function {
             stage,
@@ -271,7 +281,7 @@ impl Function {
         baton_telemetry::init(baton_telemetry::Format::Json, &settings.raw.log.filter);
         // A function is never a local trial: deliver greets next hops and bounce writes DSNs
         // under this name.
-        if matches!(stage, Stage::Deliver | Stage::Bounce) {
+        if matches!(stage, Stage::Deliver | Stage::Bounce | Stage::Fused) {
             settings.check_delivery_hostname(false)?;
         }
         Self::from_settings(stage, &settings).await
@@ -286,7 +296,7 @@ impl Function {
         let stages = baton_pipeline::setup::stages(settings, cloud_targets(&aws))?;
         let function = Function::new(stage, ports, &dead, &stages);
         Ok(match stage {
-            Stage::Deliver => function.with_limits(Limits::deliver(settings)),
+            Stage::Deliver | Stage::Fused => function.with_limits(Limits::deliver(settings)),
             Stage::Events => function.with_limits(Limits::events(settings)),
             _ => function,
         })

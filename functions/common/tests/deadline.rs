@@ -155,6 +155,7 @@ fn fixture(routes: Vec<Route>, limits: Limits) -> Fixture {
     let unused: Arc<dyn runtime::Stage> = Arc::new(Unused);
     let stages = Stages {
         policy: unused.clone(),
+        fused: unused.clone(),
         sign: unused.clone(),
         deliver: Arc::new(runtime::DeliverStage(stage)),
         bounce: unused.clone(),

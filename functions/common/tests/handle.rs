@@ -56,6 +56,7 @@ fn fixture() -> Fixture {
     let handler: Arc<dyn runtime::Stage> = Arc::new(ByBody);
     let stages = Stages {
         policy: handler.clone(),
+        fused: handler.clone(),
         sign: handler.clone(),
         deliver: handler.clone(),
         bounce: handler.clone(),

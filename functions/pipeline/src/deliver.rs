@@ -36,6 +36,7 @@ impl RetryPolicy {
     }
 }
 
+#[derive(Clone)]
 pub struct DeliverStage {
     pub resolver: Arc<dyn MxResolver>,
     pub client: ClientConfig,
@@ -61,6 +62,19 @@ pub async fn handle(
     message: &QueueMessage,
 ) -> Result<Disposition, StageError> {
     let job: Job = decode(&message.body)?;
+    attempt(ports, stage, &job, None, &message.attributes).await
+}
+
+/// One delivery attempt of `job` to every recipient still pending. `body` is the stored
+/// body when the caller has read it already (the fused path); otherwise it is read here,
+/// once a recipient has been claimed. `attributes` go with any job it queues.
+pub async fn attempt(
+    ports: &Ports,
+    stage: &DeliverStage,
+    job: &Job,
+    body: Option<&[u8]>,
+    attributes: &BTreeMap<String, String>,
+) -> Result<Disposition, StageError> {
     let envelope = &job.envelope;
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
@@ -87,7 +101,14 @@ pub async fn handle(
 
     // The prefix (added headers) and the stored body go out one after the other, never
     // joined into a second copy of the message.
-    let body = ports.blobs.read(&id.to_string()).await?;
+    let read;
+    let body = match body {
+        Some(body) => body,
+        None => {
+            read = crate::body::read(ports, envelope).await?;
+            &read
+        }
+    };
 
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for rcpt in &pending {
@@ -124,7 +145,7 @@ pub async fn handle(
             })
             .collect::<Vec<_>>();
         let results = if route_for(&stage.routes, &domain).is_some_and(|r| r.capture) {
-            crate::capture::keep(ports, envelope, job.prefix.as_bytes(), &body, &rcpts, now).await?
+            crate::capture::keep(ports, envelope, job.prefix.as_bytes(), body, &rcpts, now).await?
         } else {
             // With return paths, one transaction per recipient, each from its own (as Postfix's
             // VERP): a bounce that comes back later names the message and the recipient.
@@ -140,7 +161,7 @@ pub async fn handle(
             };
             let mut results = Vec::new();
             for (from, specs) in batches {
-                let msg = transaction(&job, &body, from.as_deref(), specs);
+                let msg = transaction(job, body, from.as_deref(), specs);
                 results.extend(
                     crate::outbound::deliver(
                         &domain,
@@ -292,7 +313,7 @@ pub async fn handle(
                 envelope,
                 BounceAction::Delayed,
                 deferred.clone(),
-                &message.attributes,
+                attributes,
             )
             .await?;
             delay_notified = true;
@@ -307,7 +328,7 @@ pub async fn handle(
         };
         ports
             .deliver
-            .send(&encode(&next)?, message.attributes.clone(), delay)
+            .send(&encode(&next)?, attributes.clone(), delay)
             .await?;
         record_event(
             ledger,
@@ -320,14 +341,7 @@ pub async fn handle(
         .await?;
     }
     if !failures.is_empty() {
-        send_bounce(
-            ports,
-            envelope,
-            BounceAction::Failed,
-            failures,
-            &message.attributes,
-        )
-        .await?;
+        send_bounce(ports, envelope, BounceAction::Failed, failures, attributes).await?;
     }
     // Last: the recipients' states are final now, so a retry of this job would not come
     // back here, and a failure to publish must not undo or repeat the delivery. Said loudly.

@@ -3,16 +3,20 @@
 //! the embedded queues; the AWS backend wraps the same handlers in Lambda functions.
 //!
 //! intake ──policy──▶ sign ──sign──▶ deliver ──deliver──▶ (done | retry on deliver | bounce)
+//! intake ──fused (policy + sign + first attempt, one job)──▶ (done | retry on deliver | bounce)
 //! bounce ──bounce──▶ bounce records, suppression, DSN (back into intake)
 //! any stage ──SES-shaped event──▶ events ──notify──▶ the tenant's queues, buses, webhooks
 
+pub mod body;
 pub mod bounce;
 pub mod capture;
+pub mod checkpoint;
 pub mod deliver;
 pub mod dkim;
 pub mod driver;
 mod error;
 pub mod event_destinations;
+pub mod fused;
 pub mod inbound;
 pub mod job;
 pub mod messages;

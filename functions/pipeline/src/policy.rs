@@ -33,16 +33,58 @@ pub struct PolicyConfig {
     pub bounce_parser: std::sync::Arc<baton_bounce::Parser>,
 }
 
+/// What policy decided about a message.
+#[derive(Debug)]
+pub enum Decision {
+    /// Nothing more to do here (refused, suppressed, a bounce coming back): recorded.
+    Finished,
+    /// Over quota: bring the message back after this long.
+    RetryAfter(std::time::Duration),
+    /// On to signing with these recipients and added headers.
+    Pass(Box<WithOrigin<Job>>),
+}
+
 pub async fn handle(
     ports: &Ports,
     config: &PolicyConfig,
     message: &QueueMessage,
 ) -> Result<Disposition, StageError> {
     // The origin rides along to sign untouched: only mail the relay wrote says `Relay`.
+    let record = decode::<WithOrigin<Envelope>>(&message.body)?;
+    let id = record.record.queue_id;
+    let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
+    match decide(ports, config, record, &head, &message.attributes).await? {
+        Decision::Finished => Ok(Disposition::Done),
+        Decision::RetryAfter(after) => Ok(Disposition::RetryAfter(after)),
+        Decision::Pass(job) => {
+            ports
+                .sign
+                .send(
+                    &encode(&job)?,
+                    message.attributes.clone(),
+                    Default::default(),
+                )
+                .await?;
+            Ok(Disposition::Done)
+        }
+    }
+}
+
+/// Policy on one message whose stored body starts with `head` (at least its header
+/// section, or the whole body): records, events and bounces, and the job for signing.
+/// `attributes` go with any bounce it queues.
+pub async fn decide(
+    ports: &Ports,
+    config: &PolicyConfig,
+    record: WithOrigin<Envelope>,
+    head: &[u8],
+    attributes: &std::collections::BTreeMap<String, String>,
+) -> Result<Decision, StageError> {
     let WithOrigin {
         record: envelope,
         origin,
-    } = decode::<WithOrigin<Envelope>>(&message.body)?;
+    } = record;
+    let head = &head[..head.len().min(HEAD_MAX)];
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
@@ -75,8 +117,7 @@ pub async fn handle(
         accepted,
     )
     .await?;
-    let head = ports.blobs.read_head(&id.to_string(), HEAD_MAX).await?;
-    let facts = HeaderFacts::parse(&head);
+    let facts = HeaderFacts::parse(head);
     let summary = MessageSummary::new(&envelope, facts.subject.as_deref());
     messages::put_summary(ledger, &id, &summary).await?;
     if let Some(bounced) =
@@ -94,7 +135,7 @@ pub async fn handle(
             };
             set_rcpt_state(ledger, &id, &rcpt.address.to_string(), &state).await?;
         }
-        return Ok(Disposition::Done);
+        return Ok(Decision::Finished);
     }
     if let Some(tenant) = &envelope.tenant
         && let Some(over) =
@@ -109,7 +150,7 @@ pub async fn handle(
             format!("{}: retry in {:?}", over.reason, over.retry_after),
         )
         .await?;
-        return Ok(Disposition::RetryAfter(over.retry_after));
+        return Ok(Decision::RetryAfter(over.retry_after));
     }
     // The session refuses these before 250; this catches what reached the queue otherwise.
     let whole_message_refusal = if let Err(e) = facts.author_check() {
@@ -126,7 +167,8 @@ pub async fn handle(
     };
 
     // SES's first event: Send for mail it will try, Reject for mail it refuses whole.
-    let about = ses_events::About::message(ledger, &envelope).await?;
+    // The summary was just written: no need to read it back.
+    let about = ses_events::About::from_summary(&id, &summary);
     if let Some(a) = &about {
         match &whole_message_refusal {
             Some(r) => {
@@ -146,13 +188,11 @@ pub async fn handle(
     let mut pass = Vec::new();
     for rcpt in &envelope.recipients {
         let address = rcpt.address.to_string();
-        init_rcpt_state(ledger, &id, &address, now).await?;
         // A redelivered intake message must not redo recipients that moved on.
-        if rcpt_state(ledger, &id, &address)
-            .await?
-            .is_some_and(|s| s.status != RcptStatus::Pending)
-        {
-            continue;
+        match rcpt_state(ledger, &id, &address).await? {
+            Some(s) if s.status != RcptStatus::Pending => continue,
+            Some(_) => {}
+            None => init_rcpt_state(ledger, &id, &address, now).await?,
         }
         let (status, failure) = if let Some(refusal) = &whole_message_refusal {
             let mut f = refusal.clone();
@@ -213,50 +253,36 @@ pub async fn handle(
     }
 
     if !failures.is_empty() {
-        send_bounce(
-            ports,
-            &envelope,
-            BounceAction::Failed,
-            failures,
-            &message.attributes,
+        send_bounce(ports, &envelope, BounceAction::Failed, failures, attributes).await?;
+    }
+    if pass.is_empty() {
+        return Ok(Decision::Finished);
+    }
+    let mut prefix = String::new();
+    if !facts.has_date {
+        prefix.push_str(&format!("Date: {}\r\n", rfc2822(envelope.received_at)));
+    }
+    if !facts.has_message_id {
+        prefix.push_str(&format!("Message-ID: <{id}@{}>\r\n", config.hostname));
+    }
+    if !prefix.is_empty() {
+        record_event(
+            ledger,
+            &id,
+            now,
+            "policy",
+            "headers added",
+            prefix.trim_end().replace("\r\n", "; "),
         )
         .await?;
     }
-    if !pass.is_empty() {
-        let mut prefix = String::new();
-        if !facts.has_date {
-            prefix.push_str(&format!("Date: {}\r\n", rfc2822(envelope.received_at)));
-        }
-        if !facts.has_message_id {
-            prefix.push_str(&format!("Message-ID: <{id}@{}>\r\n", config.hostname));
-        }
-        if !prefix.is_empty() {
-            record_event(
-                ledger,
-                &id,
-                now,
-                "policy",
-                "headers added",
-                prefix.trim_end().replace("\r\n", "; "),
-            )
-            .await?;
-        }
-        let mut job = Job::new(envelope, prefix);
-        job.pending = pass.clone();
-        ports
-            .sign
-            .send(
-                &encode(&WithOrigin {
-                    record: job,
-                    origin,
-                })?,
-                message.attributes.clone(),
-                Default::default(),
-            )
-            .await?;
-        record_event(ledger, &id, now, "policy", "passed", pass.join(", ")).await?;
-    }
-    Ok(Disposition::Done)
+    record_event(ledger, &id, now, "policy", "passed", pass.join(", ")).await?;
+    let mut job = Job::new(envelope, prefix);
+    job.pending = pass;
+    Ok(Decision::Pass(Box::new(WithOrigin {
+        record: job,
+        origin,
+    })))
 }
 
 /// A tenant may send only from a registered domain of its own.

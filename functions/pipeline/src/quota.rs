@@ -1,8 +1,8 @@
 //! Per-tenant sending quotas. Over-quota mail is deferred (the intake message comes back
 //! later), never dropped.
 //!
-//! Counters live in the ledger and are taken with compare-and-swap, so concurrent policy
-//! workers (in-process, or many Lambda instances on DynamoDB) never lose an increment.
+//! Counters live in the ledger and are added to atomically, so concurrent policy workers
+//! (in-process, or many Lambda instances on DynamoDB) never lose an increment.
 
 use std::time::Duration;
 
@@ -22,12 +22,6 @@ pub struct TenantSettings {
     pub max_per_second: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_day: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct Counter {
-    window: i64,
-    count: u64,
 }
 
 pub async fn tenant_settings(
@@ -65,6 +59,12 @@ pub struct OverQuota {
 
 /// Counts one message against the tenant's quotas, or says how long it must wait. Its
 /// `recipients` are counted by the hour for SentLast24Hours (SES counts each recipient).
+///
+/// Each window has its own counter (`<tenant>/s/<second>`, `<tenant>/d/<day>`,
+/// `<tenant>/h/<hour>`), added to in place ([`Ledger::increment`]): a hot tenant's counter
+/// costs one write per message and never a retry. A message the per-second quota refuses
+/// has still counted in that second (so exactly `limit` pass per second); one the daily
+/// quota refuses is over it for the rest of the day anyway.
 pub async fn take(
     ledger: &dyn Ledger,
     tenant: &TenantId,
@@ -77,32 +77,22 @@ pub async fn take(
     let checks = [
         (
             settings.max_per_second,
-            "s",
-            second,
+            format!("{}/s/{second}", tenant.0),
             "over the per-second quota",
             Duration::from_millis((1000 - now_ms % 1000) as u64),
         ),
         (
             settings.max_per_day,
-            "d",
-            day,
+            format!("{}/d/{day}", tenant.0),
             "over the daily quota",
             Duration::from_secs((86_400 - second % 86_400) as u64),
         ),
     ];
     // Per second first: when the daily quota then refuses, the extra count only lasts for
     // the current second.
-    for (limit, kind, window, reason, retry_after) in checks {
+    for (limit, key, reason, retry_after) in checks {
         let Some(limit) = limit else { continue };
-        if !bump(
-            ledger,
-            &format!("{}/{kind}", tenant.0),
-            window,
-            1,
-            Some(limit),
-        )
-        .await?
-        {
+        if ledger.increment(COUNTERS, &key, 1).await? > limit {
             return Ok(Some(OverQuota {
                 reason,
                 retry_after,
@@ -111,7 +101,9 @@ pub async fn take(
     }
     // Every recipient is counted by the hour too, for SentLast24Hours (GetAccount).
     let hour = second / 3600;
-    bump(ledger, &hour_key(tenant, hour), hour, recipients, None).await?;
+    ledger
+        .increment(COUNTERS, &hour_key(tenant, hour), recipients)
+        .await?;
     Ok(None)
 }
 
@@ -129,55 +121,11 @@ pub async fn sent_last_24_hours(
     let hour = now_ms / 1000 / 3600;
     let mut total = 0;
     for h in hour - 23..=hour {
-        if let Some(v) = ledger.get(COUNTERS, &hour_key(tenant, h)).await?
-            && let Ok(counter) = serde_json::from_slice::<Counter>(&v)
-            && counter.window == h
-        {
-            total += counter.count;
+        if let Some(v) = ledger.get(COUNTERS, &hour_key(tenant, h)).await? {
+            total += baton_store::counter_value(&v);
         }
     }
     Ok(total)
-}
-
-/// Adds `n` to the counter at `key` for `window` (a new window starts at zero), unless it
-/// has reached `limit`: false then. Compare-and-swap, so no increment is lost.
-async fn bump(
-    ledger: &dyn Ledger,
-    key: &str,
-    window: i64,
-    n: u64,
-    limit: Option<u64>,
-) -> Result<bool, StageError> {
-    for _ in 0..20 {
-        let old = ledger.get(COUNTERS, key).await?;
-        let current: Counter = old
-            .as_deref()
-            .and_then(|v| serde_json::from_slice(v).ok())
-            .unwrap_or_default();
-        let count = if current.window == window {
-            current.count
-        } else {
-            0
-        };
-        if limit.is_some_and(|limit| count >= limit) {
-            return Ok(false);
-        }
-        let new = serde_json::to_vec(&Counter {
-            window,
-            count: count + n,
-        })
-        .unwrap_or_default();
-        let wrote = match &old {
-            Some(old) => ledger.replace_if(COUNTERS, key, old, &new).await?,
-            None => ledger.put_if_absent(COUNTERS, key, &new).await?,
-        };
-        if wrote {
-            return Ok(true);
-        }
-    }
-    Err(StageError::Transient(format!(
-        "quota counter {key} is contended"
-    )))
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub async fn record_event_once(
 ) -> Result<(), StageError> {
     let key = format!("{id}/{at:013}-000000-{stage}-{what}");
     let bytes = serde_json::to_vec(&event(at, stage, what, detail)).unwrap_or_default();
-    ledger.put_if_absent(tables::EVENTS, &key, &bytes).await?;
+    ledger.ensure(tables::EVENTS, &key, &bytes).await?;
     Ok(())
 }
 
@@ -261,7 +261,7 @@ pub async fn init_rcpt_state(
         lease_until: 0,
     };
     ledger
-        .put_if_absent(
+        .ensure(
             tables::RECIPIENTS,
             &rcpt_key(id, rcpt),
             &serde_json::to_vec(&state).unwrap_or_default(),

@@ -37,6 +37,18 @@ pub struct SignStage;
 pub struct DeliverStage(pub crate::deliver::DeliverStage);
 pub struct BounceStage(pub BounceConfig);
 pub struct NotifyStage(pub crate::notify::NotifyStage);
+pub struct FusedStage(pub crate::fused::FusedStage);
+
+#[async_trait::async_trait]
+impl Stage for FusedStage {
+    async fn handle(
+        &self,
+        ports: &Ports,
+        message: &baton_store::QueueMessage,
+    ) -> Result<Disposition, StageError> {
+        crate::fused::handle(ports, &self.0, message).await
+    }
+}
 
 #[async_trait::async_trait]
 impl Stage for NotifyStage {
@@ -95,6 +107,9 @@ impl Stage for BounceStage {
 
 pub struct Stages {
     pub policy: Arc<dyn Stage>,
+    /// Policy, signing and the first delivery attempt in one job: takes intake instead of
+    /// `policy` when [`Concurrency::fused`] says so.
+    pub fused: Arc<dyn Stage>,
     pub sign: Arc<dyn Stage>,
     pub deliver: Arc<dyn Stage>,
     pub bounce: Arc<dyn Stage>,
@@ -111,6 +126,8 @@ pub struct Concurrency {
     pub deliver: usize,
     /// Webhook calls wait on the tenant's server.
     pub events: usize,
+    /// Intake is taken by the fused path (`policy` workers of it), not by policy alone.
+    pub fused: bool,
 }
 
 impl Default for Concurrency {
@@ -120,6 +137,7 @@ impl Default for Concurrency {
             sign: 8,
             deliver: 32,
             events: 16,
+            fused: false,
         }
     }
 }
@@ -138,7 +156,11 @@ pub fn spawn(
         (
             ports.intake.clone(),
             dead.intake,
-            stages.policy,
+            if concurrency.fused {
+                stages.fused
+            } else {
+                stages.policy
+            },
             concurrency.policy.max(1),
         ),
         (

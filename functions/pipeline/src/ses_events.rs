@@ -133,7 +133,7 @@ impl About {
         let bytes = serde_json::to_vec(&event)
             .map_err(|e| StageError::Permanent(format!("event {key}: {e}")))?;
         // A stage run again finds its event there and keeps the first (same id, same body).
-        ports.ledger.put_if_absent(TABLE, &key, &bytes).await?;
+        ports.ledger.ensure(TABLE, &key, &bytes).await?;
         let destinations = self
             .destinations
             .get_or_try_init(|| async {

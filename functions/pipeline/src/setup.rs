@@ -17,7 +17,9 @@ use crate::outbound::{
     opportunistic_tls, verified_tls,
 };
 use crate::policy::PolicyConfig;
-use crate::runtime::{BounceStage, DeliverStage, NotifyStage, PolicyStage, SignStage, Stages};
+use crate::runtime::{
+    BounceStage, DeliverStage, FusedStage, NotifyStage, PolicyStage, SignStage, Stages,
+};
 
 /// The stages as `settings` configures them (shared by `baton serve` and the Lambda
 /// functions, so both behave alike). `cloud` sends events to tenants' SQS queues and EventBridge
@@ -87,7 +89,12 @@ pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stage
             tls: opportunistic_tls()
                 .map_err(|e| StageError::Permanent(format!("TLS client: {e}")))?,
             // Like Postfix's connection cache: a few idle sessions per address, briefly.
-            pool: Some(Arc::new(ConnectionPool::new(Duration::from_secs(5), 8))),
+            // As many idle sessions per next hop as deliveries can run at once: fewer, and
+            // every delivery past them would open a new connection to the same host.
+            pool: Some(Arc::new(ConnectionPool::new(
+                Duration::from_secs(5),
+                raw.pipeline.deliver_workers.max(1),
+            ))),
         },
         routes,
         retry: deliver::RetryPolicy {
@@ -111,13 +118,18 @@ pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stage
         webhooks: crate::webhook::WebhookClient::new(&raw.events)?,
         own_prefix: raw.aws.prefix.clone(),
     };
+    let policy = PolicyConfig {
+        hostname: raw.hostname.clone(),
+        bounce_subdomain: raw.bounces.subdomain.clone(),
+        soft,
+        bounce_parser: Arc::new(crate::inbound::parser(raw.bounces.rules_file.as_deref())?),
+    };
     Ok(Stages {
-        policy: Arc::new(PolicyStage(PolicyConfig {
-            hostname: raw.hostname.clone(),
-            bounce_subdomain: raw.bounces.subdomain.clone(),
-            soft,
-            bounce_parser: Arc::new(crate::inbound::parser(raw.bounces.rules_file.as_deref())?),
+        fused: Arc::new(FusedStage(crate::fused::FusedStage {
+            policy: policy.clone(),
+            deliver: deliver.clone(),
         })),
+        policy: Arc::new(PolicyStage(policy)),
         sign: Arc::new(SignStage),
         deliver: Arc::new(DeliverStage(deliver)),
         bounce: Arc::new(BounceStage(BounceConfig {

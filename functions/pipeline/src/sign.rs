@@ -11,9 +11,12 @@
 //! client wrote) goes out unsigned: nobody obtains a customer's signature on mail that
 //! customer did not submit, nor the relay's on mail the relay did not write.
 
+use std::sync::Arc;
+
 use baton_domain::{Domain, Envelope, HeaderFacts};
 use baton_store::{QueueMessage, get_domain};
 
+use crate::body::Body;
 use crate::dkim;
 use crate::job::{Job, Origin, WithOrigin, decode, encode};
 use crate::records::record_event;
@@ -58,14 +61,34 @@ async fn refusal(
 }
 
 pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition, StageError> {
+    let record = decode::<WithOrigin<Job>>(&message.body)?;
+    let stored = Arc::new(crate::body::read(ports, &record.record.envelope).await?);
+    let job = sign(ports, record, stored).await?;
+    ports
+        .deliver
+        .send(
+            &encode(&job)?,
+            message.attributes.clone(),
+            Default::default(),
+        )
+        .await?;
+    Ok(Disposition::Done)
+}
+
+/// Signs `record`'s message, whose stored body is `stored`, if it may be signed: the job
+/// for delivery, with the signatures at the front of its prefix.
+pub async fn sign(
+    ports: &Ports,
+    record: WithOrigin<Job>,
+    stored: Arc<Body>,
+) -> Result<Job, StageError> {
     let WithOrigin {
         record: mut job,
         origin,
-    } = decode::<WithOrigin<Job>>(&message.body)?;
+    } = record;
     let id = job.envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
-    let stored = ports.blobs.read(&id.to_string()).await?;
     let domain = signing_domain(&stored);
     let keys = match refusal(ports, &job.envelope, origin, domain.as_ref()).await? {
         Some(why) => {
@@ -89,11 +112,13 @@ pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition
             .map(|k| format!("s={} a={}", k.selector, k.algorithm.as_str()))
             .collect();
         let signatures = if stored.len() <= INLINE_SIGN_MAX {
-            dkim::sign(&[prefix.as_bytes(), &stored], &keys)
+            dkim::sign(&[prefix.as_bytes(), &stored[..]], &keys)
         } else {
-            tokio::task::spawn_blocking(move || dkim::sign(&[prefix.as_bytes(), &stored], &keys))
-                .await
-                .map_err(|e| StageError::Transient(format!("signing task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                dkim::sign(&[prefix.as_bytes(), &stored[..]], &keys)
+            })
+            .await
+            .map_err(|e| StageError::Transient(format!("signing task failed: {e}")))?
         }
         .map_err(|e| StageError::Permanent(e.to_string()))?;
         job.prefix = format!("{signatures}{}", job.prefix);
@@ -108,13 +133,5 @@ pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition
         )
         .await?;
     }
-    ports
-        .deliver
-        .send(
-            &encode(&job)?,
-            message.attributes.clone(),
-            Default::default(),
-        )
-        .await?;
-    Ok(Disposition::Done)
+    Ok(job)
 }

@@ -1,0 +1,17 @@
+//! The fused path (policy, signing and the first delivery attempt of each message) as an
+//! SQS-triggered Lambda function on the intake queue: a thin wrapper over
+//! [`baton_functions::Function`], which reports partial batch failures.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use baton_functions::{Function, Stage};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let function = Function::from_env(Stage::Fused).await?;
+    let function = &function;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        Ok::<SqsBatchResponse, Error>(function.handle(event.payload).await)
+    }))
+    .await
+}
