@@ -133,21 +133,6 @@ run_load() {
     fi
 }
 
-# start_sink DIR: a Postfix smtp-sink on a free port dumping each message into DIR; sets
-# SINK_PORT, SINK_PID.
-start_sink() {
-    mkdir -p "$1"; chmod 777 "$1"
-    SINK_PORT=$(free_port)
-    smtp-sink -u postfix -d "$1/%M." "127.0.0.1:$SINK_PORT" 1000 &
-    SINK_PID=$!
-    wait_port "$SINK_PORT" 10 || die "smtp-sink did not start"
-}
-stop_sink() {
-    [[ -n ${SINK_PID:-} ]] || return 0
-    kill "$SINK_PID" 2>/dev/null || true
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=
-}
 # wait_sink DIR COUNT: until DIR holds COUNT messages (or DRAIN_TIMEOUT); prints the count.
 wait_sink() {
     local n=0 i

@@ -66,21 +66,13 @@ BATON_PID=
 SINK_PID=
 cleanup() {
     baton_stop || true
-    if [[ -n $SINK_PID ]]; then
-        kill "$SINK_PID" 2>/dev/null || true
-        wait "$SINK_PID" 2>/dev/null || true
-    fi
+    stop_sink
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-SINK_PORT=$(free_port)
-mkdir -p "$WORK/sink"
-chmod 777 "$WORK/sink"
-smtp-sink -u postfix -d "$WORK/sink/%M." "127.0.0.1:$SINK_PORT" 1000 &
-SINK_PID=$!
-wait_port "$SINK_PORT" 10 || die "smtp-sink did not start"
+start_sink "$WORK/sink"
 
 PORT=$(free_port)
 PREFIX="req-$RANDOM$RANDOM"

@@ -75,19 +75,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start_sink() { # DIR: sets SINK_PORT, SINK_PID
-    mkdir -p "$1"; chmod 777 "$1"
-    SINK_PORT=$(free_port)
-    smtp-sink -u postfix -d "$1/%M." "127.0.0.1:$SINK_PORT" 100 &
-    SINK_PID=$!
-    wait_port "$SINK_PORT" 10 || die "smtp-sink did not start"
-}
-stop_sink() {
-    [[ -n ${SINK_PID:-} ]] || return 0
-    kill "$SINK_PID" 2>/dev/null || true
-    wait "$SINK_PID" 2>/dev/null || true
-    SINK_PID=
-}
 
 # The sampler: every 50 ms one line "<epoch seconds> <kB>" for PID: its VmRSS (mode rss), or
 # the summed PSS of PID and all its descendants (mode pss). Runs until killed.
@@ -225,7 +212,7 @@ echo "machine: $(nproc) cores, kernel $(uname -r); baton: $BATON"
 echo "load: $CLIENTS clients at once, one message of $MSG_BYTES bytes each ($SIZE_MB MB), relayed to smtp-sink$([[ $SIGN == 1 ]] && echo ', Baton DKIM-signing (RSA-2048 + Ed25519)')"
 
 # ---- Baton
-start_sink "$WORK/sink-baton"
+start_sink "$WORK/sink-baton" 100
 BPORT=$(free_port)
 RELAY_NETWORKS='allow_networks = ["127.0.0.0/8"]'
 if [[ $SIGN == 1 ]]; then
@@ -272,7 +259,7 @@ if ((WITH_POSTFIX != 1)); then
 fi
 
 # ---- Postfix: a private instance relaying to its own sink (bench/relay.sh's set-up).
-start_sink "$WORK/sink-postfix"
+start_sink "$WORK/sink-postfix" 100
 PPORT=$(free_port)
 postfix_setup "$WORK/postfix" "$PPORT"
 postconf -c "$WORK/postfix/etc" -e "smtpd_client_restrictions =" "defer_transports =" \

@@ -273,6 +273,26 @@ cpu_ticks() {
     echo "$total"
 }
 
+# ---------------------------------------------------------------- smtp-sink (the test MX)
+
+# start_sink DIR [BACKLOG]: a Postfix smtp-sink on a free port dumping each message into
+# DIR (listen backlog BACKLOG, default 1000); sets SINK_PORT, SINK_PID.
+start_sink() {
+    mkdir -p "$1"; chmod 777 "$1"
+    SINK_PORT=$(free_port)
+    smtp-sink -u postfix -d "$1/%M." "127.0.0.1:$SINK_PORT" "${2:-1000}" &
+    SINK_PID=$!
+    wait_port "$SINK_PORT" 10 || die "smtp-sink did not start"
+}
+
+# stop_sink: stops the sink start_sink started, if any.
+stop_sink() {
+    [[ -n ${SINK_PID:-} ]] || return 0
+    kill "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=
+}
+
 # ---------------------------------------------------------------- OpenDKIM
 
 # opendkim_start DIR PORT DOMAIN KIND: an OpenDKIM milter on 127.0.0.1:PORT signing mail

@@ -36,19 +36,11 @@ cleanup() {
     baton_stop || true
     postfix_stop || true
     opendkim_stop || true
-    [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null || true
+    stop_sink
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-start_sink() { # DIR PORT
-    mkdir -p "$1"; chmod 777 "$1"
-    smtp-sink -u postfix -d "$1/%M." "127.0.0.1:$2" 1000 &
-    SINK_PID=$!
-    wait_port "$2" 10 || die "smtp-sink did not start"
-}
-
-stop_sink() { kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; SINK_PID=; }
 
 # sink_count DIR: messages the sink has written.
 sink_count() { find "$1" -type f | wc -l; }
@@ -101,8 +93,7 @@ signatures() {
 # ---- Baton
 run_baton() { # ROUND: sets BATON_RESULT
     local r=$1 bport
-    SINK_PORT=$(free_port)
-    start_sink "$WORK/sink-baton-$r" "$SINK_PORT"
+    start_sink "$WORK/sink-baton-$r"
     bport=$(free_port)
     cat >"$WORK/baton-$r.toml" <<EOF
 hostname = "baton.bench.localhost"
@@ -149,8 +140,7 @@ fi
 # PF_RESULT.
 run_postfix() { # LABEL ROUND [MILTERS]
     local label=$1 r=$2 milters=${3:-} pdir pport
-    SINK_PORT=$(free_port)
-    start_sink "$WORK/sink-$label-$r" "$SINK_PORT"
+    start_sink "$WORK/sink-$label-$r"
     pport=$(free_port)
     pdir="$WORK/$label-$r"
     postfix_setup "$pdir" "$pport"

@@ -62,7 +62,7 @@ fn item_pair(
         // A counter: what `increment` added in place, plus a value written whole before.
         (v, Some(added)) => {
             let before = match v {
-                Some(AttributeValue::B(b)) => counter_value(b.as_ref()),
+                Some(AttributeValue::B(b)) => baton_store::counter_value(b.as_ref()),
                 _ => 0,
             };
             (before + added).to_string().into_bytes()
@@ -76,14 +76,6 @@ fn item_pair(
         }
     };
     Ok((key, value))
-}
-
-/// A counter written whole: decimal ASCII (anything else counts as 0, as in baton-store).
-fn counter_value(bytes: &[u8]) -> u64 {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The number attribute `increment` adds to with DynamoDB's `ADD`.
@@ -151,7 +143,7 @@ impl DynamoLedger {
             .map_err(|e| backend(&format!("DynamoDB UpdateItem {table}"), e))?;
         let item = out.attributes.unwrap_or_default();
         let before = match item.get("v") {
-            Some(AttributeValue::B(b)) => counter_value(b.as_ref()),
+            Some(AttributeValue::B(b)) => baton_store::counter_value(b.as_ref()),
             _ => 0,
         };
         Ok(before + counter_part(&item).unwrap_or(0))
