@@ -12,12 +12,17 @@
 //! ([`FlushFirst`]), so whatever a queued job names is recorded before the job exists, as
 //! when each write was awaited on its own.
 //!
+//! An `ensure` then a compare-and-swap of the same record (policy creates a recipient's
+//! state, delivery claims it) is one conditional create when the job saw the record missing:
+//! if another copy of the job created it meanwhile, the create fails and the caller reads
+//! and tries again, as after any lost race.
+//!
 //! Reads of the tables that say how to treat mail rather than what happened to it (domains,
 //! tenants, DKIM keys, event destinations: [`STEADY_TABLES`]) are remembered for the job's
 //! lifetime, so its steps do not read the same domain record three times. A change to them
 //! reaches jobs that start after it, as it did when each step read on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +41,10 @@ enum Held {
 struct Buffer {
     order: Vec<(String, String)>,
     held: BTreeMap<(String, String), Held>,
+    /// Keys this job read and found missing: an `ensure` of one of them is read back as
+    /// written without being sent, and a compare-and-swap on that value becomes a create
+    /// (see [`Checkpoint::replace_if`]).
+    absent: BTreeSet<(String, String)>,
 }
 
 /// Tables a job reads once: see the module's documentation.
@@ -168,6 +177,12 @@ impl Checkpoint {
             .cloned()
     }
 
+    fn seen_absent(&self, table: &str, key: &str) -> bool {
+        self.lock()
+            .absent
+            .contains(&(table.to_string(), key.to_string()))
+    }
+
     fn holds_under(&self, table: &str, prefix: &str) -> bool {
         self.lock()
             .held
@@ -181,6 +196,9 @@ impl Ledger for Checkpoint {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.held_for(table, key) {
             Some(Held::Put(value)) => Ok(Some(value)),
+            // Seen missing: what the ensure will write is what a reader of this job sees; only
+            // a conditional write may act on it (`replace_if` makes that a create).
+            Some(Held::Ensure(value)) if self.seen_absent(table, key) => Ok(Some(value)),
             // Whether an ensure wrote decides what is there: make it now, with the rest.
             Some(Held::Ensure(value)) => {
                 self.lock()
@@ -204,7 +222,15 @@ impl Ledger for Checkpoint {
                 self.memo().gets.insert(id, value.clone());
                 Ok(value)
             }
-            None => self.inner.get(table, key).await,
+            None => {
+                let value = self.inner.get(table, key).await?;
+                if value.is_none() {
+                    self.lock()
+                        .absent
+                        .insert((table.to_string(), key.to_string()));
+                }
+                Ok(value)
+            }
         }
     }
 
@@ -237,6 +263,24 @@ impl Ledger for Checkpoint {
         value: &[u8],
     ) -> Result<bool, StoreError> {
         self.wrote(table);
+        let id = (table.to_string(), key.to_string());
+        let folded = {
+            let mut buffer = self.lock();
+            let fold = buffer.absent.contains(&id)
+                && matches!(buffer.held.get(&id), Some(Held::Ensure(v)) if v == expected);
+            if fold {
+                buffer.held.remove(&id);
+                buffer.absent.remove(&id);
+            }
+            fold
+        };
+        if folded {
+            // Replacing what the held ensure would create: create the new value instead. If the
+            // record appeared meanwhile, the swap is lost, as it would have been.
+            return self
+                .with_flush(self.inner.put_if_absent(table, key, value))
+                .await;
+        }
         self.with_flush(self.inner.replace_if(table, key, expected, value))
             .await
     }
@@ -375,6 +419,56 @@ mod tests {
             Some(b"first".to_vec())
         );
         assert_eq!(cp.held(), 0, "reading an ensured key sent it");
+    }
+
+    #[tokio::test]
+    async fn creating_a_missing_record_then_swapping_it_is_one_create() {
+        let inner = Arc::new(MemoryLedger::default());
+        let cp = Checkpoint::new(inner.clone());
+        assert_eq!(cp.get("r", "id/a").await.expect("get"), None);
+        cp.ensure("r", "id/a", b"pending").await.expect("ensure");
+        let seen = cp.get("r", "id/a").await.expect("get");
+        assert_eq!(seen, Some(b"pending".to_vec()));
+        assert_eq!(
+            inner.get("r", "id/a").await.expect("get"),
+            None,
+            "not sent yet"
+        );
+        assert!(
+            cp.replace_if("r", "id/a", b"pending", b"claimed")
+                .await
+                .expect("cas")
+        );
+        assert_eq!(cp.held(), 0);
+        assert_eq!(
+            inner.get("r", "id/a").await.expect("get"),
+            Some(b"claimed".to_vec()),
+            "the claim is the record's first write"
+        );
+
+        // Another copy of the job created it in between: the swap is lost, the caller reads
+        // what is there, and its next swap is an ordinary one.
+        assert_eq!(cp.get("r", "id/b").await.expect("get"), None);
+        cp.ensure("r", "id/b", b"pending").await.expect("ensure");
+        inner
+            .put("r", "id/b", b"claimed by the other copy")
+            .await
+            .expect("put");
+        cp.get("r", "id/b").await.expect("get");
+        assert!(
+            !cp.replace_if("r", "id/b", b"pending", b"claimed")
+                .await
+                .expect("cas")
+        );
+        assert_eq!(
+            cp.get("r", "id/b").await.expect("get"),
+            Some(b"claimed by the other copy".to_vec())
+        );
+        assert_eq!(
+            inner.get("r", "id/b").await.expect("get"),
+            Some(b"claimed by the other copy".to_vec()),
+            "the lost swap changed nothing"
+        );
     }
 
     #[tokio::test]

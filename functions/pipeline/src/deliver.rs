@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::Share;
 use crate::outbound::{ClientConfig, Message, MxResolver, Outcome, RcptSpec, Route, route_for};
 use baton_store::QueueMessage;
 use rand::Rng;
@@ -79,6 +80,15 @@ pub async fn attempt(
     let id = envelope.queue_id;
     let ledger = ports.ledger.as_ref();
     let now = ports.clock.unix_ms();
+    // The body's share of memory is reserved before any recipient is claimed: a job whose
+    // large body finds the lane full goes back to its queue owning nobody.
+    let body: Result<&[u8], Share> = match body {
+        Some(body) => Ok(body),
+        None => match crate::body::reserve(envelope).await? {
+            Some(share) => Err(share),
+            None => return Ok(Disposition::RetryAfter(crate::body::LANE_FULL_RETRY)),
+        },
+    };
 
     // Idempotent per recipient: a final state is never sent again, and of two copies of
     // this job in flight at once only the one that claims a recipient sends to it.
@@ -103,9 +113,9 @@ pub async fn attempt(
     // joined into a second copy of the message.
     let read;
     let body = match body {
-        Some(body) => body,
-        None => {
-            read = crate::body::read(ports, envelope).await?;
+        Ok(body) => body,
+        Err(share) => {
+            read = crate::body::read(ports, envelope, share).await?;
             &read
         }
     };

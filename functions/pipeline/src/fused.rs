@@ -58,7 +58,10 @@ pub async fn handle(
     let record = decode::<WithOrigin<Envelope>>(&message.body)?;
     let checkpoint = Arc::new(Checkpoint::new(ports.ledger.clone()));
     let local = checkpointed(ports, &checkpoint);
-    let body = Arc::new(crate::body::read(ports, &record.record).await?);
+    let Some(share) = crate::body::reserve(&record.record).await? else {
+        return Ok(Disposition::RetryAfter(crate::body::LANE_FULL_RETRY));
+    };
+    let body = Arc::new(crate::body::read(ports, &record.record, share).await?);
     let attributes = &message.attributes;
 
     let record = match policy::decide(&local, &stage.policy, record, &body, attributes).await? {

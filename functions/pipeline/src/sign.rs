@@ -62,7 +62,11 @@ async fn refusal(
 
 pub async fn handle(ports: &Ports, message: &QueueMessage) -> Result<Disposition, StageError> {
     let record = decode::<WithOrigin<Job>>(&message.body)?;
-    let stored = Arc::new(crate::body::read(ports, &record.record.envelope).await?);
+    let envelope = &record.record.envelope;
+    let Some(share) = crate::body::reserve(envelope).await? else {
+        return Ok(Disposition::RetryAfter(crate::body::LANE_FULL_RETRY));
+    };
+    let stored = Arc::new(crate::body::read(ports, envelope, share).await?);
     let job = sign(ports, record, stored).await?;
     ports
         .deliver
