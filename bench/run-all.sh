@@ -29,7 +29,8 @@ BENCHES=(
     "large|bench/large-rss.sh|peak RSS growth while 4 x 25 MB messages are relayed"
     "soak|bench/soak.sh|100,000-message soak to the test MX"
     "aws-accept|bench/aws-accept.sh|AWS backend on LocalStack vs raw PutObject+SendMessage"
-    "aws-requests|bench/aws-requests.sh|AWS requests per delivered message"
+    "aws-requests|bench/aws-requests.sh|AWS requests per delivered message, per-stage functions"
+    "aws-requests-fused|bench/aws-requests.sh --fused|AWS requests per delivered message, fused function"
     "api|bench/api.sh|SES v2 API sends/s next to SMTP"
     "lambda|bench/lambda.sh|Lambda zip sizes and start times"
 )

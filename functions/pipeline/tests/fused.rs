@@ -149,3 +149,47 @@ async fn a_deferral_is_handed_to_the_deliver_queue_with_its_signatures() {
     .expect("recorded");
     assert_eq!(state.status, RcptStatus::Deferred);
 }
+
+#[tokio::test]
+async fn a_large_message_that_finds_the_lane_full_waits_in_its_queue_not_in_a_worker() {
+    use baton_pipeline::body::{Budget, LANE_FULL_RETRY, LANES};
+    let env = setup();
+    acme_with_keys(&env.ports).await;
+    let hop = Hop::start(Script::default()).await;
+    let line = format!("{}\r\n", "x".repeat(76));
+    let big = format!("{MAIL}{}", line.repeat(15_000));
+    assert!(big.len() as u64 > baton_pipeline::body::LARGE);
+    let (envelope, msg) = accept(&env.ports, &big, &["bob@example.org"]).await;
+
+    // Other large bodies fill the lane (this process's only budget).
+    let mut held = Vec::new();
+    for _ in 0..LANES {
+        let share = Budget::global().reserve(2 << 20).await.expect("reserve");
+        held.push(share.expect("a place in the lane"));
+    }
+    let d = fused::handle(&env.ports, &stage(hop.route(None)), &msg)
+        .await
+        .expect("fused");
+    assert_eq!(
+        d,
+        Disposition::RetryAfter(LANE_FULL_RETRY),
+        "postponed at once"
+    );
+    assert!(hop.messages().is_empty());
+    let state = records::rcpt_state(
+        env.ports.ledger.as_ref(),
+        &envelope.queue_id,
+        "bob@example.org",
+    )
+    .await
+    .expect("state");
+    assert_eq!(state, None, "nobody claimed or touched");
+
+    // A place frees up: the same intake message goes through.
+    held.pop();
+    let d = fused::handle(&env.ports, &stage(hop.route(None)), &msg)
+        .await
+        .expect("fused");
+    assert_eq!(d, Disposition::Done);
+    assert_eq!(hop.messages().len(), 1);
+}
