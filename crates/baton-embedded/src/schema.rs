@@ -79,6 +79,8 @@ pub(crate) fn open(path: &Path, now_ms: i64) -> Result<Connection, StoreError> {
     conn.execute_batch(SCHEMA).map_err(backend_err)?;
     migrate(&mut conn, now_ms)?;
     cache(&conn)?;
+    // Room for every statement the writer runs, so none is parsed again (the default is 16).
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -87,6 +89,7 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend_err)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(backend_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
     // No big cache and no memory map here: a read that starts after any commit finds the
     // database changed, and SQLite then drops the connection's whole page cache and unmaps
     // its map (profiled: munmap, TLB shootdowns and page-cache truncation cost more than
@@ -95,12 +98,11 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// The writer's page cache holds the hot part of the database (the default 2 MB made every
-/// commit go back to the file), and it reads through a memory map rather than a system call
-/// per page; being the only writer, it never finds its cache stale.
+/// commit go back to the file); being the only writer, it never finds its cache stale. No
+/// memory map: the mapped pages of a growing database counted as the process's resident
+/// memory (the 100,000-message soak's RSS grew by the database's size) for no measured gain.
 fn cache(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "cache_size", -32_768)
-        .map_err(backend_err)?;
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
         .map_err(backend_err)?;
     Ok(())
 }
