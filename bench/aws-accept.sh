@@ -119,3 +119,5 @@ g=$(median "${GW[@]}")
 w=$(median "${RAWR[@]}")
 echo "== result (median of $ROUNDS)"
 echo "gateway: $g msgs/s   raw PutObject+SendMessage: $w msgs/s   gateway/raw = $(python3 -c "print(f'{$g / $w:.2f}')")"
+rounds() { local IFS=';'; echo "$*"; }
+bench_result aws_accept "msgs/s" "$g" "$w" "raw PutObject+SendMessage" higher "$(rounds "${GW[@]}")" "$(rounds "${RAWR[@]}")"

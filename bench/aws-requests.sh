@@ -19,7 +19,7 @@
 # (`ReceiveMessage(empty)`) is shown but left out of the per-message cost: it costs by the
 # hour, whatever the traffic.
 #
-# Prices: bench/aws-cost.md lists them with their source. Printed: requests per delivered
+# Prices: the README ("What a message costs on AWS") lists them. Printed: requests per delivered
 # message per service and operation, Lambda invocations and records per message, the cost per
 # million messages with the arithmetic, and bench_result lines (bench/lib.sh).
 #
@@ -216,7 +216,7 @@ for name, s in sorted(stages.items()):
           f"{s.get('records', 0) / max(s['invocations'], 1):5.2f} records each, {s.get('ms', 0) / max(s['invocations'], 1):7.1f} ms each")
 print(f"all        {inv:>6} invocations {per(inv):6.3f}/msg, {busy_ms / max(inv, 1):.1f} ms each on this machine")
 
-# Prices: us-east-1 list prices, see bench/aws-cost.md for the sources and date.
+# Prices: us-east-1 list prices, listed in the README ("What a message costs on AWS").
 P_S3_PUT = 0.005 / 1000       # PUT, COPY, POST, LIST per request
 P_S3_GET = 0.0004 / 1000      # GET, SELECT and others
 P_SQS = 0.40 / 1e6            # standard queue, per 64 KB chunk of a request
