@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Profiles Baton relaying signed mail (relay.sh's setup: tenant network, RSA-2048 + Ed25519,
+# smtp-source to smtp-sink) with `perf record -g` on the relay's process, and prints the
+# relay rate, the CPU per message and perf's top symbols. For A/B runs of a setting or of two
+# builds; the numbers are not a benchmark (perf itself costs CPU: PERF=0 leaves it out).
+# Usage: bench/profile.sh   (env: N=5000 BIN=target/release/baton WORKERS=32 DELAY=0s
+#        FUSED=true PERF=1 BENCH_DIR=/var/tmp). perf.data goes to bench/results/perf.data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+ensure_tools
+BATON=${BIN:-$PWD/target/release/baton}
+[[ -x $BATON ]] || die "no $BATON: cargo build --release -p baton"
+# baton reads BATON_* variables as configuration.
+unset BATON_BIN
+N=${N:-5000}
+PERF=${PERF:-1}
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/baton-profile.XXXXXX")
+chmod 755 "$WORK"
+PERF_PID=
+cleanup() {
+    [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+    baton_stop || true
+    stop_sink
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+start_sink "$WORK/sink"
+bport=$(free_port)
+cat >"$WORK/baton.toml" <<EOF
+hostname = "baton.bench.localhost"
+data_dir = "$WORK/data"
+[listen]
+submission = ""
+submissions = ""
+relay = "127.0.0.1:$bport"
+[[relay.tenant_networks]]
+network = "127.0.0.0/8"
+tenant = "bench"
+[storage]
+group_commit_max_delay = "${DELAY:-0s}"
+[limits]
+max_connections_per_ip = 1000
+[log]
+filter = "warn"
+[pipeline]
+run_stages = true
+fused = ${FUSED:-true}
+deliver_workers = ${WORKERS:-32}
+[[delivery.routes]]
+pattern = "*"
+target = "127.0.0.1:$SINK_PORT"
+EOF
+"$BATON" --config "$WORK/baton.toml" domain add sender.test --tenant bench >/dev/null
+baton_start "$BATON" "$WORK/baton.toml" "$WORK/baton.log" "$bport"
+
+load() { smtp-source -s 20 -m "$1" -l 4096 -f bench@sender.test -t sink@rcpt.invalid "127.0.0.1:$bport"; }
+sink_holds() {
+    local i
+    for ((i = 0; i < 6000; i++)); do
+        (($(find "$WORK/sink" -type f | wc -l) >= $1)) && return 0
+        sleep 0.05
+    done
+    die "the sink did not get $1 messages"
+}
+WARMUP=300
+load "$WARMUP"
+sink_holds "$WARMUP"
+mkdir -p bench/results
+if [[ $PERF == 1 ]]; then
+    perf record -F 999 -g -p "$BATON_PID" -o bench/results/perf.data -- sleep 100000 2>/dev/null &
+    PERF_PID=$!
+fi
+t0=$(now)
+c0=$(cpu_ticks "$BATON_PID")
+load "$N"
+sink_holds $((WARMUP + N))
+t1=$(now)
+c1=$(cpu_ticks "$BATON_PID")
+if [[ -n $PERF_PID ]]; then
+    kill -INT "$PERF_PID"
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+fi
+python3 -c "import os,sys; t0,t1,c,n=map(float,sys.argv[1:]); print(f'relayed {n/(t1-t0):.0f} msgs/s, baton CPU {c/os.sysconf(\"SC_CLK_TCK\")*1000/n:.3f} ms/msg')" \
+    "$t0" "$t1" $((c1 - c0)) "$N"
+if [[ $PERF == 1 ]]; then
+    perf report -i bench/results/perf.data --no-children --sort sym -g none 2>/dev/null | grep -v '^#' | head -25
+fi
