@@ -29,8 +29,9 @@ impl Intake {
         self.blobs.create(&id.to_string()).await
     }
 
-    /// Commits the body, then enqueues the envelope. On any failure the client gets 451 and
-    /// no queue entry exists; a body whose enqueue failed is deleted.
+    /// Commits the body and enqueues the envelope (one commit where the backend can). On any
+    /// failure the client gets 451 and no queue entry exists; a body whose enqueue failed is
+    /// deleted.
     pub async fn commit(
         &self,
         writer: Box<dyn BlobWriter>,
@@ -46,9 +47,11 @@ impl Intake {
             attributes.insert("tenant".into(), t.0.clone());
         }
         let work = async {
-            writer.commit().await?;
-            if let Err(e) = self.queue.send(&body, attributes, Duration::ZERO).await {
-                // Definitely not queued: the body must not linger.
+            if let Err(e) = writer
+                .commit_and_send(self.queue.as_ref(), &body, attributes)
+                .await
+            {
+                // Definitely not queued: the body, if it was committed, must not linger.
                 if let Err(de) = self.blobs.delete(&id.to_string()).await {
                     tracing::warn!(error = %de, "cannot delete body of failed message");
                 }

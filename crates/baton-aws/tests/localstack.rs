@@ -81,6 +81,7 @@ async fn blob_store_ledger_and_queue_behave_like_every_backend() {
     let q = aws.queue("q").await.expect("queue");
     let dlq = aws.queue("q-dlq").await.expect("dlq");
     conformance::queue_with_tick(&q, &dlq, Duration::from_secs(1)).await;
+    conformance::accept(&aws.blob_store(), &q).await;
 }
 
 #[tokio::test]

@@ -1,15 +1,19 @@
 //! Message bodies in the spool directory.
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_store::{BlobStore, BlobWriter, StoreError, check_key};
+use baton_store::{BlobStore, BlobWriter, Queue, StoreError, check_key};
 use rusqlite::{OptionalExtension, params};
 
 use crate::data_dir::private_file_options;
+use crate::queue::SqliteQueue;
 use crate::writer::{Op, OpResult, large_path, segment_path};
 use crate::{Inner, backend_err};
 
@@ -180,6 +184,39 @@ impl BlobWriter for SpoolWriter {
         };
         self.inner.writer.call(op).await?;
         Ok(len)
+    }
+
+    async fn commit_and_send(
+        mut self: Box<Self>,
+        queue: &dyn Queue,
+        job: &[u8],
+        attributes: BTreeMap<String, String>,
+    ) -> Result<u64, StoreError> {
+        let any: &dyn Any = queue;
+        match any.downcast_ref::<SqliteQueue>() {
+            // A small body and its job: one writer request, one transaction, one commit.
+            Some(same) if same.shares(&self.inner) && self.file.is_none() => {
+                let append = Op::AppendBlob {
+                    key: self.key.clone(),
+                    data: std::mem::take(&mut self.buf),
+                };
+                let send = same.send_op(job, &attributes, Duration::ZERO)?;
+                match self
+                    .inner
+                    .writer
+                    .call(Op::Atomic(vec![append, send]))
+                    .await?
+                {
+                    OpResult::Size(n) => Ok(n),
+                    other => Err(backend_err(format!("unexpected writer result {other:?}"))),
+                }
+            }
+            _ => {
+                let size = self.commit().await?;
+                queue.send(job, attributes, Duration::ZERO).await?;
+                Ok(size)
+            }
+        }
     }
 
     async fn abort(mut self: Box<Self>) {

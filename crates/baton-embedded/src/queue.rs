@@ -35,6 +35,28 @@ impl SqliteQueue {
     }
 }
 
+impl SqliteQueue {
+    pub(crate) fn send_op(
+        &self,
+        body: &[u8],
+        attributes: &BTreeMap<String, String>,
+        delay: Duration,
+    ) -> Result<Op, StoreError> {
+        Ok(Op::Send {
+            queue: self.name.clone(),
+            body: body.to_vec(),
+            attributes: serde_json::to_string(attributes).map_err(backend_err)?,
+            message: attributes.get("queue_id").cloned(),
+            delay,
+        })
+    }
+
+    /// Whether this queue's writes go through `inner`'s writer (the same database).
+    pub(crate) fn shares(&self, inner: &Arc<Inner>) -> bool {
+        Arc::ptr_eq(&self.inner, inner)
+    }
+}
+
 #[async_trait]
 impl Queue for SqliteQueue {
     fn name(&self) -> &str {
@@ -47,13 +69,7 @@ impl Queue for SqliteQueue {
         attributes: BTreeMap<String, String>,
         delay: Duration,
     ) -> Result<String, StoreError> {
-        let op = Op::Send {
-            queue: self.name.clone(),
-            body: body.to_vec(),
-            attributes: serde_json::to_string(&attributes).map_err(backend_err)?,
-            message: attributes.get("queue_id").cloned(),
-            delay,
-        };
+        let op = self.send_op(body, &attributes, delay)?;
         match self.inner.writer.call(op).await? {
             OpResult::Id(id) => Ok(id),
             other => Err(backend_err(format!("unexpected writer result {other:?}"))),

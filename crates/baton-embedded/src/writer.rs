@@ -73,6 +73,9 @@ pub(crate) enum Op {
     },
     /// Several `Put`s for one caller: one request, one reply.
     PutMany(Vec<Op>),
+    /// Ops that take effect together or not at all (a savepoint); the result is the first
+    /// op's. A body and its job: accepting a message is one commit.
+    Atomic(Vec<Op>),
     /// Adds to a decimal counter (see `Ledger::increment`); the writer is alone, so read and
     /// write need no compare-and-swap.
     Increment {
@@ -94,6 +97,18 @@ pub(crate) enum Op {
         after: (i64, String),
         max: usize,
     },
+}
+
+impl Op {
+    /// Whether the op appends to the current segment, which must then be synced before the
+    /// commit.
+    fn appends_blob(&self) -> bool {
+        match self {
+            Op::AppendBlob { .. } => true,
+            Op::PutMany(ops) | Op::Atomic(ops) => ops.iter().any(Op::appends_blob),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -256,7 +271,7 @@ impl Writer {
         let mut appended = false;
         for req in batch {
             let res = self.op(&req.op, after);
-            if res.is_ok() && matches!(req.op, Op::AppendBlob { .. }) {
+            if res.is_ok() && req.op.appends_blob() {
                 appended = true;
             }
             results.push(res);
@@ -287,6 +302,32 @@ impl Writer {
             .and_then(|mut s| s.execute(params![table, key, total.to_string().into_bytes(), now]))
             .map_err(backend_err)?;
         Ok(OpResult::Count(total))
+    }
+
+    fn atomic(&mut self, ops: &[Op], after: &mut AfterCommit) -> Result<OpResult, StoreError> {
+        self.conn
+            .execute_batch("SAVEPOINT atomic")
+            .map_err(backend_err)?;
+        let files = after.delete_files.len();
+        let mut first = None;
+        for op in ops {
+            match self.op(op, after) {
+                Ok(res) => {
+                    first.get_or_insert(res);
+                }
+                Err(e) => {
+                    after.delete_files.truncate(files);
+                    self.conn
+                        .execute_batch("ROLLBACK TO atomic; RELEASE atomic")
+                        .map_err(backend_err)?;
+                    return Err(e);
+                }
+            }
+        }
+        self.conn
+            .execute_batch("RELEASE atomic")
+            .map_err(backend_err)?;
+        Ok(first.unwrap_or(OpResult::Unit))
     }
 
     fn op(&mut self, op: &Op, after: &mut AfterCommit) -> Result<OpResult, StoreError> {
@@ -400,6 +441,7 @@ impl Writer {
                 }
                 Ok(OpResult::Unit)
             }
+            Op::Atomic(ops) => self.atomic(ops, after),
             Op::DeleteRecord { table, key } => {
                 self.conn
                     .execute(
@@ -732,5 +774,55 @@ impl Writer {
             }
         }
         Ok(OpResult::Unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            table: "t".into(),
+            key: key.into(),
+            value: b"v".to_vec(),
+            only_if_absent: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn atomic_ops_take_effect_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("spool");
+        fs::create_dir_all(&spool).expect("spool");
+        let conn = crate::schema::open(&dir.path().join("baton.db"), 0).expect("open");
+        let writer = spawn(conn, spool, EmbeddedOptions::default()).expect("spawn");
+        let unknown_receipt = Op::ChangeVisibility {
+            queue: "q".into(),
+            receipt: "nobody".into(),
+            timeout: Duration::ZERO,
+        };
+        let failed = writer
+            .call(Op::Atomic(vec![put("a"), unknown_receipt]))
+            .await;
+        assert!(matches!(failed, Err(StoreError::NotFound(_))), "{failed:?}");
+        writer
+            .call(Op::Atomic(vec![put("b"), put("c")]))
+            .await
+            .expect("atomic");
+        // Both `b` and `c` landed, `a` did not: `put_if_absent` tells which keys exist.
+        for (key, present) in [("a", false), ("b", true), ("c", true)] {
+            let absent = Op::Put {
+                table: "t".into(),
+                key: key.into(),
+                value: b"w".to_vec(),
+                only_if_absent: true,
+            };
+            let wrote = writer.call(absent).await.expect("put");
+            assert!(
+                matches!(wrote, OpResult::Bool(w) if w != present),
+                "{key}: {wrote:?}"
+            );
+        }
     }
 }

@@ -19,6 +19,27 @@ async fn passes_the_port_conformance_suite() {
     let q = backend.queue("t", 2, Some("t-dlq"));
     let dlq = backend.queue("t-dlq", 0, None);
     conformance::queue(&q, &dlq).await;
+    conformance::accept(&backend.blob_store(), &backend.queue("accept", 5, None)).await;
+}
+
+#[tokio::test]
+async fn an_accept_that_fails_leaves_neither_body_nor_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = open(dir.path());
+    let store = backend.blob_store();
+    let queue = backend.queue("intake", 5, None);
+    let mut first = store.create("dup").await.expect("create");
+    first.write(b"first").await.expect("write");
+    first.commit().await.expect("commit");
+    // The same key again: storing the body fails, so the job must not be queued either.
+    let mut second = store.create("dup").await.expect("create");
+    second.write(b"second").await.expect("write");
+    let accepted = second
+        .commit_and_send(&queue, b"job", Default::default())
+        .await;
+    assert!(accepted.is_err(), "a duplicate body was accepted");
+    assert!(backend.list_queue("intake").await.expect("list").is_empty());
+    assert_eq!(store.read("dup").await.expect("read"), b"first");
 }
 
 #[tokio::test]

@@ -39,6 +39,25 @@ pub async fn blob_store(store: &dyn BlobStore) {
     );
 }
 
+/// A message's accept ([`crate::BlobWriter::commit_and_send`]): the body is readable and
+/// the job is on the queue with its attributes. `queue` must be empty.
+pub async fn accept(store: &dyn BlobStore, queue: &dyn Queue) {
+    let mut w = store.create("conf-accept-1").await.unwrap();
+    w.write(b"the body").await.unwrap();
+    let attributes = BTreeMap::from([("queue_id".to_string(), "conf-accept-1".to_string())]);
+    let size = w
+        .commit_and_send(queue, b"the job", attributes.clone())
+        .await;
+    assert_eq!(size.unwrap(), 8);
+    assert_eq!(store.read("conf-accept-1").await.unwrap(), b"the body");
+    let got = queue.receive(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.len(), 1, "the job is queued once");
+    assert_eq!(got[0].body, b"the job");
+    assert_eq!(got[0].attributes, attributes);
+    queue.delete(&got[0].receipt).await.unwrap();
+    store.delete("conf-accept-1").await.unwrap();
+}
+
 pub async fn ledger(ledger: &dyn Ledger) {
     assert_eq!(ledger.get("conf", "a").await.unwrap(), None);
     ledger.put("conf", "a", b"1").await.unwrap();

@@ -61,6 +61,20 @@ pub trait BlobWriter: Send + Sync {
     /// returns its size.
     async fn commit(self: Box<Self>) -> Result<u64, StoreError>;
     async fn abort(self: Box<Self>);
+    /// Commits the blob, then sends `job` on `queue`: a message's accept. This default does
+    /// the two one after the other, and a failed send leaves the blob committed (the caller
+    /// deletes it). A backend whose blobs and queues share one transaction does both in one
+    /// durable commit, and neither if either fails: accepting then costs one commit.
+    async fn commit_and_send(
+        self: Box<Self>,
+        queue: &dyn Queue,
+        job: &[u8],
+        attributes: BTreeMap<String, String>,
+    ) -> Result<u64, StoreError> {
+        let size = self.commit().await?;
+        queue.send(job, attributes, Duration::ZERO).await?;
+        Ok(size)
+    }
 }
 
 /// A message taken from a queue. It stays invisible to other consumers until its visibility
@@ -77,8 +91,9 @@ pub struct QueueMessage {
 
 /// One queue with SQS semantics. After `max_receives` receptions a message moves to the
 /// queue's dead-letter queue instead of being delivered again.
+/// `Any` lets a backend recognise its own queue (see [`BlobWriter::commit_and_send`]).
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait Queue: std::any::Any + Send + Sync + 'static {
     fn name(&self) -> &str;
     async fn send(
         &self,

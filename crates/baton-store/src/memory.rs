@@ -263,5 +263,6 @@ mod tests {
         let dlq = Arc::new(MemoryQueue::new("t-dlq", 0, None));
         let q = MemoryQueue::new("t", 2, Some(dlq.clone()));
         conformance::queue(&q, dlq.as_ref()).await;
+        conformance::accept(&MemoryBlobStore::default(), &MemoryQueue::new("a", 2, None)).await;
     }
 }
