@@ -211,11 +211,7 @@ impl BlobWriter for SpoolWriter {
                     other => Err(backend_err(format!("unexpected writer result {other:?}"))),
                 }
             }
-            _ => {
-                let size = self.commit().await?;
-                queue.send(job, attributes, Duration::ZERO).await?;
-                Ok(size)
-            }
+            _ => baton_store::commit_then_send(self, queue, job, attributes).await,
         }
     }
 

@@ -290,17 +290,7 @@ impl Ledger for SqliteLedger {
     }
 
     async fn put_many(&self, writes: Vec<baton_store::BlindWrite>) -> Result<(), StoreError> {
-        let ops = writes
-            .into_iter()
-            .map(|w| {
-                Ok(Op::Put {
-                    value: self.inner.sealer.seal(&w.table, &w.key, &w.value)?,
-                    table: w.table,
-                    key: w.key,
-                    only_if_absent: w.only_if_absent,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let ops = self.put_ops(writes)?;
         self.inner.writer.call(Op::PutMany(ops)).await.map(|_| ())
     }
 
@@ -331,6 +321,29 @@ impl Ledger for SqliteLedger {
 }
 
 impl SqliteLedger {
+    /// The writer's ops for `writes`, sealed where their table is.
+    pub(crate) fn put_ops(
+        &self,
+        writes: Vec<baton_store::BlindWrite>,
+    ) -> Result<Vec<Op>, StoreError> {
+        writes
+            .into_iter()
+            .map(|w| {
+                Ok(Op::Put {
+                    value: self.inner.sealer.seal(&w.table, &w.key, &w.value)?,
+                    table: w.table,
+                    key: w.key,
+                    only_if_absent: w.only_if_absent,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether this ledger's writes go through `inner`'s writer (the same database).
+    pub(crate) fn shares(&self, inner: &Arc<Inner>) -> bool {
+        Arc::ptr_eq(&self.inner, inner)
+    }
+
     /// A record as stored (sealed for a sealed table).
     async fn get_stored(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (table, key) = (table.to_string(), key.to_string());
@@ -348,34 +361,56 @@ impl SqliteLedger {
         table: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let (table, prefix) = (table.to_string(), prefix.to_string());
+        // Most scans are a handful of rows (a domain's keys, a tenant's destinations): on the
+        // calling thread, like a point read. One that turns out longer is read again off the
+        // async threads, whole.
+        let (t, p) = (table.to_string(), prefix.to_string());
+        let first = self
+            .inner
+            .read_point(move |conn, _| scan_rows(conn, &t, &p, INLINE_SCAN_ROWS as i64 + 1))
+            .await?;
+        if first.len() <= INLINE_SCAN_ROWS {
+            return Ok(first);
+        }
+        let (t, p) = (table.to_string(), prefix.to_string());
         self.inner
-            .read(move |conn, _| {
-                // A key range the primary key's index answers (both bounds in the plan), rather
-                // than a test of every key of the table; the substr test keeps it exact.
-                let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-                match prefix_upper_bound(&prefix) {
-                    Some(upper) => conn
-                        .prepare_cached(
-                            "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 AND key < ?3 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
-                        )
-                        .and_then(|mut s| {
-                            s.query_map(params![table, prefix, upper], row)?
-                                .collect::<Result<Vec<_>, _>>()
-                        }),
-                    None => conn
-                        .prepare_cached(
-                            "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 ORDER BY key",
-                        )
-                        .and_then(|mut s| {
-                            s.query_map(params![table, prefix], row)?
-                                .collect::<Result<Vec<_>, _>>()
-                        }),
-                }
-                .map_err(backend_err)
-            })
+            .read(move |conn, _| scan_rows(conn, &t, &p, -1))
             .await
     }
+}
+
+/// How many rows a scan may read on the calling thread (see `scan_stored`).
+const INLINE_SCAN_ROWS: usize = 64;
+
+/// The records of `table` whose key starts with `prefix`, in key order; at most `limit`
+/// (-1: all). A key range the primary key's index answers (both bounds in the plan), rather
+/// than a test of every key of the table; the substr test keeps it exact.
+fn scan_rows(
+    conn: &Connection,
+    table: &str,
+    prefix: &str,
+    limit: i64,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+    match prefix_upper_bound(prefix) {
+        Some(upper) => conn
+            .prepare_cached(
+                "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 AND key < ?3 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![table, prefix, upper, limit], row)?
+                    .collect::<Result<Vec<_>, _>>()
+            }),
+        None => conn
+            .prepare_cached(
+                "SELECT key, value FROM ledger WHERE tbl = ?1 AND key >= ?2 ORDER BY key LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![table, prefix, limit], row)?
+                    .collect::<Result<Vec<_>, _>>()
+            }),
+    }
+    .map_err(backend_err)
 }
 
 /// The least string greater than every string that starts with `prefix` (in SQLite's BINARY

@@ -1,15 +1,16 @@
 //! Queues with SQS semantics in SQLite.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_store::{Queue, QueueMessage, StoreError};
+use baton_store::{BlindWrite, Ledger, Queue, QueueMessage, StoreError};
 use rusqlite::params;
 
 use crate::writer::{Op, OpResult};
-use crate::{Inner, backend_err};
+use crate::{Inner, SqliteLedger, backend_err};
 
 #[derive(Clone)]
 pub struct SqliteQueue {
@@ -100,6 +101,27 @@ impl Queue for SqliteQueue {
             receipt: receipt.to_string(),
         };
         self.inner.writer.call(op).await.map(|_| ())
+    }
+
+    async fn delete_after(
+        &self,
+        receipt: &str,
+        ledger: &dyn Ledger,
+        records: Vec<BlindWrite>,
+    ) -> Result<(), StoreError> {
+        let any: &dyn Any = ledger;
+        match any.downcast_ref::<SqliteLedger>() {
+            // One writer request, one transaction: the records and the delete, or neither.
+            Some(same) if same.shares(&self.inner) => {
+                let mut ops = same.put_ops(records)?;
+                ops.push(Op::DeleteMessage {
+                    queue: self.name.clone(),
+                    receipt: receipt.to_string(),
+                });
+                self.inner.writer.call(Op::Atomic(ops)).await.map(|_| ())
+            }
+            _ => baton_store::put_then_delete(self, receipt, ledger, records).await,
+        }
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError> {

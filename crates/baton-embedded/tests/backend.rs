@@ -139,3 +139,22 @@ async fn recovery_removes_partial_bodies_and_unused_segments() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(!dir.path().join("spool/large/crashed.part").exists());
 }
+
+#[tokio::test]
+async fn a_long_scan_returns_every_record_in_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = open(dir.path()).ledger();
+    // Past the rows a scan reads on the calling thread (64), with neighbours on both sides.
+    for i in 0..200 {
+        let key = format!("p/{i:03}");
+        ledger.put("t", &key, key.as_bytes()).await.expect("put");
+    }
+    ledger.put("t", "o", b"before").await.expect("put");
+    ledger.put("t", "q", b"after").await.expect("put");
+    let rows = ledger.scan("t", "p/").await.expect("scan");
+    let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
+    let expected: Vec<String> = (0..200).map(|i| format!("p/{i:03}")).collect();
+    assert_eq!(keys, expected);
+    let short = ledger.scan("t", "p/19").await.expect("scan");
+    assert_eq!(short.len(), 10);
+}

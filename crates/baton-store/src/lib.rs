@@ -71,10 +71,31 @@ pub trait BlobWriter: Send + Sync {
         job: &[u8],
         attributes: BTreeMap<String, String>,
     ) -> Result<u64, StoreError> {
-        let size = self.commit().await?;
-        queue.send(job, attributes, Duration::ZERO).await?;
-        Ok(size)
+        commit_then_send(self, queue, job, attributes).await
     }
+}
+
+/// [`BlobWriter::commit_and_send`] in two steps: for backends that cannot do it in one.
+pub async fn commit_then_send<W: BlobWriter + ?Sized>(
+    writer: Box<W>,
+    queue: &dyn Queue,
+    job: &[u8],
+    attributes: BTreeMap<String, String>,
+) -> Result<u64, StoreError> {
+    let size = writer.commit().await?;
+    queue.send(job, attributes, Duration::ZERO).await?;
+    Ok(size)
+}
+
+/// [`Queue::delete_after`] in two steps: for backends that cannot do it in one.
+pub async fn put_then_delete<Q: Queue + ?Sized>(
+    queue: &Q,
+    receipt: &str,
+    ledger: &dyn Ledger,
+    records: Vec<BlindWrite>,
+) -> Result<(), StoreError> {
+    ledger.put_many(records).await?;
+    queue.delete(receipt).await
 }
 
 /// A message taken from a queue. It stays invisible to other consumers until its visibility
@@ -107,12 +128,25 @@ pub trait Queue: std::any::Any + Send + Sync + 'static {
         visibility: Duration,
     ) -> Result<Vec<QueueMessage>, StoreError>;
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
+    /// Writes `records` to `ledger`, then deletes the message: a finished job's last step.
+    /// This default does one after the other (the message stays if the writes fail). A
+    /// backend whose queue and ledger share one transaction does both in one commit, and
+    /// neither if either fails.
+    async fn delete_after(
+        &self,
+        receipt: &str,
+        ledger: &dyn Ledger,
+        records: Vec<BlindWrite>,
+    ) -> Result<(), StoreError> {
+        put_then_delete(self, receipt, ledger, records).await
+    }
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError>;
 }
 
-/// Key-value records in named tables, with a conditional write for idempotency.
+/// Key-value records in named tables, with a conditional write for idempotency. `Any` lets
+/// a backend recognise its own ledger (see [`Queue::delete_after`]).
 #[async_trait]
-pub trait Ledger: Send + Sync + 'static {
+pub trait Ledger: std::any::Any + Send + Sync + 'static {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Writes only if `key` is absent; returns whether it wrote.

@@ -128,6 +128,26 @@ impl Checkpoint {
     /// Sends every held write; on failure they are lost to this job, which then fails as a
     /// whole and is redone.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let writes = self.take_held();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.inner.put_many(writes).await
+    }
+
+    /// Sends every held write, then deletes the job's message from `queue` (one commit where
+    /// the backend can): the end of a job that finished. On failure the message stays.
+    pub async fn flush_and_delete(
+        &self,
+        queue: &dyn Queue,
+        receipt: &str,
+    ) -> Result<(), StoreError> {
+        queue
+            .delete_after(receipt, self.inner.as_ref(), self.take_held())
+            .await
+    }
+
+    fn take_held(&self) -> Vec<BlindWrite> {
         let writes = {
             let mut buffer = self.lock();
             let order = std::mem::take(&mut buffer.order);
@@ -137,10 +157,7 @@ impl Checkpoint {
                 .filter_map(|id| held.remove(&id).map(|w| (id, w)))
                 .collect::<Vec<_>>()
         };
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let writes = writes
+        writes
             .into_iter()
             .map(|((table, key), write)| match write {
                 Held::Put(value) => BlindWrite {
@@ -156,8 +173,7 @@ impl Checkpoint {
                     only_if_absent: true,
                 },
             })
-            .collect();
-        self.inner.put_many(writes).await
+            .collect()
     }
 
     /// Runs `op` together with the held writes (they are sent first).
@@ -394,6 +410,32 @@ mod tests {
     use baton_store::memory::{MemoryLedger, MemoryQueue};
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_last_flush_writes_what_is_held_then_deletes_the_message() {
+        let inner = Arc::new(MemoryLedger::default());
+        let cp = Checkpoint::new(inner.clone());
+        let queue = MemoryQueue::new("q", 5, None);
+        queue
+            .send(b"job", Default::default(), Duration::ZERO)
+            .await
+            .expect("send");
+        let [msg]: [QueueMessage; 1] = queue
+            .receive(1, Duration::ZERO)
+            .await
+            .expect("receive")
+            .try_into()
+            .expect("one");
+        cp.put("t", "k", b"v").await.expect("held");
+        assert_eq!(inner.get("t", "k").await.expect("get"), None, "held back");
+        cp.flush_and_delete(&queue, &msg.receipt)
+            .await
+            .expect("flush and delete");
+        assert_eq!(cp.held(), 0);
+        assert_eq!(inner.get("t", "k").await.expect("get"), Some(b"v".to_vec()));
+        let left = queue.receive(1, Duration::ZERO).await.expect("receive");
+        assert!(left.is_empty(), "the message is deleted");
+    }
 
     #[tokio::test]
     async fn held_writes_are_read_back_and_sent_at_the_flush() {

@@ -96,6 +96,7 @@ async fn settle(
                 Settled::Retry
             }
         },
+        Ok(Disposition::Deleted) => Settled::Done,
         Ok(Disposition::RetryAfter(after)) => {
             // Postponing is not failing: a fresh copy with a delay keeps the receive count
             // (and so the dead-letter threshold) for real failures.

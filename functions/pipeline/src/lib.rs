@@ -100,6 +100,9 @@ pub struct Ports {
 pub enum Disposition {
     /// Finished: delete it from its queue.
     Done,
+    /// Finished, and already deleted from its queue by the handler (with its last records,
+    /// in one commit where the backend can: [`baton_store::Queue::delete_after`]).
+    Deleted,
     /// Not now: make it visible again after this long (e.g. over quota).
     RetryAfter(Duration),
 }

@@ -13,6 +13,7 @@ use baton_pipeline::job::Job;
 use baton_pipeline::outbound::{LiteralResolver, Route};
 use baton_pipeline::records::{self, RcptStatus};
 use baton_pipeline::{Disposition, Ports, dkim};
+use baton_store::QueueMessage;
 use common::fixtures::{accept, config, register_acme, setup, take};
 use nexthop::{Hop, Script, client};
 
@@ -53,11 +54,38 @@ async fn one_job_signs_and_delivers_and_nothing_waits_on_the_stage_queues() {
     acme_with_keys(&env.ports).await;
     let hop = Hop::start(Script::default()).await;
     let (envelope, msg) = accept(&env.ports, MAIL, &["bob@example.org"]).await;
+    // On the intake queue for real, and visible again at once: only a delete removes it.
+    env.ports
+        .intake
+        .send(&msg.body, Default::default(), Duration::ZERO)
+        .await
+        .expect("send");
+    let [msg]: [QueueMessage; 1] = env
+        .ports
+        .intake
+        .receive(1, Duration::ZERO)
+        .await
+        .expect("receive")
+        .try_into()
+        .expect("one intake message");
 
     let d = fused::handle(&env.ports, &stage(hop.route(None)), &msg)
         .await
         .expect("fused");
-    assert_eq!(d, Disposition::Done);
+    assert_eq!(
+        d,
+        Disposition::Deleted,
+        "finished with its results recorded"
+    );
+    assert!(
+        env.ports
+            .intake
+            .receive(1, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty(),
+        "the intake message is deleted"
+    );
 
     let sent = hop.messages();
     assert_eq!(sent.len(), 1, "one message at the next hop");
@@ -94,11 +122,17 @@ async fn an_intake_message_that_comes_back_is_not_sent_twice() {
     let hop = Hop::start(Script::default()).await;
     let (_, msg) = accept(&env.ports, MAIL, &["bob@example.org"]).await;
     let stage = stage(hop.route(None));
-    for _ in 0..3 {
+    for run in 0..3 {
         let d = fused::handle(&env.ports, &stage, &msg)
             .await
             .expect("fused");
-        assert_eq!(d, Disposition::Done);
+        // The first run delivers; the others find nobody left to send to.
+        let expected = if run == 0 {
+            Disposition::Deleted
+        } else {
+            Disposition::Done
+        };
+        assert_eq!(d, expected, "run {run}");
     }
     assert_eq!(hop.messages().len(), 1, "sent once, not once per run");
 }
@@ -125,7 +159,7 @@ async fn a_deferral_is_handed_to_the_deliver_queue_with_its_signatures() {
     let d = fused::handle(&env.ports, &stage, &msg)
         .await
         .expect("fused");
-    assert_eq!(d, Disposition::Done, "the intake message is finished");
+    assert_eq!(d, Disposition::Deleted, "the intake message is finished");
     // The retry waits out its backoff (0.1 s with no initial delay).
     let mut jobs = Vec::new();
     for _ in 0..50 {
@@ -190,6 +224,6 @@ async fn a_large_message_that_finds_the_lane_full_waits_in_its_queue_not_in_a_wo
     let d = fused::handle(&env.ports, &stage(hop.route(None)), &msg)
         .await
         .expect("fused");
-    assert_eq!(d, Disposition::Done);
+    assert_eq!(d, Disposition::Deleted);
     assert_eq!(hop.messages().len(), 1);
 }
