@@ -94,20 +94,16 @@ pub async fn handle(
     // recipients), before anything is sent.
 
     let attempt = deliver::attempt(&local, &stage.deliver, &job, Some(&body[..]), attributes).await;
-    if let Ok(Disposition::Done) = attempt {
+    let (attempt, flushed) = match attempt {
         // The usual end: the results and the intake message's delete in one commit.
-        return match checkpoint
-            .flush_and_delete(ports.intake.as_ref(), &message.receipt)
-            .await
-        {
-            Ok(()) => Ok(Disposition::Deleted),
-            Err(e) => {
-                tracing::warn!(error = %e, "delivery results not recorded: the job goes to the deliver queue");
-                hand_to_deliver(ports, &job, attributes, transient_backoff(1)).await
-            }
-        };
-    }
-    let flushed = checkpoint.flush().await;
+        Ok(Disposition::Done) => (
+            Ok(Disposition::Deleted),
+            checkpoint
+                .flush_and_delete(ports.intake.as_ref(), &message.receipt)
+                .await,
+        ),
+        other => (other, checkpoint.flush().await),
+    };
     match (attempt, flushed) {
         (Ok(done @ (Disposition::Done | Disposition::Deleted)), Ok(())) => Ok(done),
         (Ok(Disposition::RetryAfter(after)), Ok(())) => {
