@@ -104,6 +104,48 @@ run_stages = false
 EOF
 }
 
+# baton_relay_config FILE DATA_DIR RELAY_PORT SINK_PORT NETWORKS FUSED WORKERS [EXTRA]: a
+# relay that runs its pipeline and delivers everything to the sink on SINK_PORT (relay.sh,
+# profile.sh). NETWORKS is the body of [relay] (allow_networks, or tenant_networks to sign);
+# EXTRA, more TOML appended as it is.
+baton_relay_config() {
+    local cfg=$1 data=$2 port=$3 sink=$4 networks=$5 fused=$6 workers=$7 extra=${8:-}
+    cat >"$cfg" <<EOF
+hostname = "baton.bench.localhost"
+data_dir = "$data"
+[listen]
+submission = ""
+submissions = ""
+relay = "127.0.0.1:$port"
+[relay]
+$networks
+[limits]
+max_connections_per_ip = 1000
+[log]
+filter = "warn"
+[pipeline]
+run_stages = true
+fused = $fused
+deliver_workers = $workers
+[[delivery.routes]]
+pattern = "*"
+target = "127.0.0.1:$sink"
+$extra
+EOF
+}
+
+# wait_sink_files LABEL DIR N: until the sink (one file per message) holds N messages, at
+# most 300 s.
+wait_sink_files() {
+    local n i
+    for ((i = 0; i < 6000; i++)); do
+        n=$(find "$2" -type f | wc -l)
+        ((n >= $3)) && return 0
+        sleep 0.05
+    done
+    die "$1: only $n of $3 reached the sink"
+}
+
 # baton_start BIN CFG LOGFILE: starts "baton --config CFG serve" in the
 # background, sets BATON_PID, waits for the relay port.
 baton_start() {

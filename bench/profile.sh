@@ -28,45 +28,16 @@ trap cleanup EXIT INT TERM
 
 start_sink "$WORK/sink"
 bport=$(free_port)
-cat >"$WORK/baton.toml" <<EOF
-hostname = "baton.bench.localhost"
-data_dir = "$WORK/data"
-[listen]
-submission = ""
-submissions = ""
-relay = "127.0.0.1:$bport"
-[[relay.tenant_networks]]
-network = "127.0.0.0/8"
-tenant = "bench"
-[storage]
-group_commit_max_delay = "${DELAY:-0s}"
-[limits]
-max_connections_per_ip = 1000
-[log]
-filter = "warn"
-[pipeline]
-run_stages = true
-fused = ${FUSED:-true}
-deliver_workers = ${WORKERS:-32}
-[[delivery.routes]]
-pattern = "*"
-target = "127.0.0.1:$SINK_PORT"
-EOF
+baton_relay_config "$WORK/baton.toml" "$WORK/data" "$bport" "$SINK_PORT" \
+    $'[[relay.tenant_networks]]\nnetwork = "127.0.0.0/8"\ntenant = "bench"' "${FUSED:-true}" "${WORKERS:-32}" \
+    $'[storage]\ngroup_commit_max_delay = "'"${DELAY:-0s}"'"'
 "$BATON" --config "$WORK/baton.toml" domain add sender.test --tenant bench >/dev/null
 baton_start "$BATON" "$WORK/baton.toml" "$WORK/baton.log" "$bport"
 
 load() { smtp-source -s 20 -m "$1" -l 4096 -f bench@sender.test -t sink@rcpt.invalid "127.0.0.1:$bport"; }
-sink_holds() {
-    local i
-    for ((i = 0; i < 6000; i++)); do
-        (($(find "$WORK/sink" -type f | wc -l) >= $1)) && return 0
-        sleep 0.05
-    done
-    die "the sink did not get $1 messages"
-}
 WARMUP=300
 load "$WARMUP"
-sink_holds "$WARMUP"
+wait_sink_files profile "$WORK/sink" "$WARMUP"
 mkdir -p bench/results
 if [[ $PERF == 1 ]]; then
     perf record -F 999 -g -p "$BATON_PID" -o bench/results/perf.data -- sleep 100000 2>/dev/null &
@@ -79,7 +50,7 @@ s0=$(cpu_ticks "$SINK_PID")
 # two cores with the relay: it bounds what any relay can reach in relay.sh.
 /usr/bin/time -f "%U %S" -o "$WORK/source.cpu" \
     smtp-source -s 20 -m "$N" -l 4096 -f bench@sender.test -t sink@rcpt.invalid "127.0.0.1:$bport"
-sink_holds $((WARMUP + N))
+wait_sink_files profile "$WORK/sink" $((WARMUP + N))
 t1=$(now)
 c1=$(cpu_ticks "$BATON_PID")
 s1=$(cpu_ticks "$SINK_PID")

@@ -42,20 +42,6 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 
-# sink_count DIR: messages the sink has written.
-sink_count() { find "$1" -type f | wc -l; }
-
-# wait_sink LABEL DIR N: until the sink holds N messages (at most 300 s).
-wait_sink() {
-    local n i
-    for ((i = 0; i < 6000; i++)); do
-        n=$(sink_count "$2")
-        ((n >= $3)) && return 0
-        sleep 0.05
-    done
-    die "$1: only $n of $3 reached the sink"
-}
-
 # run_load LABEL PORT SINKDIR PID...: a warm-up of WARMUP messages (relayed before the
 # clock starts), then MESSAGES timed from smtp-source's start until the sink has them all.
 # Prints "<relayed msgs/s> <accepted msgs/s> <server CPU ms per message> <seconds>"; the CPU
@@ -66,7 +52,7 @@ run_load() {
     if ((WARMUP > 0)); then
         smtp-source -s "$SESSIONS" -m "$WARMUP" -l "$SIZE" -f "$SENDER" -t sink@rcpt.invalid "127.0.0.1:$port" \
             || die "$label: smtp-source (warm-up) failed"
-        wait_sink "$label" "$dir" "$WARMUP"
+        wait_sink_files "$label" "$dir" "$WARMUP"
     fi
     local c0=0 c1=0 pid t0 accepted t1
     for pid in "$@"; do c0=$((c0 + $(cpu_ticks "$pid"))); done
@@ -74,7 +60,7 @@ run_load() {
     smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f "$SENDER" -t sink@rcpt.invalid "127.0.0.1:$port" \
         || die "$label: smtp-source failed"
     accepted=$(now)
-    wait_sink "$label" "$dir" $((WARMUP + MESSAGES))
+    wait_sink_files "$label" "$dir" $((WARMUP + MESSAGES))
     t1=$(now)
     for pid in "$@"; do c1=$((c1 + $(cpu_ticks "$pid"))); done
     python3 -c "import sys,os; t0,a,t1,m,c=map(float,sys.argv[1:]); hz=os.sysconf('SC_CLK_TCK'); print(f'{m/(t1-t0):.0f} {m/(a-t0):.0f} {c/hz*1000/m:.3f} {t1-t0:.2f}')" \
@@ -95,27 +81,8 @@ run_baton() { # ROUND: sets BATON_RESULT
     local r=$1 bport
     start_sink "$WORK/sink-baton-$r"
     bport=$(free_port)
-    cat >"$WORK/baton-$r.toml" <<EOF
-hostname = "baton.bench.localhost"
-data_dir = "$WORK/baton-data-$r"
-[listen]
-submission = ""
-submissions = ""
-relay = "127.0.0.1:$bport"
-[relay]
-$RELAY_NETWORKS
-[limits]
-max_connections_per_ip = 1000
-[log]
-filter = "warn"
-[pipeline]
-run_stages = true
-fused = $FUSED
-deliver_workers = 32
-[[delivery.routes]]
-pattern = "*"
-target = "127.0.0.1:$SINK_PORT"
-EOF
+    baton_relay_config "$WORK/baton-$r.toml" "$WORK/baton-data-$r" "$bport" "$SINK_PORT" \
+        "$RELAY_NETWORKS" "$FUSED" 32
     if [[ $SIGN == 1 ]]; then
         "$BATON" --config "$WORK/baton-$r.toml" domain add sender.test --tenant bench >/dev/null
     fi
