@@ -7,6 +7,7 @@ mod auth;
 mod connection;
 mod error;
 mod intake;
+mod proxy;
 mod server;
 mod stream;
 pub mod tls;

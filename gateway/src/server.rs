@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{AuthPolicy, Authenticator};
 use crate::connection::{Deadlines, Shutdown, serve_connection};
 use crate::intake::Intake;
+use crate::proxy::{self, Proxied, ProxyPeers};
 use crate::{GatewayError, tls};
 
 /// The ports the gateway needs from a backend.
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) tls: TlsAcceptor,
     pub(crate) deadlines: Deadlines,
     pub(crate) networks: Networks,
+    proxy_peers: ProxyPeers,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
     slots: Arc<Semaphore>,
@@ -81,15 +83,14 @@ impl Gateway {
             listeners.push((config, listener));
         }
         // Only once every port is ours: a taken port must not leave a certificate behind.
-        let (tls_config, source) = tls::server_config(
-            raw.tls.cert.as_deref(),
-            raw.tls.key.as_deref(),
-            &raw.data_dir,
-            &raw.hostname,
-        )?;
+        let (tls_config, source) =
+            tls::server_config(raw.tls.pair(), &raw.data_dir, &raw.hostname)?;
         match &source {
             tls::CertSource::Configured(p) => {
                 tracing::info!(cert = %p.display(), "TLS certificate loaded")
+            }
+            tls::CertSource::Environment(var) => {
+                tracing::info!(cert = %var, "TLS certificate loaded from the environment")
             }
             tls::CertSource::SelfSignedExisting(p) => {
                 tracing::warn!(cert = %p.display(), "using the self-signed TLS certificate generated earlier; configure [tls] for production")
@@ -129,6 +130,7 @@ impl Gateway {
                     .map(|n| (n.network, baton_domain::TenantId(n.tenant.clone())))
                     .collect(),
             },
+            proxy_peers: ProxyPeers(raw.listen.proxy_protocol_from.clone()),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: l.max_connections_per_ip,
             slots: Arc::new(Semaphore::new(l.max_connections)),
@@ -226,10 +228,11 @@ async fn accept_loop(
             };
             let Admitted {
                 socket,
+                client,
                 slot,
                 ip_guard,
             } = admitted;
-            serve_connection(shared2, config, peer, socket, signals).await;
+            serve_connection(shared2, config, client, socket, signals).await;
             drop((slot, ip_guard));
         });
     }
@@ -238,6 +241,8 @@ async fn accept_loop(
 /// A connection slot; gives back the per-IP count when dropped.
 struct Admitted {
     socket: TcpStream,
+    /// The peer, or the client a trusted load balancer's PROXY header names.
+    client: SocketAddr,
     slot: tokio::sync::OwnedSemaphorePermit,
     ip_guard: IpGuard,
 }
@@ -265,7 +270,15 @@ async fn admit(shared: &Arc<Shared>, mut socket: TcpStream, peer: SocketAddr) ->
         refuse(&mut socket, canned::too_many_connections()).await;
         return None;
     };
-    let ip = peer.ip();
+    let client = match proxied_client(shared, &mut socket, peer).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "connection refused: no valid PROXY header from a load balancer address");
+            refuse(&mut socket, canned::proxy_header_required()).await;
+            return None;
+        }
+    };
+    let ip = client.ip();
     let admitted = {
         let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
@@ -276,18 +289,42 @@ async fn admit(shared: &Arc<Shared>, mut socket: TcpStream, peer: SocketAddr) ->
         ok
     };
     if !admitted {
-        tracing::warn!(%peer, "connection refused: too many from this address");
+        tracing::warn!(%client, "connection refused: too many from this address");
         refuse(&mut socket, canned::too_many_connections_from_ip()).await;
         return None;
     }
     Some(Admitted {
         socket,
+        client,
         slot,
         ip_guard: IpGuard {
             shared: shared.clone(),
             ip,
         },
     })
+}
+
+/// Who is on the other end: the peer itself, or (from `listen.proxy_protocol_from`) the
+/// client its PROXY header names. The header must arrive within the command timeout, as a
+/// client's first command would.
+async fn proxied_client(
+    shared: &Shared,
+    socket: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<SocketAddr, proxy::ProxyError> {
+    if !shared.proxy_peers.expects_header(peer.ip()) {
+        return Ok(peer);
+    }
+    let header = tokio::time::timeout(shared.deadlines.command, proxy::read_header(socket));
+    match header.await {
+        Ok(Ok(Proxied::Client(client))) => {
+            tracing::debug!(%peer, %client, "proxied connection");
+            Ok(client)
+        }
+        Ok(Ok(Proxied::Local)) => Ok(peer),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(proxy::ProxyError::Io("timed out".into())),
+    }
 }
 
 async fn refuse(socket: &mut TcpStream, reply: baton_smtp::Reply) {

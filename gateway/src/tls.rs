@@ -1,9 +1,10 @@
-//! TLS server configuration: the configured certificate, or a self-signed one generated
-//! once into the data directory.
+//! TLS server configuration: the configured certificate (files, or PEM in environment
+//! variables), or a self-signed one generated once into the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use baton_config::TlsPair;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,37 +19,42 @@ fn tls_err(e: impl std::fmt::Display) -> GatewayError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertSource {
     Configured(PathBuf),
+    /// The variable that held the chain (the key's is beside it).
+    Environment(String),
     SelfSignedExisting(PathBuf),
     SelfSignedGenerated(PathBuf),
 }
 
-/// Builds the rustls config. Without a configured pair, uses (or creates) a self-signed
-/// certificate for `hostname` under `data_dir/tls`.
+/// Builds the rustls config from the configured pair. Without one, uses (or creates) a
+/// self-signed certificate for `hostname` under `data_dir/tls`.
 pub fn server_config(
-    cert: Option<&Path>,
-    key: Option<&Path>,
+    pair: TlsPair<'_>,
     data_dir: &Path,
     hostname: &str,
 ) -> Result<(Arc<ServerConfig>, CertSource), GatewayError> {
-    let (cert_path, key_path, source) = match (cert, key) {
-        (Some(c), Some(k)) => (
-            c.to_path_buf(),
-            k.to_path_buf(),
-            CertSource::Configured(c.to_path_buf()),
+    let (certs, key, source) = match pair {
+        TlsPair::Files { cert, key } => (
+            load_certs(cert)?,
+            load_key(key)?,
+            CertSource::Configured(cert.to_path_buf()),
         ),
-        _ => {
+        TlsPair::Env { cert_var, key_var } => (
+            certs_from_pem(&env_pem(cert_var)?, cert_var)?,
+            key_from_pem(&env_pem(key_var)?, key_var)?,
+            CertSource::Environment(cert_var.to_string()),
+        ),
+        TlsPair::SelfSigned => {
             let dir = data_dir.join("tls");
             let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            if c.exists() && k.exists() {
-                (c.clone(), k, CertSource::SelfSignedExisting(c))
+            let source = if c.exists() && k.exists() {
+                CertSource::SelfSignedExisting(c.clone())
             } else {
                 generate_self_signed(&dir, hostname)?;
-                (c.clone(), k, CertSource::SelfSignedGenerated(c))
-            }
+                CertSource::SelfSignedGenerated(c.clone())
+            };
+            (load_certs(&c)?, load_key(&k)?, source)
         }
     };
-    let certs = load_certs(&cert_path)?;
-    let key = load_key(&key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -57,6 +63,14 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(tls_err)?;
     Ok((Arc::new(config), source))
+}
+
+/// The PEM text an environment variable holds (errors name the variable, never the value).
+fn env_pem(var: &str) -> Result<String, GatewayError> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| tls_err(format!("environment variable {var} is not set")))
 }
 
 fn generate_self_signed(dir: &Path, hostname: &str) -> Result<(), GatewayError> {
@@ -87,22 +101,37 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), GatewayError> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
-    let in_file = |e: pem::Error| tls_err(format!("{}: {e}", path.display()));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(in_file)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(in_file)?;
-    if certs.is_empty() {
-        return Err(tls_err(format!("{}: no certificate found", path.display())));
-    }
-    Ok(certs)
+    let pem = std::fs::read(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    certs_from_pem(&pem, &path.display().to_string())
 }
 
 /// The first private key in the file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        pem::Error::NoItemsFound => tls_err(format!("{}: no private key found", path.display())),
-        e => tls_err(format!("{}: {e}", path.display())),
+    let pem = std::fs::read(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    key_from_pem(&pem, &path.display().to_string())
+}
+
+/// Every certificate in `pem` (from `origin`, a file or a variable named in errors).
+fn certs_from_pem(
+    pem: impl AsRef<[u8]>,
+    origin: &str,
+) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_ref())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(format!("{origin}: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(format!("{origin}: no certificate found")));
+    }
+    Ok(certs)
+}
+
+fn key_from_pem(
+    pem: impl AsRef<[u8]>,
+    origin: &str,
+) -> Result<PrivateKeyDer<'static>, GatewayError> {
+    PrivateKeyDer::from_pem_slice(pem.as_ref()).map_err(|e| match e {
+        pem::Error::NoItemsFound => tls_err(format!("{origin}: no private key found")),
+        e => tls_err(format!("{origin}: {e}")),
     })
 }
 
@@ -115,8 +144,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         generate_self_signed(dir.path(), "relay.test").expect("generate");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let (_, source) =
-            server_config(Some(&cert), Some(&key), dir.path(), "relay.test").expect("config");
+        let pair = TlsPair::Files {
+            cert: &cert,
+            key: &key,
+        };
+        let (_, source) = server_config(pair, dir.path(), "relay.test").expect("config");
         assert_eq!(source, CertSource::Configured(cert.clone()));
         // A chain: the same certificate twice, with text around it, as bundles often have.
         let pem = std::fs::read_to_string(&cert).expect("read");

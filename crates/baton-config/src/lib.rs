@@ -242,6 +242,10 @@ pub struct Listen {
     pub relay: String,
     /// The SES v2-compatible HTTP API (see `[api]`). Empty (the default) disables.
     pub api: String,
+    /// Peers in these networks (a load balancer's) must open every connection with a PROXY
+    /// protocol v2 header, whose client address then stands for the peer's everywhere. From
+    /// any other address no header is read. Empty (the default) disables.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -249,6 +253,63 @@ pub struct Listen {
 pub struct Tls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Names of environment variables holding the PEM chain and key instead of files (a
+    /// container given them from a secret store). The names, never the PEM, are config.
+    pub cert_pem_env: Option<String>,
+    pub key_pem_env: Option<String>,
+}
+
+/// Where the listeners' certificate and key come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPair<'a> {
+    Files {
+        cert: &'a Path,
+        key: &'a Path,
+    },
+    Env {
+        cert_var: &'a str,
+        key_var: &'a str,
+    },
+    /// None configured: a self-signed pair in the data dir.
+    SelfSigned,
+}
+
+impl Tls {
+    /// The configured pair; `validate` has ruled out half pairs and mixed sources.
+    pub fn pair(&self) -> TlsPair<'_> {
+        match (&self.cert, &self.key, &self.cert_pem_env, &self.key_pem_env) {
+            (Some(cert), Some(key), _, _) => TlsPair::Files { cert, key },
+            (_, _, Some(cert_var), Some(key_var)) => TlsPair::Env { cert_var, key_var },
+            _ => TlsPair::SelfSigned,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "tls",
+            reason: reason.into(),
+        };
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(invalid("set both cert and key, or neither"));
+        }
+        if self.cert_pem_env.is_some() != self.key_pem_env.is_some() {
+            return Err(invalid("set both cert_pem_env and key_pem_env, or neither"));
+        }
+        if self.cert.is_some() && self.cert_pem_env.is_some() {
+            return Err(invalid(
+                "set cert/key files or cert_pem_env/key_pem_env, not both",
+            ));
+        }
+        for var in [&self.cert_pem_env, &self.key_pem_env]
+            .into_iter()
+            .flatten()
+        {
+            if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                return Err(invalid(&format!("environment variable {var} is not set")));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -507,6 +568,7 @@ impl Default for Listen {
             submissions: "127.0.0.1:2465".into(),
             relay: "127.0.0.1:2525".into(),
             api: String::new(),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -693,12 +755,7 @@ impl Config {
                 reason: format!("{}: {e}", n.network),
             })?;
         }
-        if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "tls",
-                reason: "set both cert and key, or neither".into(),
-            });
-        }
+        self.tls.validate()?;
         let l = &self.limits;
         let positive = [
             ("limits.max_message_size", l.max_message_size),
@@ -939,6 +996,38 @@ fn apply_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_comes_from_files_or_named_variables_never_half_or_both() {
+        let pair = |toml: &str| load_str(toml, &[]).map(|s| s.raw.tls.clone());
+        let files = pair("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"").expect("files");
+        assert!(matches!(files.pair(), TlsPair::Files { .. }));
+        assert_eq!(pair("").expect("none").pair(), TlsPair::SelfSigned);
+        // PATH is set wherever tests run; the value read is the gateway's business.
+        let env = pair("[tls]\ncert_pem_env = \"PATH\"\nkey_pem_env = \"PATH\"").expect("env");
+        assert_eq!(
+            env.pair(),
+            TlsPair::Env {
+                cert_var: "PATH",
+                key_var: "PATH"
+            }
+        );
+        for (toml, why) in [
+            ("[tls]\ncert_pem_env = \"PATH\"", "half an env pair"),
+            ("[tls]\ncert = \"/c.pem\"", "half a file pair"),
+            (
+                "[tls]\ncert = \"/c\"\nkey = \"/k\"\ncert_pem_env = \"PATH\"\nkey_pem_env = \"PATH\"",
+                "both sources",
+            ),
+            (
+                "[tls]\ncert_pem_env = \"BATON_TEST_NEVER_SET_CERT\"\nkey_pem_env = \"PATH\"",
+                "an unset variable",
+            ),
+        ] {
+            let err = pair(toml).expect_err(why);
+            assert!(err.to_string().contains("tls"), "{why}: {err}");
+        }
+    }
 
     fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -93,6 +93,15 @@ pub mod canned {
     pub fn too_many_connections_from_ip() -> Reply {
         Reply::new(421, "4.7.0", "Too many connections from your address")
     }
+    /// A load balancer's connection without a valid PROXY protocol header: the balancer and
+    /// the gateway are configured differently.
+    pub fn proxy_header_required() -> Reply {
+        Reply::new(
+            421,
+            "4.3.5",
+            "PROXY protocol header required from this address",
+        )
+    }
     pub fn too_many_connections() -> Reply {
         Reply::new(421, "4.3.2", "Too many connections, try again later")
     }

@@ -332,12 +332,8 @@ async fn spawn_api(
     // none is configured).
     let tls = if settings.raw.api.tls {
         let raw = &settings.raw;
-        let (config, _) = baton_gateway::tls::server_config(
-            raw.tls.cert.as_deref(),
-            raw.tls.key.as_deref(),
-            &raw.data_dir,
-            &raw.hostname,
-        )?;
+        let (config, _) =
+            baton_gateway::tls::server_config(raw.tls.pair(), &raw.data_dir, &raw.hostname)?;
         Some(config)
     } else {
         None

@@ -4,6 +4,7 @@
 
 mod auth;
 mod deadlines;
+mod proxy;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
