@@ -134,6 +134,15 @@ impl About {
             .map_err(|e| StageError::Permanent(format!("event {key}: {e}")))?;
         // A stage run again finds its event there and keeps the first (same id, same body).
         ports.ledger.ensure(TABLE, &key, &bytes).await?;
+        // One line per tenant event: CloudWatch metric filters count these per tenant for the
+        // bounce and complaint rate alarms (infra/template.yaml). A stage that runs again
+        // logs it again, so the counts are at-least-once like the stage.
+        tracing::info!(
+            target: "baton::tenant_event",
+            tenant = %self.tenant.0,
+            event_type,
+            "tenant event"
+        );
         let destinations = self
             .destinations
             .get_or_try_init(|| async {
