@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ppp::v2::{Addresses, Command, Header, Protocol};
+use ppp::v2::{Addresses, Command, Header, PROTOCOL_PREFIX, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Signature, version/command, family/protocol and the 2-byte length.
@@ -89,7 +89,20 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(
 ) -> Result<Proxied, ProxyError> {
     let io = |e: std::io::Error| ProxyError::Io(e.to_string());
     let mut fixed = [0u8; FIXED_LEN];
-    reader.read_exact(&mut fixed).await.map_err(io)?;
+    let mut have = 0;
+    while have < FIXED_LEN {
+        let n = reader.read(&mut fixed[have..]).await.map_err(io)?;
+        if n == 0 {
+            return Err(ProxyError::Io("connection closed".into()));
+        }
+        have += n;
+        // Refuse a sender that is not speaking PROXY v2 at its first wrong byte, not
+        // after a command timeout spent waiting for 16 bytes a short line never makes.
+        let signature = &fixed[..have.min(PROTOCOL_PREFIX.len())];
+        if !PROTOCOL_PREFIX.starts_with(signature) {
+            return Err(ProxyError::Malformed("no v2 signature".into()));
+        }
+    }
     let len = body_len(&fixed)?;
     let mut header = Vec::with_capacity(FIXED_LEN + len);
     header.extend_from_slice(&fixed);
@@ -176,7 +189,12 @@ mod tests {
             read_header(&mut smtp).await,
             Err(ProxyError::Malformed(_))
         ));
-        assert_eq!(smtp, &sent[FIXED_LEN..], "only the fixed part read");
+        assert_eq!(smtp, &sent[FIXED_LEN..], "no more than the fixed part read");
+        // A line shorter than the fixed part is refused at once, not after a timeout.
+        let mut short = then_silence(b"EHLO x\r\n");
+        let refused =
+            tokio::time::timeout(std::time::Duration::from_secs(5), read_header(&mut short));
+        assert!(matches!(refused.await, Ok(Err(ProxyError::Malformed(_)))));
         // Version 1 (text) is not what the load balancer sends.
         let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 25\r\n";
         assert!(read_header(&mut &v1[..]).await.is_err());
@@ -207,6 +225,22 @@ mod tests {
             read_header(&mut &udp[..]).await,
             Err(ProxyError::Unsupported)
         );
+    }
+
+    /// A reader that has sent `bytes` and then waits forever, as an idle client does.
+    fn then_silence(bytes: &'static [u8]) -> impl AsyncRead + Unpin {
+        bytes.chain(Pending)
+    }
+
+    struct Pending;
+    impl AsyncRead for Pending {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
     }
 
     #[test]
