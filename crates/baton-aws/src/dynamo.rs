@@ -23,6 +23,12 @@ pub use baton_store::{LEDGER_TABLES, TableSpec};
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The DynamoDB name of ledger table `table`: `<prefix>-<table>` (provisioning, the ledger,
+/// `baton aws names` and infra/template.yaml all name tables so).
+pub fn ledger_table_name(prefix: &str, table: &str) -> String {
+    format!("{prefix}-{table}")
+}
+
 #[derive(Clone)]
 pub struct DynamoLedger {
     client: Client,
@@ -111,7 +117,7 @@ impl DynamoLedger {
     }
 
     pub fn table_name(&self, table: &str) -> String {
-        format!("{}-{table}", self.prefix)
+        ledger_table_name(&self.prefix, table)
     }
 
     /// Adds `by` to the counter at `key` and returns the new total (`Ledger::increment`'s

@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use baton_config::Aws;
 
-pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec};
+pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec, ledger_table_name};
 pub use error::AwsError;
 pub use requests::{OperationCount, RequestCounter, RequestSnapshot};
 pub use s3::{S3BlobStore, object_key};

@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use baton_config::Aws;
 
-use crate::dynamo::TTL_ATTRIBUTE;
+use crate::dynamo::{TTL_ATTRIBUTE, ledger_table_name};
 use crate::{AwsError, QueueSpec, TableSpec};
 
 fn build<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, AwsError> {
@@ -137,7 +137,7 @@ pub(crate) async fn table(
     prefix: &str,
     spec: &TableSpec,
 ) -> Result<(), AwsError> {
-    let name = format!("{prefix}-{}", spec.name);
+    let name = ledger_table_name(prefix, spec.name);
     let attr = |n: &str| {
         build(
             AttributeDefinition::builder()

@@ -152,6 +152,39 @@ pub fn aws_sweep(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The names the code reads on AWS, from the configuration, by the functions the backend
+/// itself names them with: the bucket, each stage queue and its dead-letter queue (as the
+/// functions open them), each ledger table (as the ledger names them) and the hostname.
+/// Makes no request.
+pub fn aws_names(settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let Some(aws) = &store.aws else {
+        bail!("storage.backend is not aws (use --backend aws)");
+    };
+    let queues: Vec<String> = queue_names::ALL
+        .iter()
+        .flat_map(|q| {
+            [
+                aws.queue_name(q),
+                aws.queue_name(&queue_names::dead_letter(q)),
+            ]
+        })
+        .collect();
+    let ledger = aws.ledger();
+    let tables: Vec<String> = baton_aws::LEDGER_TABLES
+        .iter()
+        .map(|t| ledger.table_name(t.name))
+        .collect();
+    let names = serde_json::json!({
+        "bucket": aws.config.bucket,
+        "queues": queues,
+        "tables": tables,
+        "hostname": settings.raw.hostname,
+    });
+    println!("{}", serde_json::to_string_pretty(&names)?);
+    Ok(())
+}
+
 pub(crate) fn check_name(kind: &str, s: &str) -> anyhow::Result<()> {
     if s.is_empty() || s.len() > 200 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!("invalid {kind} {s:?}: use 1-200 characters without spaces");

@@ -113,6 +113,10 @@ enum AwsCommand {
     Provision,
     /// Delete stored bodies that were never queued (see `aws.orphan_after`).
     Sweep,
+    /// Print, as JSON, the names this configuration makes the code use: the bucket, every
+    /// queue and dead-letter queue, every DynamoDB table and the hostname (a deployment
+    /// check: each must be a resource of the stack).
+    Names,
 }
 
 #[derive(Subcommand)]
@@ -407,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve::run(settings),
         Command::Aws(AwsCommand::Provision) => admin::aws_provision(&settings),
         Command::Aws(AwsCommand::Sweep) => admin::aws_sweep(&settings),
+        Command::Aws(AwsCommand::Names) => admin::aws_names(&settings),
         Command::User(UserCommand::Add {
             name,
             tenant,
