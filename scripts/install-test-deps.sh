@@ -52,5 +52,12 @@ if [ ! -x infra/.venv-lint/bin/cfn-lint ]; then
 fi
 infra/.venv-lint/bin/pip install -q -r infra/requirements-lint.txt
 
+# moto's server (pinned, in its own venv) for the emulator deploy of infra/template.yaml
+# (tests/e2e/test_infra_stack.py). infra/.gitignore keeps the venv out of git.
+if [ ! -x infra/.venv-moto/bin/moto_server ]; then
+    python3 -m venv infra/.venv-moto
+fi
+infra/.venv-moto/bin/pip install -q -r infra/requirements-moto.txt
+
 # LocalStack (pinned venv, Python >= 3.12) and DynamoDB Local for the AWS-backend tests.
 localstack/install.sh
