@@ -7,10 +7,11 @@ uploads dummy function zips, makes the TLS secret, creates the stack and waits f
 CREATE_COMPLETE; the returned `Stack` gives its outputs, resources, the gateway task
 definition's container and each function's environment.
 
-moto 5.2.5 lacks two things the template uses: the intrinsic function Fn::Cidr and the
-resource type AWS::Lambda::Url (it has the function URL API, not the CloudFormation type).
-`extend_moto`, run in the server process before it starts, adds both with CloudFormation's
-semantics; nothing else of moto is changed. What moto still does not model it skips or
+moto 5.2.5 lacks three things the template needs: the intrinsic function Fn::Cidr, the
+resource type AWS::Lambda::Url (it has the function URL API, not the CloudFormation type)
+and, when a stack is deleted, deleting its route tables and NAT gateways (it then refuses to
+delete the VPC). `extend_moto`, run in the server process before it starts, adds them with
+CloudFormation's semantics, through moto's own API; nothing else of moto is changed. What moto still does not model it skips or
 simplifies, and the stack completes anyway: no CloudWatch alarms, metric filters, Application
 Auto Scaling, SNS subscriptions, IAM::RolePolicy or S3 bucket policies; no target group
 attributes, service network/balancer settings, task definition roles or security group egress
@@ -339,6 +340,21 @@ def extend_moto():
             return self.config.to_dict()[attribute_name]
 
     assert "AWS::Lambda::Url" in parsing.get_model_map()
+
+    # Deleting a stack: moto removes neither route tables nor NAT gateways made by a
+    # template, and then refuses to delete the VPC. These call the API as CloudFormation does.
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.nat_gateways import NatGateway
+    from moto.ec2.models.route_tables import RouteTable
+
+    def delete_route_table(cls, resource_name, cloudformation_json, account_id, region_name):
+        ec2_backends[account_id][region_name].delete_route_table(resource_name)
+
+    def delete_nat_gateway(cls, resource_name, cloudformation_json, account_id, region_name):
+        ec2_backends[account_id][region_name].delete_nat_gateway(resource_name)
+
+    RouteTable.delete_from_cloudformation_json = classmethod(delete_route_table)
+    NatGateway.delete_from_cloudformation_json = classmethod(delete_nat_gateway)
 
 
 def serve(port):

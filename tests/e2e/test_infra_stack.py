@@ -5,7 +5,9 @@ load balancer, the functions, queues, tables and operations resources the issue 
 as the template says (looked up through the services' own APIs, not just the stack); the
 upstream delivery mode deploys too and hands its route to the deliver and fused functions;
 every name the code reads (`baton aws names`, run with exactly each function's and the
-gateway task's environment) is a resource of the stack.
+gateway task's environment) is a resource of the stack; infra/deploy.sh deploys, a second
+run changes nothing, and infra/destroy.sh removes the stack (the AWS CLI pinned in
+.venv-tests, pointed at moto with AWS_ENDPOINT_URL).
 
 moto does not model CloudWatch alarms, metric filters or Application Auto Scaling (it skips
 them and the stack still completes); for those the template itself is checked here, and
@@ -13,7 +15,9 @@ cfn-lint (infra/lint.sh) validates their properties.
 """
 
 import ast
+import hashlib
 import json
+import os
 import subprocess
 import time
 import tomllib
@@ -25,7 +29,7 @@ import yaml
 
 from awsnet import unique_name
 from conftest import BATON
-from moto_stack import GATEWAY_IMAGE, TEMPLATE, MotoServer, deploy_stack
+from moto_stack import CODE_KEYS, GATEWAY_IMAGE, REGION, TEMPLATE, MotoServer, Stack, deploy_stack, dummy_zip, tls_secret
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC_CIDRS = ["10.40.0.0/24", "10.40.1.0/24"]
@@ -405,3 +409,65 @@ def test_a_name_the_stack_does_not_have_is_caught(stack):
     assert f"queues {prefix}x-intake" in missing and f"queues {prefix}x-deliver-dlq" in missing
     assert f"tables {prefix}x-users" in missing
     assert len(missing) == 1 + 10 + 19, f"expected every queue and table name to be caught, got {missing}"
+
+
+# ---------------------------------------------------------------------------------------------
+# infra/deploy.sh and infra/destroy.sh
+
+
+def test_deploy_twice_changes_nothing_the_second_time_and_destroy_removes_the_stack(moto, tmp_path):
+    prefix = unique_name()
+    name = f"{prefix}-deployed"
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for stage in CODE_KEYS:
+        (artifacts / f"{stage}.zip").write_bytes(dummy_zip())
+    env = {**os.environ, **moto.env(), "PATH": f"{REPO / '.venv-tests' / 'bin'}:{os.environ['PATH']}"}
+
+    def run(script, *args):
+        return subprocess.run([str(REPO / "infra" / script), "--region", REGION, "--stack-name", name, *args],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    # Prebuilt artifacts and an image that is already pushed: nothing is built or pushed.
+    deploy = ("--prefix", prefix, "--hostname", "relay.example.com", "--bucket", f"{prefix}-bodies",
+              "--tls-secret-arn", tls_secret(moto, f"{prefix}-tls"), "--artifacts", str(artifacts),
+              "--image", GATEWAY_IMAGE, "--parameter", "LoadBalancerListeners=false")
+    first = run("deploy.sh", *deploy)
+    assert first.returncode == 0, f"expected the first deploy to succeed:\n{first.stdout}\n{first.stderr}"
+    stack = Stack(moto, name)
+    assert stack.status == "CREATE_COMPLETE"
+    assert len(stack.function_ids()) == 6
+    assert stack.parameters["GatewayImage"] == GATEWAY_IMAGE
+    # Each zip under a key named by its content, in the artifacts bucket, named by the stack.
+    code_bucket = stack.parameters["FunctionCodeBucket"]
+    stored = {o["Key"] for o in moto.client("s3").list_objects_v2(Bucket=code_bucket, Prefix="functions/")["Contents"]}
+    for stage, param in CODE_KEYS.items():
+        digest = hashlib.sha256((artifacts / f"{stage}.zip").read_bytes()).hexdigest()[:16]
+        assert stack.parameters[param] == f"functions/{stage}-{digest}.zip"
+        assert stack.parameters[param] in stored
+    cfn = moto.client("cloudformation")
+    change_sets = cfn.list_change_sets(StackName=name)["Summaries"]
+
+    second = run("deploy.sh", *deploy)
+    assert second.returncode == 0, f"expected the second deploy to succeed:\n{second.stderr}"
+    assert "nothing to deploy" in second.stderr, f"expected a no-op:\n{second.stderr}"
+    assert "uploading" not in second.stderr and "creating" not in second.stderr
+    again = Stack(moto, name)
+    assert again.status == "CREATE_COMPLETE"
+    assert again.parameters == stack.parameters
+    assert {(r["LogicalResourceId"], r["PhysicalResourceId"]) for r in again.resources} == {
+        (r["LogicalResourceId"], r["PhysicalResourceId"]) for r in stack.resources}
+    assert cfn.list_change_sets(StackName=name)["Summaries"] == change_sets, "expected no new change set"
+
+    # Mail in the bucket: destroy.sh refuses, unless told to delete it.
+    moto.client("s3").put_object(Bucket=f"{prefix}-bodies", Key="messages/queued", Body=b"x")
+    refused = run("destroy.sh")
+    assert refused.returncode != 0 and "not empty" in refused.stderr, refused.stderr
+    assert Stack(moto, name).status == "CREATE_COMPLETE"
+    gone = run("destroy.sh", "--empty-bucket")
+    assert gone.returncode == 0, f"expected destroy to succeed:\n{gone.stderr}"
+    remaining = [s for s in cfn.list_stacks()["StackSummaries"]
+                 if s["StackName"] == name and s["StackStatus"] != "DELETE_COMPLETE"]
+    assert remaining == [], f"expected the stack gone, got {remaining}"
+    twice = run("destroy.sh")
+    assert twice.returncode == 0 and "nothing to delete" in twice.stderr, twice.stderr
