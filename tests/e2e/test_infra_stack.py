@@ -325,6 +325,40 @@ def test_the_template_alarms_on_every_queue_function_and_target_group(stack):
     assert any("ActiveFlowCount" in s for s in specs)
 
 
+def test_the_dashboard_shows_queues_functions_tenants_and_the_gateway(stack, moto):
+    body = moto.client("cloudwatch").get_dashboard(DashboardName=stack.outputs["DashboardName"])["DashboardBody"]
+    widgets = json.loads(body)["widgets"]
+    metrics = [m for w in widgets for m in w["properties"]["metrics"]]
+    names = {m[1] for m in metrics if isinstance(m[0], str)}
+    assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "Invocations", "Errors",
+            "Throttles", "Duration", "ActiveFlowCount", "HealthyHostCount", "UnHealthyHostCount",
+            "CPUUtilization"} <= names
+    queues = {m[3] for m in metrics if m[:3] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName"]}
+    assert queues == set(stack_names(stack.outputs)["queues"])
+    queries = [m[0]["expression"] for m in metrics if isinstance(m[0], dict)]
+    assert any("BounceRate" in q for q in queries) and any("ComplaintRate" in q for q in queries)
+    # The balancer's metrics name it by the end of its ARN (what the alarms use too).
+    arn = [r["PhysicalResourceId"] for r in stack.resources if r["LogicalResourceId"] == "GatewayLoadBalancer"][0]
+    assert {m[3] for m in metrics if m[:3] == ["AWS/NetworkELB", "ActiveFlowCount", "LoadBalancer"]} == {
+        arn.split("loadbalancer/", 1)[1]}
+
+
+def test_without_a_gateway_image_the_stack_has_no_gateway_but_the_network(moto):
+    prefix = unique_name()
+    bare = deploy_stack(moto, f"{prefix}-stack", prefix, f"{prefix}-code", GatewayImage="", TlsSecretArn="")
+    assert bare.status == "CREATE_COMPLETE"
+    kinds = bare.resource_types()
+    for kind in ("AWS::ECS::Cluster", "AWS::ECS::Service", "AWS::ECS::TaskDefinition",
+                 "AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::TargetGroup"):
+        assert kind not in kinds, f"expected no {kind} without GatewayImage"
+    for kind in ("AWS::EC2::VPC", "AWS::EC2::NatGateway", "AWS::Lambda::Function", "AWS::CloudWatch::Dashboard"):
+        assert kind in kinds, f"expected {kind} without GatewayImage too"
+    assert "LoadBalancerDnsName" not in bare.outputs and "GatewayTaskDefinitionArn" not in bare.outputs
+    assert len(bare.outputs["SendingIps"].split(",")) == 2
+    body = moto.client("cloudwatch").get_dashboard(DashboardName=bare.outputs["DashboardName"])["DashboardBody"]
+    assert "AWS/NetworkELB" not in body and len(json.loads(body)["widgets"]) == 8
+
+
 # ---------------------------------------------------------------------------------------------
 # Delivery through a smarthost
 
