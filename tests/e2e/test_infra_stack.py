@@ -149,6 +149,18 @@ def test_two_zones_each_with_a_public_and_a_private_subnet_and_its_own_nat_gatew
         assert az == resources[f"PublicSubnet{zone}"]["Properties"]["AvailabilityZone"]
 
 
+def test_s3_and_dynamodb_are_reached_from_the_private_subnets_without_nat(stack, moto):
+    ec2 = moto.client("ec2")
+    vpc = stack.outputs["VpcId"]
+    endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
+    private_tables = {stack.physical_id("PrivateRouteTableA"), stack.physical_id("PrivateRouteTableB")}
+    by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
+    assert set(by_service) == {"s3", "dynamodb"}, f"expected gateway endpoints for S3 and DynamoDB, got {list(by_service)}"
+    for name, e in by_service.items():
+        assert e["VpcEndpointType"] == "Gateway", name
+        assert set(e["RouteTableIds"]) == private_tables, f"{name}: expected both private route tables"
+
+
 def test_the_gateway_service_runs_in_the_private_subnets_behind_the_load_balancer(stack, moto):
     """moto keeps the service, its task definition, the balancer and the target groups, but
     not the service's network or balancer settings: those are read from the template."""
