@@ -23,6 +23,9 @@ dpkg -s libsasl2-modules >/dev/null 2>&1 || need_apt+=(libsasl2-modules)
 # mode, `opendkim -t`); the e2e test also uses opendkim-testkey from the tools package.
 [ -x /usr/sbin/opendkim ] || command -v opendkim >/dev/null || need_apt+=(opendkim)
 command -v opendkim-testkey >/dev/null || need_apt+=(opendkim-tools)
+# The packaging tests: podman loads the gateway image, objdump reads glibc symbol versions.
+command -v podman >/dev/null || need_apt+=(podman)
+command -v objdump >/dev/null || need_apt+=(binutils)
 if ((${#need_apt[@]})); then
     echo "installing: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -51,6 +54,12 @@ if [ ! -x infra/.venv-lint/bin/cfn-lint ]; then
     python3 -m venv infra/.venv-lint
 fi
 infra/.venv-lint/bin/pip install -q -r infra/requirements-lint.txt
+
+# cargo-zigbuild and zig (pinned wheels) for infra/package-functions.sh and build-image.sh.
+if [ ! -x infra/.venv-zig/bin/python3 ]; then
+    python3 -m venv infra/.venv-zig
+fi
+infra/.venv-zig/bin/pip install -q -r infra/requirements-zig.txt
 
 # moto's server (pinned, in its own venv) for the emulator deploy of infra/template.yaml
 # (tests/e2e/test_infra_stack.py). infra/.gitignore keeps the venv out of git.

@@ -13,6 +13,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events -p baton-fn-fused -p baton-fn-api
 # The Rust SDK example the SES API tests run (tests/e2e/test_ses_cli.py).
 cargo build --release --locked -p baton --example ses_send
+# The deployment artifacts tests/e2e/test_packaging.py checks: the Lambda zips and the
+# gateway's OCI image, built for glibc 2.34 with cargo-zigbuild.
+infra/package-functions.sh target/package
+infra/build-image.sh target/package
 
 # The AWS-backend tests need LocalStack and DynamoDB Local; start them unless they already
 # run, and stop what we started when done.

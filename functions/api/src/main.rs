@@ -6,6 +6,7 @@ use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    baton_functions::check_lambda_env()?;
     let function = ApiFunction::from_env().await?;
     let function = &function;
     lambda_http::run(service_fn(|request: Request| async move {

@@ -32,6 +32,34 @@ pub enum FunctionError {
     Stage(#[from] baton_pipeline::StageError),
     #[error("AWS: {0}")]
     Aws(#[from] baton_aws::AwsError),
+    #[error("this binary was built without the {0} stage (baton-functions feature \"{0}\")")]
+    NotBuilt(&'static str),
+    #[error(
+        "not in a Lambda execution environment: {0} (this binary is a function's bootstrap, started by the Lambda runtime)"
+    )]
+    NotInLambda(String),
+}
+
+/// The variables the Lambda runtime client reads at start, checked first: `lambda_runtime`
+/// panics without them (and the `lambda` profile aborts on panic), so a bootstrap started by
+/// hand would die on a signal instead of saying what is missing.
+pub fn check_lambda_env() -> Result<(), FunctionError> {
+    for name in [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+    ] {
+        if std::env::var_os(name).is_none() {
+            return Err(FunctionError::NotInLambda(format!("{name} is not set")));
+        }
+    }
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    if memory.parse::<i32>().is_err() {
+        return Err(FunctionError::NotInLambda(format!(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is {memory:?}, not a number of MB"
+        )));
+    }
+    Ok(())
 }
 
 /// The pipeline stages, each a function consuming one queue.
@@ -231,33 +259,30 @@ pub struct Function {
 
 impl Function {
     pub fn new(stage: Stage, ports: Ports, dead: &DeadLetters, stages: &Stages) -> Function {
-        let (queue, dead_letter, handler) = match stage {
-            Stage::Policy => (
-                ports.intake.clone(),
-                dead.intake.clone(),
-                stages.policy.clone(),
-            ),
-            Stage::Sign => (ports.sign.clone(), dead.sign.clone(), stages.sign.clone()),
-            Stage::Deliver => (
-                ports.deliver.clone(),
-                dead.deliver.clone(),
-                stages.deliver.clone(),
-            ),
-            Stage::Bounce => (
-                ports.bounce.clone(),
-                dead.bounce.clone(),
-                stages.bounce.clone(),
-            ),
-            Stage::Events => (
-                ports.events.clone(),
-                dead.events.clone(),
-                stages.events.clone(),
-            ),
-            Stage::Fused => (
-                ports.intake.clone(),
-                dead.intake.clone(),
-                stages.fused.clone(),
-            ),
+        let handler = match stage {
+            Stage::Policy => stages.policy.clone(),
+            Stage::Sign => stages.sign.clone(),
+            Stage::Deliver => stages.deliver.clone(),
+            Stage::Bounce => stages.bounce.clone(),
+            Stage::Events => stages.events.clone(),
+            Stage::Fused => stages.fused.clone(),
+        };
+        Self::with_handler(stage, ports, dead, handler)
+    }
+
+    /// The stage's `handler` bound to the stage's queue and dead-letter queue.
+    pub fn with_handler(
+        stage: Stage,
+        ports: Ports,
+        dead: &DeadLetters,
+        handler: Arc<dyn baton_pipeline::runtime::Stage>,
+    ) -> Function {
+        let (queue, dead_letter) = match stage {
+            Stage::Policy | Stage::Fused => (ports.intake.clone(), dead.intake.clone()),
+            Stage::Sign => (ports.sign.clone(), dead.sign.clone()),
+            Stage::Deliver => (ports.deliver.clone(), dead.deliver.clone()),
+            Stage::Bounce => (ports.bounce.clone(), dead.bounce.clone()),
+            Stage::Events => (ports.events.clone(), dead.events.clone()),
         };
         Function {
             stage,
@@ -293,8 +318,7 @@ impl Function {
     ) -> Result<Function, FunctionError> {
         let aws = AwsBackend::connect(&settings.raw.aws).await;
         let (ports, dead) = aws_ports(&aws);
-        let stages = baton_pipeline::setup::stages(settings, cloud_targets(&aws))?;
-        let function = Function::new(stage, ports, &dead, &stages);
+        let function = Function::with_handler(stage, ports, &dead, handler(stage, settings, &aws)?);
         Ok(match stage {
             Stage::Deliver | Stage::Fused => function.with_limits(Limits::deliver(settings)),
             Stage::Events => function.with_limits(Limits::events(settings)),
@@ -436,6 +460,44 @@ impl Function {
             }
         };
         settled.into_iter().next().unwrap_or((id, Settled::Retry))
+    }
+}
+
+/// Only `stage`'s handler, built by its own builder: a function binary calls this with one
+/// stage and is built with only that stage's feature (`infra/package-functions.sh`), so it
+/// links that stage's code and dependencies and no other's. A stage whose feature is off
+/// is refused at start.
+fn handler(
+    stage: Stage,
+    settings: &Settings,
+    aws: &AwsBackend,
+) -> Result<Arc<dyn baton_pipeline::runtime::Stage>, FunctionError> {
+    // No stage is used with no stage feature (the API function's build).
+    #[allow(unused_imports)]
+    use baton_pipeline::{runtime, setup};
+    setup::check_hostname(settings)?;
+    let _ = aws; // only the events stage's handler uses the AWS clients
+    match stage {
+        #[cfg(feature = "policy")]
+        Stage::Policy => Ok(Arc::new(runtime::PolicyStage(setup::policy(settings)?))),
+        #[cfg(feature = "sign")]
+        Stage::Sign => Ok(Arc::new(runtime::SignStage)),
+        #[cfg(feature = "deliver")]
+        Stage::Deliver => Ok(Arc::new(runtime::DeliverStage(setup::deliver(settings)?))),
+        #[cfg(feature = "bounce")]
+        Stage::Bounce => Ok(Arc::new(runtime::BounceStage(setup::bounce(settings)))),
+        #[cfg(feature = "events")]
+        Stage::Events => Ok(Arc::new(runtime::NotifyStage(setup::notify(
+            settings,
+            cloud_targets(aws),
+        )?))),
+        #[cfg(feature = "fused")]
+        Stage::Fused => Ok(Arc::new(runtime::FusedStage(setup::fused(
+            setup::policy(settings)?,
+            setup::deliver(settings)?,
+        )))),
+        #[allow(unreachable_patterns)]
+        other => Err(FunctionError::NotBuilt(other.name())),
     }
 }
 

@@ -2,11 +2,12 @@
 //! [`baton_functions::Function`], which reports partial batch failures.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use baton_functions::{Function, Stage};
+use baton_functions::{Function, Stage, check_lambda_env};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    check_lambda_env()?;
     let function = Function::from_env(Stage::Events).await?;
     let function = &function;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {

@@ -26,10 +26,52 @@ use crate::runtime::{
 /// buses: the AWS backend's clients, on both backends, since those destinations are AWS
 /// services.
 pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stages, StageError> {
-    // EHLO and DSNs must name a real host; a placeholder is only for a loopback trial.
+    check_hostname(settings)?;
+    let policy = policy(settings)?;
+    let deliver = deliver(settings)?;
+    Ok(Stages {
+        fused: Arc::new(FusedStage(fused(policy.clone(), deliver.clone()))),
+        policy: Arc::new(PolicyStage(policy)),
+        sign: Arc::new(SignStage),
+        deliver: Arc::new(DeliverStage(deliver)),
+        bounce: Arc::new(BounceStage(bounce(settings))),
+        events: Arc::new(NotifyStage(notify(settings, cloud)?)),
+    })
+}
+
+// One builder per stage, so a Lambda function that runs one stage builds (and links) only
+// that one: `baton_functions` calls just its own stage's builder. [`stages`] composes them.
+
+/// EHLO and DSNs must name a real host; a placeholder is only for a loopback trial. Every
+/// stage checks it, as [`stages`] does, so each function starts (or refuses to) alike.
+pub fn check_hostname(settings: &Settings) -> Result<(), StageError> {
     settings
         .check_delivery_hostname(true)
-        .map_err(|e| StageError::Permanent(e.to_string()))?;
+        .map_err(|e| StageError::Permanent(e.to_string()))
+}
+
+fn soft_bounces(settings: &Settings) -> crate::soft::SoftBounces {
+    let raw = &settings.raw;
+    crate::soft::SoftBounces {
+        threshold: raw.bounces.soft_threshold,
+        window: raw.bounces.soft_window,
+        suppress_for: raw.bounces.soft_suppression,
+    }
+}
+
+/// The policy stage's configuration (also the fused stage's first step).
+pub fn policy(settings: &Settings) -> Result<PolicyConfig, StageError> {
+    let raw = &settings.raw;
+    Ok(PolicyConfig {
+        hostname: raw.hostname.clone(),
+        bounce_subdomain: raw.bounces.subdomain.clone(),
+        soft: soft_bounces(settings),
+        bounce_parser: Arc::new(crate::inbound::parser(raw.bounces.rules_file.as_deref())?),
+    })
+}
+
+/// The deliver stage: MX resolver, routes (with their credentials), SMTP client, retries.
+pub fn deliver(settings: &Settings) -> Result<deliver::DeliverStage, StageError> {
     let raw = &settings.raw;
     let d = &raw.delivery;
     let resolver: Arc<dyn MxResolver> = if d.nameservers.is_empty() {
@@ -78,7 +120,7 @@ pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stage
     } else {
         d.helo_name.clone()
     };
-    let deliver = deliver::DeliverStage {
+    Ok(deliver::DeliverStage {
         resolver,
         client: ClientConfig {
             helo_name: helo,
@@ -107,37 +149,33 @@ pub fn stages(settings: &Settings, cloud: Arc<dyn CloudTargets>) -> Result<Stage
             label: raw.bounces.subdomain.clone(),
             every_domain: raw.bounces.return_path,
         },
-    };
-    let soft = crate::soft::SoftBounces {
-        threshold: raw.bounces.soft_threshold,
-        window: raw.bounces.soft_window,
-        suppress_for: raw.bounces.soft_suppression,
-    };
-    let notify = crate::notify::NotifyStage {
+    })
+}
+
+/// The bounce stage's configuration.
+pub fn bounce(settings: &Settings) -> BounceConfig {
+    BounceConfig {
+        hostname: settings.raw.hostname.clone(),
+        soft: soft_bounces(settings),
+    }
+}
+
+/// The events stage: tenants' queues and buses through `cloud`, webhooks over HTTPS.
+pub fn notify(
+    settings: &Settings,
+    cloud: Arc<dyn CloudTargets>,
+) -> Result<crate::notify::NotifyStage, StageError> {
+    let raw = &settings.raw;
+    Ok(crate::notify::NotifyStage {
         cloud,
         webhooks: crate::webhook::WebhookClient::new(&raw.events)?,
         own_prefix: raw.aws.prefix.clone(),
-    };
-    let policy = PolicyConfig {
-        hostname: raw.hostname.clone(),
-        bounce_subdomain: raw.bounces.subdomain.clone(),
-        soft,
-        bounce_parser: Arc::new(crate::inbound::parser(raw.bounces.rules_file.as_deref())?),
-    };
-    Ok(Stages {
-        fused: Arc::new(FusedStage(crate::fused::FusedStage {
-            policy: policy.clone(),
-            deliver: deliver.clone(),
-        })),
-        policy: Arc::new(PolicyStage(policy)),
-        sign: Arc::new(SignStage),
-        deliver: Arc::new(DeliverStage(deliver)),
-        bounce: Arc::new(BounceStage(BounceConfig {
-            hostname: raw.hostname.clone(),
-            soft,
-        })),
-        events: Arc::new(NotifyStage(notify)),
     })
+}
+
+/// Policy, signing and the first delivery attempt in one job.
+pub fn fused(policy: PolicyConfig, deliver: deliver::DeliverStage) -> crate::fused::FusedStage {
+    crate::fused::FusedStage { policy, deliver }
 }
 
 /// The DKIM keys of the relay's own `hostname`, which sign the mail the relay writes itself
