@@ -517,3 +517,18 @@ def test_deploy_twice_changes_nothing_the_second_time_and_destroy_removes_the_st
     assert remaining == [], f"expected the stack gone, got {remaining}"
     twice = run("destroy.sh")
     assert twice.returncode == 0 and "nothing to delete" in twice.stderr, twice.stderr
+
+
+def test_every_function_that_reads_the_return_path_key_may_decrypt_it():
+    """The `verp` secret is read through DynamoDB with the secrets key: a role allowed the
+    item but missing from the key policy (or the reverse) fails at run time, not at deploy."""
+    resources = template()["Resources"]
+    (readers,) = [s for s in resources["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]
+                  if isinstance(s, dict) and s.get("Sid") == "SecretReadersThroughDynamoDB"]
+    named = json.dumps(readers["Principal"]["AWS"])
+    verp_roles = {r["Properties"]["RoleName"]["Ref"] for r in resources.values()
+                  if r["Type"] == "AWS::IAM::RolePolicy" and '"verp"' in json.dumps(r["Properties"])}
+    # policy and deliver read it, and fused, which runs both.
+    assert {"PolicyRole", "DeliverRole", "FusedRole"} <= verp_roles, verp_roles
+    for role in verp_roles:
+        assert f'"{role}"' in named, f"{role} may read the return-path key but not decrypt it"
