@@ -382,8 +382,13 @@ def test_upstream_delivery_mode_hands_the_route_to_deliver_and_fused(moto):
     upstream = deploy_stack(
         moto, f"{prefix}-stack", prefix, f"{prefix}-code",
         DeliveryMode="upstream", UpstreamHost="smtp.example.net:587", UpstreamSecretArn=secret, PipelineMode="fused",
+        SendingHostname="out.example.com",
     )
     assert upstream.status == "CREATE_COMPLETE"
+    # The sending IPs' own name: greeting, DSNs and the reverse DNS to request.
+    for fn in ("DeliverFunction", "FusedFunction", "BounceFunction"):
+        assert upstream.function_environment(fn)["BATON_DELIVERY__HELO_NAME"] == "out.example.com", fn
+    assert upstream.outputs["ReverseDnsToRequest"].count("-> out.example.com") == 2
     for fn in ("DeliverFunction", "FusedFunction"):
         env = upstream.function_environment(fn)
         (route,) = tomllib.loads("routes = " + env["BATON_DELIVERY__ROUTES"])["routes"]
@@ -403,6 +408,8 @@ def test_upstream_delivery_mode_hands_the_route_to_deliver_and_fused(moto):
 def test_direct_delivery_mode_sets_no_route(stack):
     env = stack.function_environment("DeliverFunction")
     assert "BATON_DELIVERY__ROUTES" not in env and "UPSTREAM_PASSWORD" not in env
+    # No SendingHostname: the functions greet with Hostname.
+    assert "BATON_DELIVERY__HELO_NAME" not in env
 
 
 # ---------------------------------------------------------------------------------------------
