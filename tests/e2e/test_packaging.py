@@ -143,10 +143,24 @@ def test_glibc_check_flags_a_binary_built_against_this_machines_glibc():
     assert too_new(flagged[0], limit=(2, 36)) == []
 
 
+# What a function needs besides Lambda's own variables (the runtime tests below set those).
+FUNCTION_ENV = {
+    "AWS_ACCESS_KEY_ID": "x",
+    "AWS_SECRET_ACCESS_KEY": "x",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "BATON_STORAGE__BACKEND": "aws",
+    # deliver, bounce and fused refuse the placeholder hostname
+    "BATON_HOSTNAME": "relay.packaging.example",
+}
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_bootstrap_outside_lambda_exits_with_a_message(stage, tmp_path):
+    """Configured, but started by hand: it builds its stage, then says Lambda's variables
+    are missing, where the runtime client would panic (an abort under panic=abort)."""
     binary = bootstrap(stage, tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **FUNCTION_ENV}
     proc = subprocess.run([str(binary)], env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode > 0, (proc.returncode, proc.stderr)  # < 0 would be a signal
     assert "AWS_LAMBDA_RUNTIME_API" in proc.stderr, proc.stderr
@@ -156,18 +170,9 @@ def test_bootstrap_outside_lambda_exits_with_a_message(stage, tmp_path):
 @pytest.mark.parametrize("stage", STAGES)
 def test_bootstrap_asks_the_runtime_api_for_work(stage, tmp_path):
     binary = bootstrap(stage, tmp_path)
-    env = {
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "BATON_STORAGE__BACKEND": "aws",
-        # deliver, bounce and fused refuse the placeholder hostname
-        "BATON_HOSTNAME": "relay.packaging.example",
-    }
     api = RuntimeApi()
     log = tmp_path / f"{stage}.log"
-    proc, _ = start_function(str(binary), api, env, str(log))
+    proc, _ = start_function(str(binary), api, FUNCTION_ENV, str(log))
     try:
         deadline = time.monotonic() + 20
         while api.first_next_at is None and time.monotonic() < deadline:

@@ -6,8 +6,10 @@ use lambda_http::{Error, Request, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    baton_functions::check_lambda_env()?;
     let function = ApiFunction::from_env().await?;
+    // Configuration errors first; then, before the runtime client would panic on them,
+    // the variables Lambda sets.
+    baton_functions::check_lambda_env()?;
     let function = &function;
     lambda_http::run(service_fn(|request: Request| async move {
         function.handle(request).await

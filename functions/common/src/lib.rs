@@ -40,9 +40,9 @@ pub enum FunctionError {
     NotInLambda(String),
 }
 
-/// The variables the Lambda runtime client reads at start, checked first: `lambda_runtime`
-/// panics without them (and the `lambda` profile aborts on panic), so a bootstrap started by
-/// hand would die on a signal instead of saying what is missing.
+/// The variables the Lambda runtime client reads at start, checked before it runs:
+/// `lambda_runtime` panics without them (and the `lambda` profile aborts on panic), so a
+/// bootstrap started by hand would die on a signal instead of saying what is missing.
 pub fn check_lambda_env() -> Result<(), FunctionError> {
     for name in [
         "AWS_LAMBDA_RUNTIME_API",

@@ -7,8 +7,10 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    check_lambda_env()?;
     let function = Function::from_env(Stage::Sign).await?;
+    // Configuration errors first; then, before the runtime client would panic on them,
+    // the variables Lambda sets.
+    check_lambda_env()?;
     let function = &function;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
         Ok::<SqsBatchResponse, Error>(function.handle(event.payload).await)
