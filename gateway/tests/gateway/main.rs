@@ -221,6 +221,19 @@ impl Client {
         self.send(&format!("{line}\r\n")).await;
         self.reply().await
     }
+
+    /// DATA with a small message (From a@x.test, Subject t, body "hello"); its queue id.
+    async fn data_queued(&mut self) -> String {
+        assert!(self.command("DATA").await.starts_with("354"));
+        let reply = self
+            .command("From: a@x.test\r\nSubject: t\r\n\r\nhello\r\n.")
+            .await;
+        reply
+            .strip_prefix("250 2.0.0 Ok: queued as ")
+            .expect("queued")
+            .trim()
+            .to_string()
+    }
 }
 
 #[tokio::test]
@@ -238,15 +251,7 @@ async fn accepted_message_is_durable_before_250() {
             .await
             .starts_with("250 2.1.5")
     );
-    assert!(c.command("DATA").await.starts_with("354"));
-    let reply = c
-        .command("From: a@x.test\r\nSubject: t\r\n\r\nhello\r\n.")
-        .await;
-    let id = reply
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .expect("queued")
-        .trim()
-        .to_string();
+    let id = c.data_queued().await;
     // The 250 came back: both the queue entry and the body must already be readable.
     let queued = app.backend.list_queue("intake").await.expect("list");
     assert_eq!(queued.len(), 1);
