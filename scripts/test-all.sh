@@ -10,13 +10,12 @@ scripts/install-test-deps.sh
 infra/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --release --locked -p baton -p baton-fn-policy -p baton-fn-sign -p baton-fn-deliver -p baton-fn-bounce -p baton-fn-events -p baton-fn-fused -p baton-fn-api
-# The Rust SDK example the SES API tests run (tests/e2e/test_ses_cli.py).
-cargo build --release --locked -p baton --example ses_send
-# The deployment artifacts tests/e2e/test_packaging.py checks: the Lambda zips and the
-# gateway's OCI image, built for glibc 2.34 with cargo-zigbuild.
+# One optimised build of each artifact, the ones we ship, and the e2e suite runs those: the
+# Lambda zips' bootstraps (lambda profile) and the gateway image's `baton` (release), both
+# linked by cargo-zigbuild for glibc 2.34 (tests/e2e/test_packaging.py checks them).
 infra/package-functions.sh target/package
 infra/build-image.sh target/package
+SHIPPED=target/x86_64-unknown-linux-gnu
 
 # The AWS-backend tests need LocalStack and DynamoDB Local; start them unless they already
 # run, and stop what we started when done.
@@ -25,5 +24,7 @@ if ! localstack/health.sh >/dev/null 2>&1; then
 fi
 localstack/start.sh
 cargo test --workspace --locked
-E2E_BATON_BIN="$PWD/target/release/baton" .venv-tests/bin/pytest -q -p no:cacheprovider tests/e2e "$@"
+# The SDK example tests/e2e/test_ses_cli.py runs was built by cargo test (target/debug).
+E2E_BATON_BIN="$PWD/$SHIPPED/release/baton" E2E_FUNCTIONS_DIR="$PWD/$SHIPPED/lambda" \
+    .venv-tests/bin/pytest -q -p no:cacheprovider tests/e2e "$@"
 scripts/fuzz.sh 20

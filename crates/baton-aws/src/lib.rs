@@ -6,6 +6,7 @@
 
 mod dynamo;
 mod error;
+mod http;
 mod provision;
 pub mod requests;
 mod s3;
@@ -20,6 +21,7 @@ use baton_config::Aws;
 
 pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec, ledger_table_name};
 pub use error::AwsError;
+pub use http::sdk_http_client;
 pub use requests::{OperationCount, RequestCounter, RequestSnapshot};
 pub use s3::{S3BlobStore, object_key};
 pub use sqs::{NOT_BEFORE, SqsQueue, queue_message_from_event};
@@ -63,12 +65,14 @@ impl AwsBackend {
         config: &Aws,
         credentials: Option<aws_sdk_s3::config::Credentials>,
     ) -> AwsBackend {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(config.request_timeout.min(Duration::from_secs(3)))
-                .operation_attempt_timeout(config.request_timeout)
-                .build(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(sdk_http_client())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.request_timeout.min(Duration::from_secs(3)))
+                    .operation_attempt_timeout(config.request_timeout)
+                    .build(),
+            );
         if !config.region.is_empty() {
             loader = loader.region(Region::new(config.region.clone()));
         }

@@ -1,0 +1,101 @@
+//! The SDK clients' HTTP client: reqwest (HTTP/1.1, rustls with ring, the platform's
+//! roots), the one the webhook deliveries already link. The SDK's own default client
+//! brings aws-lc and h2 as well, about 1.3 MB of every Lambda zip, for nothing the AWS
+//! APIs we call need.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+
+/// The client every SDK client built here (and the examples) sends through.
+pub fn sdk_http_client() -> SharedHttpClient {
+    SharedHttpClient::new(ReqwestHttpClient::default())
+}
+
+/// One reqwest client (one connection pool) per timeout setting the SDK asks for.
+#[derive(Debug, Default)]
+struct ReqwestHttpClient {
+    connectors: Mutex<HashMap<(Option<Duration>, Option<Duration>), SharedHttpConnector>>,
+}
+
+impl HttpClient for ReqwestHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut connectors = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
+        connectors
+            .entry(key)
+            .or_insert_with(|| SharedHttpConnector::new(ReqwestConnector::new(key.0, key.1)))
+            .clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReqwestConnector {
+    client: Arc<Result<reqwest::Client, String>>,
+}
+
+impl ReqwestConnector {
+    fn new(connect_timeout: Option<Duration>, read_timeout: Option<Duration>) -> Self {
+        // The SDK follows no redirects and retries on its own; reqwest must do neither.
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .http1_only();
+        if let Some(t) = connect_timeout {
+            builder = builder.connect_timeout(t);
+        }
+        if let Some(t) = read_timeout {
+            builder = builder.read_timeout(t);
+        }
+        let client = builder.build().map_err(|e| e.to_string());
+        ReqwestConnector {
+            client: Arc::new(client),
+        }
+    }
+}
+
+impl HttpConnector for ReqwestConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.client.clone();
+        HttpConnectorFuture::new(async move {
+            let client = match client.as_ref() {
+                Ok(c) => c,
+                // Building fails only if TLS cannot be set up (no usable root store).
+                Err(e) => return Err(ConnectorError::other(e.clone().into(), None)),
+            };
+            let request = request
+                .try_into_http1x()
+                .map_err(|e| ConnectorError::user(e.into()))?
+                .map(reqwest::Body::wrap);
+            let request =
+                reqwest::Request::try_from(request).map_err(|e| ConnectorError::user(e.into()))?;
+            let response = client.execute(request).await.map_err(connector_error)?;
+            let response =
+                http::Response::<reqwest::Body>::from(response).map(SdkBody::from_body_1_x);
+            HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// Timeouts and transport failures are what the SDK's retry classifier retries.
+fn connector_error(e: reqwest::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else if e.is_builder() {
+        ConnectorError::user(e.into())
+    } else {
+        ConnectorError::io(e.into())
+    }
+}
