@@ -22,12 +22,16 @@ def relay(spawn_relay, net):  # noqa: F811
         "delivery.port": port,
         "delivery.nameservers": [dns.addr],
         "bounces.return_path": True,
+        # Mail leaves under another name than the one bounces arrive at (NAT gateways).
+        "delivery.helo_name": "out.relay.test",
     })
     r.add_user("alice", "acme", "s3cret")
     out = r.cli("domain", "add", "acme.test", "--tenant", "acme").stdout
-    # The records that bring bounces back here, and let SPF pass for the return paths.
+    # The records that bring bounces back here (hostname), and let SPF pass for the return
+    # paths and the domain (the sending name).
     assert "bounce.acme.test  MX  10 relay.test." in out, out
-    assert 'bounce.acme.test  TXT  "v=spf1 a:relay.test -all"' in out, out
+    assert 'bounce.acme.test  TXT  "v=spf1 a:out.relay.test -all"' in out, out
+    assert 'acme.test  TXT  "v=spf1 a:out.relay.test ~all"' in out, out
     return r
 
 

@@ -181,9 +181,8 @@ async fn check(
 /// What a tenant publishes: one DKIM TXT record per active key. A Baton extension of the
 /// answer (SES hosts these itself behind CNAMEs); SDKs ignore fields they do not know.
 fn dkim_records(name: &str, keys: &[DkimKey]) -> Value {
-    dkim::dns_records(name, keys)
+    dkim::dkim_records(name, keys)
         .into_iter()
-        .filter(|r| r.name.contains("._domainkey."))
         .map(|r| json!({ "Name": r.name, "Type": r.rtype, "Value": r.value }))
         .collect()
 }

@@ -21,10 +21,13 @@ pub fn sdk_http_client() -> SharedHttpClient {
     SharedHttpClient::new(ReqwestHttpClient::default())
 }
 
+/// Connect and read timeouts, as the SDK asks for them.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
 /// One reqwest client (one connection pool) per timeout setting the SDK asks for.
 #[derive(Debug, Default)]
 struct ReqwestHttpClient {
-    connectors: Mutex<HashMap<(Option<Duration>, Option<Duration>), SharedHttpConnector>>,
+    connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
 }
 
 impl HttpClient for ReqwestHttpClient {

@@ -10,13 +10,13 @@ mod http;
 mod provision;
 pub mod requests;
 mod s3;
+mod sdk_config;
 mod sqs;
 pub mod sweeper;
 mod targets;
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, timeout::TimeoutConfig};
 use baton_config::Aws;
 
 pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec, ledger_table_name};
@@ -65,24 +65,7 @@ impl AwsBackend {
         config: &Aws,
         credentials: Option<aws_sdk_s3::config::Credentials>,
     ) -> AwsBackend {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(sdk_http_client())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(config.request_timeout.min(Duration::from_secs(3)))
-                    .operation_attempt_timeout(config.request_timeout)
-                    .build(),
-            );
-        if !config.region.is_empty() {
-            loader = loader.region(Region::new(config.region.clone()));
-        }
-        if !config.endpoint_url.is_empty() {
-            loader = loader.endpoint_url(&config.endpoint_url);
-        }
-        if let Some(creds) = credentials {
-            loader = loader.credentials_provider(creds);
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config::load(config, credentials).await;
         let requests = RequestCounter::new(&config.prefix);
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .interceptor(requests.interceptor())

@@ -105,14 +105,19 @@ pub fn aws_provision(settings: &Settings) -> anyhow::Result<()> {
     let hostname = &settings.raw.hostname;
     let keys = store
         .rt
-        .block_on(setup::relay_keys(store.ledger(), hostname, now_secs()))
+        .block_on(setup::relay_keys(
+            store.ledger(),
+            hostname,
+            settings.helo_name(),
+            now_secs(),
+        ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     match keys {
         Some(dkim::EnsuredKeys::Created(keys)) => {
             println!(
                 "created DKIM keys for {hostname}, which sign the mail the relay writes (DSNs)"
             );
-            print_dns_records(hostname, &keys);
+            print_dns_records(settings, hostname, &keys);
         }
         Some(dkim::EnsuredKeys::Existing(_)) => {
             println!(
@@ -263,13 +268,15 @@ pub fn domain_add(settings: &Settings, domain: &str, tenant: &str) -> anyhow::Re
         );
     }
     println!("domain {domain} registered for tenant {tenant}");
-    print_dns_records(&name, &keys);
+    print_dns_records(settings, &name, &keys);
     // Bounces come back to <subdomain>.<domain> (the return paths tenant mail goes out
-    // from), and SPF checks that domain: both must name this relay.
+    // from), and SPF checks that domain: the MX names where bounces arrive (hostname), SPF
+    // the addresses mail leaves from (the EHLO name: behind NAT gateways another name).
     let bounce = format!("{}.{name}", settings.raw.bounces.subdomain);
     let host = settings.raw.hostname.trim_end_matches('.');
+    let sending = settings.helo_name().trim_end_matches('.');
     println!("{bounce}  MX  10 {host}.");
-    println!("{bounce}  TXT  \"v=spf1 a:{host} -all\"");
+    println!("{bounce}  TXT  \"v=spf1 a:{sending} -all\"");
     if !settings.raw.bounces.return_path {
         println!(
             "# once published, `baton domain verify {name}` sends its mail from return paths \
@@ -345,11 +352,11 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-fn print_dns_records(domain: &str, keys: &[dkim::DkimKey]) {
+fn print_dns_records(settings: &Settings, domain: &str, keys: &[dkim::DkimKey]) {
     // Long values (RSA keys) as several quoted strings: one DNS string holds 255 octets.
     println!(
         "\nPublish these DNS records:\n{}",
-        dkim::zone_lines(domain, keys)
+        dkim::zone_lines(domain, keys, settings.helo_name())
     );
 }
 
@@ -380,7 +387,7 @@ pub fn domain_rotate_dkim(settings: &Settings, domain: &str) -> anyhow::Result<(
     println!(
         "new DKIM selectors added for {name}; retire old ones with `baton domain retire-dkim {name} SELECTOR`"
     );
-    print_dns_records(&name, &keys);
+    print_dns_records(settings, &name, &keys);
     Ok(())
 }
 

@@ -253,7 +253,14 @@ async fn serve_aws(settings: Settings) -> anyhow::Result<()> {
 async fn relay_keys(settings: &Settings, ports: &Ports) -> anyhow::Result<()> {
     let now = ports.clock.unix_ms() / 1000;
     let hostname = &settings.raw.hostname;
-    if let Err(e) = baton_pipeline::setup::relay_keys(ports.ledger.as_ref(), hostname, now).await {
+    if let Err(e) = baton_pipeline::setup::relay_keys(
+        ports.ledger.as_ref(),
+        hostname,
+        settings.helo_name(),
+        now,
+    )
+    .await
+    {
         tracing::warn!(
             "cannot prepare the DKIM keys of hostname {hostname}: {e}; DSNs go out unsigned \
              (`baton domain rotate-dkim {hostname}` makes them)"

@@ -229,10 +229,9 @@ pub fn record_public_key(key: &DkimKey) -> String {
     }
 }
 
-/// What to publish: a DKIM TXT record per key, an SPF and a DMARC suggestion.
-pub fn dns_records(domain: &str, keys: &[DkimKey]) -> Vec<DnsRecord> {
-    let mut out: Vec<DnsRecord> = keys
-        .iter()
+/// One DKIM TXT record per key.
+pub fn dkim_records(domain: &str, keys: &[DkimKey]) -> Vec<DnsRecord> {
+    keys.iter()
         .filter(|k| !k.retired)
         .map(|k| {
             let kind = match k.algorithm {
@@ -245,11 +244,19 @@ pub fn dns_records(domain: &str, keys: &[DkimKey]) -> Vec<DnsRecord> {
                 value: format!("v=DKIM1; k={kind}; p={}", record_public_key(k)),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// What to publish: a DKIM TXT record per key, an SPF and a DMARC suggestion. SPF names
+/// `sending_host`, whose A records are the addresses mail leaves from (the EHLO name,
+/// `Settings::helo_name`): the relay's own name on one machine, the sending IPs' name behind
+/// NAT gateways. `a` or `mx` would name the domain's own servers, which send none of it.
+pub fn dns_records(domain: &str, keys: &[DkimKey], sending_host: &str) -> Vec<DnsRecord> {
+    let mut out = dkim_records(domain, keys);
     out.push(DnsRecord {
         name: domain.to_string(),
         rtype: "TXT",
-        value: "v=spf1 a mx ~all".into(),
+        value: format!("v=spf1 a:{} ~all", sending_host.trim_end_matches('.')),
     });
     out.push(DnsRecord {
         name: format!("_dmarc.{domain}"),
@@ -494,8 +501,8 @@ pub async fn fresh_keys(
 
 /// The records to publish as `baton domain add` prints them: one per line, name, type and
 /// the value as a zone file writes it.
-pub fn zone_lines(domain: &str, keys: &[DkimKey]) -> String {
-    dns_records(domain, keys)
+pub fn zone_lines(domain: &str, keys: &[DkimKey], sending_host: &str) -> String {
+    dns_records(domain, keys, sending_host)
         .iter()
         .map(|r| format!("{}  {}  {}", r.name, r.rtype, r.zone_value()))
         .collect::<Vec<_>>()
@@ -713,8 +720,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn spf_names_the_sending_host_not_the_domain_s_own_servers() {
+        let records = dns_records("example.com", &[stored_rsa(SPKI_1024)], "out.example.net.");
+        let spf: Vec<_> = records
+            .iter()
+            .filter(|r| r.value.starts_with("v=spf1"))
+            .collect();
+        assert_eq!(spf.len(), 1, "{records:?}");
+        assert_eq!(spf[0].name, "example.com");
+        assert_eq!(spf[0].value, "v=spf1 a:out.example.net ~all");
+        assert_eq!(
+            dkim_records("example.com", &[stored_rsa(SPKI_1024)]).len(),
+            1
+        );
+    }
+
     fn dkim_record(domain: &str, key: &DkimKey) -> DnsRecord {
-        dns_records(domain, std::slice::from_ref(key)).remove(0)
+        dkim_records(domain, std::slice::from_ref(key)).remove(0)
     }
 
     #[test]

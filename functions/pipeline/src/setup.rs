@@ -183,10 +183,12 @@ pub fn fused(policy: PolicyConfig, deliver: deliver::DeliverStage) -> crate::fus
 /// first start, or whenever the hostname has no active key, with the DNS records to publish
 /// logged once, when they are made. A hostname an admin registered to a tenant
 /// (`domain add`) keeps its keys: they sign both that tenant's mail and the relay's.
-/// `None` when the hostname is no domain name to sign for.
+/// `None` when the hostname is no domain name to sign for. `sending_host` is the name the
+/// logged SPF record names (`Settings::helo_name`).
 pub async fn relay_keys(
     ledger: &dyn Ledger,
     hostname: &str,
+    sending_host: &str,
     now_secs: i64,
 ) -> Result<Option<EnsuredKeys>, StageError> {
     let domain = match Domain::parse(hostname) {
@@ -212,7 +214,7 @@ pub async fn relay_keys(
         EnsuredKeys::Created(k) => tracing::info!(
             "created DKIM keys for {domain}, which sign the mail the relay writes (DSNs); \
              publish these DNS records:\n{}",
-            dkim::zone_lines(&domain, k)
+            dkim::zone_lines(&domain, k, sending_host)
         ),
         EnsuredKeys::Existing(_) => {
             tracing::debug!(domain, selectors, "DKIM keys for mail the relay writes")

@@ -40,7 +40,7 @@ async fn next(q: &dyn Queue) -> QueueMessage {
 
 /// The relay's keys, as `baton serve` makes them at its first start.
 async fn relay_keys(ports: &Ports) -> Vec<dkim::DkimKey> {
-    setup::relay_keys(ports.ledger.as_ref(), HOST, 1_700_000_000)
+    setup::relay_keys(ports.ledger.as_ref(), HOST, HOST, 1_700_000_000)
         .await
         .expect("relay keys")
         .expect("a domain name")
@@ -54,14 +54,12 @@ struct Zone(Mutex<HashMap<Box<str>, Txt>>);
 impl Zone {
     fn publish(domain: &str, keys: &[dkim::DkimKey]) -> Zone {
         let zone = Zone(Mutex::default());
-        for r in dkim::dns_records(domain, keys) {
-            if r.name.contains("._domainkey.") {
-                let key = DomainKey::parse(r.value.as_bytes()).expect("DKIM record");
-                zone.0
-                    .lock()
-                    .expect("lock")
-                    .insert(format!("{}.", r.name).into(), Txt::from(key));
-            }
+        for r in dkim::dkim_records(domain, keys) {
+            let key = DomainKey::parse(r.value.as_bytes()).expect("DKIM record");
+            zone.0
+                .lock()
+                .expect("lock")
+                .insert(format!("{}.", r.name).into(), Txt::from(key));
         }
         zone
     }
@@ -256,7 +254,7 @@ async fn a_hostname_registered_to_a_tenant_keeps_its_keys_for_both() {
     let admin = dkim::add_key_pair(ledger, HOST, 1_600_000_000)
         .await
         .expect("keys");
-    let found = setup::relay_keys(ledger, HOST, 1_700_000_000)
+    let found = setup::relay_keys(ledger, HOST, HOST, 1_700_000_000)
         .await
         .expect("relay keys")
         .expect("a domain name");
@@ -291,7 +289,7 @@ async fn a_hostname_registered_to_a_tenant_keeps_its_keys_for_both() {
 async fn a_hostname_that_is_no_domain_name_gets_no_keys() {
     let env = setup();
     for hostname in ["[192.0.2.1]", "bad_name", ""] {
-        let got = setup::relay_keys(env.ports.ledger.as_ref(), hostname, 1)
+        let got = setup::relay_keys(env.ports.ledger.as_ref(), hostname, hostname, 1)
             .await
             .expect("no error");
         assert!(got.is_none(), "{hostname}: {got:?}");
