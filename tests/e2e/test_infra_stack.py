@@ -464,6 +464,47 @@ def test_a_name_the_stack_does_not_have_is_caught(stack):
     assert len(missing) == 1 + 10 + 19, f"expected every queue and table name to be caught, got {missing}"
 
 
+def test_the_admin_steps_on_the_stack_turn_return_paths_on_and_make_their_key(stack, moto):
+    """README steps 8 and 9 against the deployed stack's tables: `domain add`, then `domain
+    verify` once the bounce domain's MX names Hostname. The functions may only read the
+    return-path key, so `domain verify` (the admin) must have made it."""
+    from mailnet import TestDns
+
+    fn = stack.function_environment("PolicyFunction")
+    hostname = stack.outputs["Hostname"]
+    dns = TestDns()
+    try:
+        dns.mx("bounce.acme.test", (10, hostname))
+        env = {
+            **moto.env(),
+            "PATH": os.environ.get("PATH", ""),
+            "BATON_STORAGE__BACKEND": "aws",
+            "BATON_AWS__ENDPOINT_URL": moto.endpoint,
+            "BATON_AWS__REGION": REGION,
+            "BATON_AWS__BUCKET": fn["BATON_AWS__BUCKET"],
+            "BATON_AWS__PREFIX": fn["BATON_AWS__PREFIX"],
+            "BATON_HOSTNAME": hostname,
+            "BATON_DELIVERY__NAMESERVERS": f'["{dns.addr}"]',
+        }
+        env.pop("AWS_ENDPOINT_URL", None)
+
+        def baton(*args):
+            r = subprocess.run([BATON, *args], env=env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, f"baton {' '.join(args)}: {r.stderr}"
+            return r.stdout
+
+        secrets = f"{fn['BATON_AWS__PREFIX']}-secrets"
+        dynamodb = moto.client("dynamodb")
+        key = {"pk": {"S": "verp"}, "sk": {"S": "verp"}}
+        assert "Item" not in dynamodb.get_item(TableName=secrets, Key=key), "the stack made no key"
+        baton("domain", "add", "acme.test", "--tenant", "acme")
+        assert "Item" not in dynamodb.get_item(TableName=secrets, Key=key), "only verify needs the key"
+        assert "return paths on" in baton("domain", "verify", "acme.test")
+        assert "Item" in dynamodb.get_item(TableName=secrets, Key=key), f"expected the return-path key in {secrets}"
+    finally:
+        dns.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # infra/deploy.sh and infra/destroy.sh
 

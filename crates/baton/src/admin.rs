@@ -328,6 +328,11 @@ pub fn domain_verify(settings: &Settings, domain: &str) -> anyhow::Result<()> {
                 found.join(", ")
             );
         }
+        // The key return paths are made and checked with. The stages may only read it, so
+        // the admin who turns return paths on makes it (once: the first writer wins).
+        baton_store::verp_key(ledger)
+            .await
+            .context("preparing the return-path key")?;
         record.return_path = true;
         put_domain(ledger, &domain, &record).await?;
         anyhow::Ok(())
