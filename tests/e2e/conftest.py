@@ -8,7 +8,6 @@ the test failed.
 import json
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ BATON = os.environ.get("E2E_BATON_BIN", str(REPO / "target" / "release" / "baton
 
 
 from ports import free_port  # noqa: E402,F401  (re-exported for tests)
+from procs import stop_process  # noqa: E402
 
 # Every time the CLI prints: RFC 3339, milliseconds, UTC.
 RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -120,14 +120,7 @@ class Relay:
         return self
 
     def stop(self, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, timeout)
 
     def log_text(self):
         try:

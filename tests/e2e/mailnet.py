@@ -12,6 +12,7 @@ from pathlib import Path
 from dnslib import AAAA, MX, QTYPE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 from ports import free_port
+from procs import stop_process
 
 
 class ZoneResolver(BaseResolver):
@@ -121,9 +122,7 @@ class Sink:
         return self.messages()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout=10)
 
     def cleanup(self):
         self.stop()

@@ -22,7 +22,6 @@ the template, and cfn-lint (infra/lint.sh) validates them.
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "template.yaml"
@@ -101,13 +101,7 @@ class MotoServer:
         raise AssertionError(f"expected moto_server to listen on {self.port}:\n{self.log_text()}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
         if self.proc:
             self.log.close()
 

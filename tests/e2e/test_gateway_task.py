@@ -26,6 +26,7 @@ import pytest
 from awsnet import AWS_ENV, DYNAMODB, ENDPOINT, client, unique_name
 from conftest import BATON
 from moto_stack import MotoServer, deploy_stack
+from procs import stop_process
 
 # A client on the Internet, as the NLB names it.
 CLIENT = ("203.0.113.50", 41000)
@@ -129,12 +130,7 @@ def gateway(task, localstack):
             assert time.time() < deadline, f"gateway not listening on {ports}"
             time.sleep(0.2)
     yield {"env": env, "ports": dict(zip(("submission", "submissions", "relay"), ports)), "proc": proc}
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
     log.close()
 
 

@@ -7,7 +7,6 @@ test, and `cargo build --release` is not run again (the suite already built it).
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from conftest import BATON, REPO
+from procs import stop_process
 
 QUICKSTART_PORTS = (2587, 2465, 2525)
 
@@ -119,12 +119,7 @@ def test_readme_quick_start_ends_with_the_message_visible(shell_env, tmp_path):
         assert [e["what"] for e in details["timeline"]][-1] == "delivered", details
     finally:
         for proc, log in background:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_process(proc, group=True)
             log.close()
 
 

@@ -19,6 +19,7 @@ import pytest
 import soak_mx
 from conftest import BATON
 from ports import free_port
+from procs import stop_process
 
 MESSAGES = 1000
 
@@ -43,12 +44,7 @@ def soak_mx_server():
                 time.sleep(0.05)
         yield ("127.0.0.1", port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def test_soak_ledger_mx_and_bounces_add_up(spawn_relay, soak_mx_server):
