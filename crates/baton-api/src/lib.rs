@@ -16,6 +16,7 @@ pub mod keys;
 pub mod render;
 pub mod router;
 pub mod send;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod sigv4;
 pub mod suppression;
@@ -24,4 +25,5 @@ pub mod templates;
 
 pub use error::ApiError;
 pub use router::{ApiState, router};
+#[cfg(feature = "server")]
 pub use server::{Limits, serve};
