@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# DKIM signing rate of Baton's sign stage code (mail-auth on ring) for RSA-2048 and Ed25519
+# DKIM signing rate of Baton's sign stage code (mail-auth on aws-lc-rs) for RSA-2048 and Ed25519
 # on 4 KB and 100 KB messages, next to `openssl speed` on the same machine in the same run.
 # Usage: bench/dkim.sh [seconds-per-case]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3}
 command -v openssl >/dev/null || { echo "openssl missing: apt-get install openssl" >&2; exit 1; }
-cargo build -q --release -p baton-pipeline --example dkim_bench
+cargo build -q --release -p baton-pipeline --features dkim-aws-lc --example dkim_bench
 echo "== Baton sign stage (mail-auth on aws-lc-rs), one core"
 baton=$(target/release/examples/dkim_bench "$secs")
 echo "$baton"

@@ -38,26 +38,32 @@ STAGES = ["policy", "sign", "deliver", "bounce", "events", "fused", "api"]
 GLIBC_MAX = (2, 34)  # provided.al2023
 
 # The issue's goal is 3 MB a zip; what this layout reaches (measured 2026-12-03, zipped at
-# deflate level 9) is ~3.3-4.4 MB. Every function still links the AWS SDK's clients (S3 with
+# deflate level 9) is ~3.3-4.9 MB. Every function still links the AWS SDK's clients (S3 with
 # crc-fast, DynamoDB, SQS) over the smithy runtime; the lambda profile (opt-level z), the
-# reqwest transport and environment credentials took out aws-lc, h2 and aws-config (see
-# LEFT_OUT). The limits are those sizes plus ~3% headroom, so a stage that starts linking
+# reqwest transport and environment credentials took out h2 and aws-config, and aws-lc from
+# all but the two that sign (see LEFT_OUT). The limits are those sizes plus ~3% headroom, so a stage that starts linking
 # another's code again (all were 6.07 MB alike before) fails here.
 ZIP_LIMIT_MB = {
     "policy": 3.95,
-    "sign": 3.62,
+    "sign": 4.12,
     "deliver": 3.92,
     "bounce": 3.45,
     "events": 3.43,
-    "fused": 4.49,
+    "fused": 5.00,
     "api": 4.42,
 }
 
-# What no function may link again, by a path its panic locations carry: aws-lc (the SDK's
-# default TLS; ring serves rustls and mail-auth), h2 (HTTP/2: the SDK and the Runtime API
-# speak HTTP/1.1; only `baton`'s own API listener serves HTTP/2) and aws-config with STS
-# (Lambda gives credentials in the environment).
-LEFT_OUT = {"aws-lc": b"aws-lc-rs-", "h2": b"/h2-0.", "aws-config": b"aws-config-1.", "sts": b"aws-sdk-sts-"}
+# Dependencies by a path their panic locations carry -> the functions that link them:
+# aws-lc only where DKIM signatures are made (RSA-2048 signs 2.3x faster than on ring;
+# TLS and DNS use ring everywhere), h2 nowhere (the SDK and the Runtime API speak HTTP/1.1;
+# only `baton`'s own API listener serves HTTP/2), aws-config and STS nowhere (Lambda gives
+# credentials in the environment).
+LEFT_OUT = {
+    "aws-lc": (b"aws-lc-rs-", {"sign", "fused"}),
+    "h2": (b"/h2-0.", set()),
+    "aws-config": (b"aws-config-1.", set()),
+    "sts": (b"aws-sdk-sts-", set()),
+}
 
 # A string only one stage's code holds -> the functions whose binary must hold it. The
 # fused function runs policy, signing and the first delivery attempt, so it holds theirs.
@@ -121,10 +127,10 @@ def test_zip_sizes(capsys):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_function_links_none_of_what_was_left_out(stage, tmp_path):
+def test_function_links_aws_lc_only_to_sign_and_no_h2_or_aws_config(stage, tmp_path):
     data = bootstrap(stage, tmp_path).read_bytes()
-    linked = [name for name, marker in LEFT_OUT.items() if marker in data]
-    assert not linked, f"{stage} links {linked} again"
+    wrong = [name for name, (marker, holders) in LEFT_OUT.items() if (marker in data) != (stage in holders)]
+    assert not wrong, f"{stage}: expected {wrong} linked only by {[LEFT_OUT[n][1] for n in wrong]}"
 
 
 @pytest.mark.parametrize("stage", STAGES)
