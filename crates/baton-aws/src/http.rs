@@ -4,7 +4,7 @@
 //! APIs we call need.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -47,7 +47,8 @@ impl HttpClient for ReqwestHttpClient {
 
 #[derive(Debug, Clone)]
 struct ReqwestConnector {
-    client: Arc<Result<reqwest::Client, String>>,
+    /// reqwest's client is a shared handle already; a build error is kept to report per call.
+    client: Result<reqwest::Client, String>,
 }
 
 impl ReqwestConnector {
@@ -62,9 +63,8 @@ impl ReqwestConnector {
         if let Some(t) = read_timeout {
             builder = builder.read_timeout(t);
         }
-        let client = builder.build().map_err(|e| e.to_string());
         ReqwestConnector {
-            client: Arc::new(client),
+            client: builder.build().map_err(|e| e.to_string()),
         }
     }
 }
@@ -73,11 +73,8 @@ impl HttpConnector for ReqwestConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.client.clone();
         HttpConnectorFuture::new(async move {
-            let client = match client.as_ref() {
-                Ok(c) => c,
-                // Building fails only if TLS cannot be set up (no usable root store).
-                Err(e) => return Err(ConnectorError::other(e.clone().into(), None)),
-            };
+            // Building fails only if TLS cannot be set up (no usable root store).
+            let client = client.map_err(|e| ConnectorError::other(e.into(), None))?;
             let request = request
                 .try_into_http1x()
                 .map_err(|e| ConnectorError::user(e.into()))?

@@ -22,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
     let (count, concurrency, size): (usize, usize, usize) =
         (count.parse()?, concurrency.parse()?, size.parse()?);
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        // The SDK's default transport brings aws-lc; this is the one baton-aws uses.
+        // The workspace builds the SDK without its default transport (aws-lc, h2): this is
+        // the one baton-aws uses.
         .http_client(baton_aws::sdk_http_client())
         .endpoint_url(std::env::var("BATON_API")?)
         .region(aws_config::Region::new("us-east-1"))

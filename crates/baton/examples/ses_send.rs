@@ -17,7 +17,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let endpoint = std::env::var("BATON_API")?;
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        // The SDK's default transport brings aws-lc; this is the one baton-aws uses.
+        // The workspace builds the SDK without its default transport (aws-lc, h2): this is
+        // the one baton-aws uses.
         .http_client(baton_aws::sdk_http_client())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
