@@ -99,3 +99,50 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
         ConnectorError::io(e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A redirect reaches the SDK as the answer: following it would send a signed request,
+    /// credentials' signature and body included, wherever a hostile endpoint points.
+    #[tokio::test]
+    async fn a_redirect_is_returned_not_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut requests = 0;
+            while let Ok((mut s, _)) = listener.accept().await {
+                requests += 1;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 301 Moved\r\nLocation: http://{addr}/elsewhere\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                if requests == 2 {
+                    break;
+                }
+            }
+            requests
+        });
+        let request = http::Request::builder()
+            .uri(format!("http://{addr}/bucket/key"))
+            .body(SdkBody::empty())
+            .expect("request");
+        let request = HttpRequest::try_from(request).expect("smithy request");
+        let connector = ReqwestConnector::new(Some(Duration::from_secs(2)), None);
+        let response = connector.call(request).await.expect("response");
+        assert_eq!(response.status().as_u16(), 301);
+        // Nothing asked for /elsewhere: the server saw one request.
+        server.abort();
+        assert!(
+            server.await.is_err(),
+            "the server stopped after a second request"
+        );
+    }
+}
