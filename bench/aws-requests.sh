@@ -13,7 +13,7 @@
 # Ed25519 keys from `baton domain add`), one recipient per message, delivered to Postfix's
 # smtp-sink through a route. The script waits until the sink holds every message and every
 # queue is empty, stops baton, and reads the two lines baton logs at shutdown: the requests
-# its SDK clients sent (by service and operation, DynamoDB with consumed capacity units and a
+# it sent to AWS (by service and operation, DynamoDB with consumed capacity units and a
 # breakdown per ledger table) and the Lambda invocations per stage. Start-up requests (queue
 # URL look-ups, the relay's DKIM keys) are counted with the message traffic; idle polling
 # (`ReceiveMessage(empty)`) is shown but left out of the per-message cost: it costs by the

@@ -4,19 +4,17 @@
 //! partition and a prefix scan that names the partition is a Query, not a Scan. Values are
 //! binary `v`; tables with a retention get `expires_at` for DynamoDB's TTL.
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use baton_store::{Ledger, StoreError, table_retention};
+use serde_json::{Map, Value, json};
 
 use crate::error::backend;
+use crate::requests::TABLE_SERVICE;
+use crate::wire::{AwsClient, CallError, Service};
 
 // The list lives in baton-store, shared with the embedded backend's retention sweeper.
 pub use baton_store::{LEDGER_TABLES, TableSpec};
@@ -31,7 +29,7 @@ pub fn ledger_table_name(prefix: &str, table: &str) -> String {
 
 #[derive(Clone)]
 pub struct DynamoLedger {
-    client: Client,
+    client: AwsClient,
     prefix: String,
 }
 
@@ -47,33 +45,43 @@ fn partition(key: &str) -> &str {
     key.split_once('/').map_or(key, |(p, _)| p)
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
+/// A string attribute value.
+fn s(v: &str) -> Value {
+    json!({ "S": v })
 }
 
-fn item_pair(
-    table: &str,
-    item: &HashMap<String, AttributeValue>,
-) -> Result<(String, Vec<u8>), StoreError> {
-    let key = match item.get("sk") {
-        Some(AttributeValue::S(k)) => k.clone(),
-        _ => {
-            return Err(StoreError::Corrupt {
-                key: table.to_string(),
-                reason: "item without sort key".into(),
-            });
-        }
+/// A binary attribute value.
+fn b(v: &[u8]) -> Value {
+    json!({ "B": B64.encode(v) })
+}
+
+/// A number attribute value.
+fn n(v: u64) -> Value {
+    json!({ "N": v.to_string() })
+}
+
+fn key_of(key: &str) -> Value {
+    json!({ "pk": s(partition(key)), "sk": s(key) })
+}
+
+fn binary(item: &Value, name: &str) -> Option<Vec<u8>> {
+    B64.decode(item[name]["B"].as_str()?).ok()
+}
+
+fn item_pair(table: &str, item: &Value) -> Result<(String, Vec<u8>), StoreError> {
+    let Some(key) = item["sk"]["S"].as_str().map(str::to_string) else {
+        return Err(StoreError::Corrupt {
+            key: table.to_string(),
+            reason: "item without sort key".into(),
+        });
     };
-    let value = match (item.get("v"), counter_part(item)) {
+    let value = match (binary(item, "v"), counter_part(item)) {
         // A counter: what `increment` added in place, plus a value written whole before.
         (v, Some(added)) => {
-            let before = match v {
-                Some(AttributeValue::B(b)) => baton_store::counter_value(b.as_ref()),
-                _ => 0,
-            };
+            let before = v.map_or(0, |b| baton_store::counter_value(&b));
             (before + added).to_string().into_bytes()
         }
-        (Some(AttributeValue::B(b)), None) => b.as_ref().to_vec(),
+        (Some(v), None) => v,
         _ => {
             return Err(StoreError::Corrupt {
                 key,
@@ -87,37 +95,94 @@ fn item_pair(
 /// The number attribute `increment` adds to with DynamoDB's `ADD`.
 const COUNTER_ATTRIBUTE: &str = "n";
 
-fn counter_part(item: &HashMap<String, AttributeValue>) -> Option<u64> {
-    match item.get(COUNTER_ATTRIBUTE) {
-        Some(AttributeValue::N(n)) => n.parse().ok(),
-        _ => None,
-    }
+fn counter_part(item: &Value) -> Option<u64> {
+    item[COUNTER_ATTRIBUTE]["N"].as_str()?.parse().ok()
 }
 
-/// A conditional PutItem's outcome: written, or the condition did not hold.
-fn conditional<T>(
-    table: &str,
-    out: Result<T, SdkError<PutItemError, HttpResponse>>,
-) -> Result<bool, StoreError> {
-    match out {
-        Ok(_) => Ok(true),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
-    }
+/// The size DynamoDB bills an item's write by: names plus values.
+fn item_size(item: &Value) -> usize {
+    let Some(attributes) = item.as_object() else {
+        return 0;
+    };
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match (
+                    value["S"].as_str(),
+                    value["B"].as_str(),
+                    value["N"].as_str(),
+                ) {
+                    (Some(s), _, _) => s.len(),
+                    (_, Some(b), _) => {
+                        b.len() / 4 * 3 - b.bytes().rev().take_while(|c| *c == b'=').count()
+                    }
+                    (_, _, Some(n)) => n.len().div_ceil(2) + 1,
+                    _ => 1,
+                }
+        })
+        .sum()
 }
 
 impl DynamoLedger {
-    pub(crate) fn new(client: Client, prefix: String) -> Self {
+    pub(crate) fn new(client: AwsClient, prefix: String) -> Self {
         DynamoLedger { client, prefix }
     }
 
     pub fn table_name(&self, table: &str) -> String {
         ledger_table_name(&self.prefix, table)
+    }
+
+    /// Calls `operation` on `table` asking for the capacity it consumed, which goes to the
+    /// request counter by operation and by ledger table. A write refused by its condition
+    /// is charged as DynamoDB charges it: the item's size in write units.
+    async fn call(
+        &self,
+        operation: &str,
+        table: &str,
+        mut input: Map<String, Value>,
+    ) -> Result<Value, CallError> {
+        input.insert("TableName".into(), self.table_name(table).into());
+        input.insert("ReturnConsumedCapacity".into(), "TOTAL".into());
+        let write_size = input.get("Item").map_or(0, item_size);
+        let input = Value::Object(input);
+        let counter = self.client.counter();
+        let per_table = format!("{operation}@{table}");
+        let out = self
+            .client
+            .json_counted(
+                Service::DynamoDb,
+                operation,
+                &input,
+                Some((TABLE_SERVICE, per_table.clone())),
+                Duration::ZERO,
+            )
+            .await;
+        let units = match &out {
+            Ok(out) => out["ConsumedCapacity"]["CapacityUnits"]
+                .as_f64()
+                .unwrap_or(0.0),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                write_size.div_ceil(1024).max(1) as f64
+            }
+            Err(_) => 0.0,
+        };
+        counter.add_capacity(Service::DynamoDb.counter_name(), operation, units);
+        counter.add_capacity(TABLE_SERVICE, &per_table, units);
+        out
+    }
+
+    /// A conditional PutItem's outcome: written, or the condition did not hold.
+    async fn put_conditionally(
+        &self,
+        table: &str,
+        input: Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        match self.call("PutItem", table, input).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(backend(&format!("DynamoDB PutItem {table}"), e)),
+        }
     }
 
     /// Adds `by` to the counter at `key` and returns the new total (`Ledger::increment`'s
@@ -128,58 +193,50 @@ impl DynamoLedger {
     pub async fn add_to_counter(&self, table: &str, key: &str, by: u64) -> Result<u64, StoreError> {
         check_table_key(table, key)?;
         let mut update = format!("ADD {COUNTER_ATTRIBUTE} :by");
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(self.table_name(table))
-            .key("pk", s(partition(key)))
-            .key("sk", s(key))
-            .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        let mut values = Map::from_iter([(":by".to_string(), n(by))]);
         if let Some(expires) = Self::expires_at(table) {
             update.push_str(&format!(
                 " SET {TTL_ATTRIBUTE} = if_not_exists({TTL_ATTRIBUTE}, :ttl)"
             ));
-            req = req.expression_attribute_values(":ttl", expires);
+            values.insert(":ttl".into(), expires);
         }
-        let out = req
-            .update_expression(update)
-            .send()
+        let input = Map::from_iter([
+            ("Key".to_string(), key_of(key)),
+            ("UpdateExpression".to_string(), update.into()),
+            ("ExpressionAttributeValues".to_string(), values.into()),
+            ("ReturnValues".to_string(), "ALL_NEW".into()),
+        ]);
+        let out = self
+            .call("UpdateItem", table, input)
             .await
             .map_err(|e| backend(&format!("DynamoDB UpdateItem {table}"), e))?;
-        let item = out.attributes.unwrap_or_default();
-        let before = match item.get("v") {
-            Some(AttributeValue::B(b)) => baton_store::counter_value(b.as_ref()),
-            _ => 0,
-        };
-        Ok(before + counter_part(&item).unwrap_or(0))
+        let item = &out["Attributes"];
+        let before = binary(item, "v").map_or(0, |b| baton_store::counter_value(&b));
+        Ok(before + counter_part(item).unwrap_or(0))
     }
 
     /// When a record of `table` written now expires (DynamoDB's TTL), if the table has a
     /// retention.
-    fn expires_at(table: &str) -> Option<AttributeValue> {
+    fn expires_at(table: &str) -> Option<Value> {
         let keep = table_retention(table)?;
         let expires = SystemTime::now()
             .checked_add(keep)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .unwrap_or(u64::MAX / 2);
-        Some(AttributeValue::N(expires.to_string()))
+        Some(n(expires))
     }
 
-    fn item(&self, table: &str, key: &str, value: &[u8]) -> HashMap<String, AttributeValue> {
-        let mut item = HashMap::from([
+    fn item(&self, table: &str, key: &str, value: &[u8]) -> Value {
+        let mut item = Map::from_iter([
             ("pk".to_string(), s(partition(key))),
             ("sk".to_string(), s(key)),
-            (
-                "v".to_string(),
-                AttributeValue::B(Blob::new(value.to_vec())),
-            ),
+            ("v".to_string(), b(value)),
         ]);
         if let Some(expires) = Self::expires_at(table) {
             item.insert(TTL_ATTRIBUTE.into(), expires);
         }
-        item
+        item.into()
     }
 }
 
@@ -187,29 +244,24 @@ impl DynamoLedger {
 impl Ledger for DynamoLedger {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_table_key(table, key)?;
+        let input = Map::from_iter([
+            ("Key".to_string(), key_of(key)),
+            ("ConsistentRead".to_string(), true.into()),
+        ]);
         let out = self
-            .client
-            .get_item()
-            .table_name(self.table_name(table))
-            .key("pk", s(partition(key)))
-            .key("sk", s(key))
-            .consistent_read(true)
-            .send()
+            .call("GetItem", table, input)
             .await
             .map_err(|e| backend(&format!("DynamoDB GetItem {table}"), e))?;
-        match out.item() {
-            Some(item) => item_pair(table, item).map(|(_, v)| Some(v)),
-            None => Ok(None),
+        match out.get("Item") {
+            Some(item) if item.is_object() => item_pair(table, item).map(|(_, v)| Some(v)),
+            _ => Ok(None),
         }
     }
 
     async fn put(&self, table: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         check_table_key(table, key)?;
-        self.client
-            .put_item()
-            .table_name(self.table_name(table))
-            .set_item(Some(self.item(table, key, value)))
-            .send()
+        let input = Map::from_iter([("Item".to_string(), self.item(table, key, value))]);
+        self.call("PutItem", table, input)
             .await
             .map_err(|e| backend(&format!("DynamoDB PutItem {table}"), e))?;
         Ok(())
@@ -222,15 +274,14 @@ impl Ledger for DynamoLedger {
         value: &[u8],
     ) -> Result<bool, StoreError> {
         check_table_key(table, key)?;
-        let out = self
-            .client
-            .put_item()
-            .table_name(self.table_name(table))
-            .set_item(Some(self.item(table, key, value)))
-            .condition_expression("attribute_not_exists(sk)")
-            .send()
-            .await;
-        conditional(table, out)
+        let input = Map::from_iter([
+            ("Item".to_string(), self.item(table, key, value)),
+            (
+                "ConditionExpression".to_string(),
+                "attribute_not_exists(sk)".into(),
+            ),
+        ]);
+        self.put_conditionally(table, input).await
     }
 
     async fn replace_if(
@@ -241,29 +292,21 @@ impl Ledger for DynamoLedger {
         value: &[u8],
     ) -> Result<bool, StoreError> {
         check_table_key(table, key)?;
-        let out = self
-            .client
-            .put_item()
-            .table_name(self.table_name(table))
-            .set_item(Some(self.item(table, key, value)))
-            .condition_expression("v = :expected")
-            .expression_attribute_values(
-                ":expected",
-                AttributeValue::B(Blob::new(expected.to_vec())),
-            )
-            .send()
-            .await;
-        conditional(table, out)
+        let input = Map::from_iter([
+            ("Item".to_string(), self.item(table, key, value)),
+            ("ConditionExpression".to_string(), "v = :expected".into()),
+            (
+                "ExpressionAttributeValues".to_string(),
+                json!({ ":expected": b(expected) }),
+            ),
+        ]);
+        self.put_conditionally(table, input).await
     }
 
     async fn delete(&self, table: &str, key: &str) -> Result<(), StoreError> {
         check_table_key(table, key)?;
-        self.client
-            .delete_item()
-            .table_name(self.table_name(table))
-            .key("pk", s(partition(key)))
-            .key("sk", s(key))
-            .send()
+        let input = Map::from_iter([("Key".to_string(), key_of(key))]);
+        self.call("DeleteItem", table, input)
             .await
             .map_err(|e| backend(&format!("DynamoDB DeleteItem {table}"), e))?;
         Ok(())
@@ -275,50 +318,67 @@ impl Ledger for DynamoLedger {
 
     async fn scan(&self, table: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut start: Option<Value> = None;
         let by_partition = prefix.contains('/');
         loop {
-            let page = if by_partition {
-                let q = self
-                    .client
-                    .query()
-                    .table_name(self.table_name(table))
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":pk", s(partition(prefix)))
-                    .expression_attribute_values(":p", s(prefix))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| backend(&format!("DynamoDB Query {table}"), e))?;
-                (q.items.unwrap_or_default(), q.last_evaluated_key)
+            let mut input = Map::from_iter([("ConsistentRead".to_string(), true.into())]);
+            if let Some(k) = start.take() {
+                input.insert("ExclusiveStartKey".into(), k);
+            }
+            let operation = if by_partition {
+                input.insert(
+                    "KeyConditionExpression".into(),
+                    "pk = :pk AND begins_with(sk, :p)".into(),
+                );
+                input.insert(
+                    "ExpressionAttributeValues".into(),
+                    json!({ ":pk": s(partition(prefix)), ":p": s(prefix) }),
+                );
+                "Query"
             } else {
-                let mut req = self
-                    .client
-                    .scan()
-                    .table_name(self.table_name(table))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take());
                 if !prefix.is_empty() {
-                    req = req
-                        .filter_expression("begins_with(sk, :p)")
-                        .expression_attribute_values(":p", s(prefix));
+                    input.insert("FilterExpression".into(), "begins_with(sk, :p)".into());
+                    input.insert(
+                        "ExpressionAttributeValues".into(),
+                        json!({ ":p": s(prefix) }),
+                    );
                 }
-                let q = req
-                    .send()
-                    .await
-                    .map_err(|e| backend(&format!("DynamoDB Scan {table}"), e))?;
-                (q.items.unwrap_or_default(), q.last_evaluated_key)
+                "Scan"
             };
-            for item in &page.0 {
+            let page = self
+                .call(operation, table, input)
+                .await
+                .map_err(|e| backend(&format!("DynamoDB {operation} {table}"), e))?;
+            for item in page["Items"].as_array().into_iter().flatten() {
                 out.push(item_pair(table, item)?);
             }
-            match page.1 {
-                Some(k) if !k.is_empty() => start = Some(k),
+            match page.get("LastEvaluatedKey") {
+                Some(k) if k.as_object().is_some_and(|m| !m.is_empty()) => start = Some(k.clone()),
                 _ => break,
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_size_follows_dynamodb_rules() {
+        let item = json!({ "pk": s("abc"), "n": n(1234), "v": b(&[1, 2, 3, 4, 5]) });
+        assert_eq!(item_size(&item), 2 + 3 + 1 + 3 + 1 + 5);
+    }
+
+    #[test]
+    fn counters_add_what_was_written_whole_to_what_was_added() {
+        let item = json!({ "sk": s("t/1"), "v": b(b"5"), "n": n(3) });
+        assert_eq!(item_pair("count", &item).expect("pair").1, b"8");
+        let item = json!({ "sk": s("t/1"), "v": b(b"\x00\xff") });
+        assert_eq!(item_pair("t", &item).expect("pair").1, [0, 255]);
+        assert!(item_pair("t", &json!({ "sk": s("t/1") })).is_err());
+        assert!(item_pair("t", &json!({ "v": b(b"x") })).is_err());
     }
 }

@@ -1,6 +1,7 @@
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use baton_store::StoreError;
 use thiserror::Error;
+
+use crate::wire::CallError;
 
 /// Failures setting up the AWS backend. Failures of single operations are `StoreError`s.
 #[derive(Debug, Error)]
@@ -12,10 +13,10 @@ pub enum AwsError {
 }
 
 impl AwsError {
-    pub(crate) fn service<E: std::error::Error + 'static>(what: impl Into<String>, e: E) -> Self {
+    pub(crate) fn service(what: impl Into<String>, e: CallError) -> Self {
         AwsError::Service {
             what: what.into(),
-            detail: causes(&e),
+            detail: e.to_string(),
         }
     }
 
@@ -32,31 +33,14 @@ impl From<AwsError> for StoreError {
     }
 }
 
-/// An SDK failure as a (transient) storage error: the service's error code and message, or
+/// A failed call as a (transient) storage error: the service's error code and message, or
 /// the cause chain of a failure to reach it (timeout, connection refused).
-pub(crate) fn backend<E, R>(what: &str, e: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let detail = match &e {
-        SdkError::ServiceError(s) => format!(
-            "{}: {}",
-            s.err().code().unwrap_or("service error"),
-            s.err().message().unwrap_or("")
-        ),
-        _ => causes(&e),
-    };
-    StoreError::Backend(format!("{what}: {detail}"))
+pub(crate) fn backend(what: &str, e: CallError) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
 }
 
-/// A failure that is not an SDK call's (e.g. reading a response body).
-pub(crate) fn other<E: std::error::Error + 'static>(what: &str, e: E) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", causes(&e)))
-}
-
-/// An error and its causes on one line, each said once: no Debug dumps of SDK internals
-/// (the SDK's own `DisplayErrorContext` ends in one).
+/// An error and its causes on one line, each said once (reqwest's errors nest the
+/// connection failure's cause several levels down).
 pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = String::new();
     let mut next = Some(e);

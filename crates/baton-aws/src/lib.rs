@@ -10,10 +10,10 @@ mod http;
 mod provision;
 pub mod requests;
 mod s3;
-mod sdk_config;
 mod sqs;
 pub mod sweeper;
 mod targets;
+mod wire;
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use baton_config::Aws;
 
 pub use dynamo::{DynamoLedger, LEDGER_TABLES, TableSpec, ledger_table_name};
 pub use error::AwsError;
+#[cfg(feature = "credential-chain")]
 pub use http::sdk_http_client;
 pub use requests::{OperationCount, RequestCounter, RequestSnapshot};
 pub use s3::{S3BlobStore, object_key};
@@ -30,21 +31,18 @@ pub use targets::EventTargets;
 /// Delay SQS can apply to one message; longer backoffs are chained (see [`SqsQueue::send`]).
 pub const SQS_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 
-/// Clients for the three services, built once from the typed config. The SDK clients stay
-/// inside this crate: callers get ports (`blob_store`, `ledger`, `queue`) and operations.
+/// The backend, built once from the typed config. Its wire client stays inside this crate:
+/// callers get ports (`blob_store`, `ledger`, `queue`) and operations.
 #[derive(Clone)]
 pub struct AwsBackend {
-    s3: aws_sdk_s3::Client,
-    sqs: aws_sdk_sqs::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-    eventbridge: aws_sdk_eventbridge::Client,
-    /// Every request the clients above send, by service and operation.
+    client: wire::AwsClient,
+    /// Every request the client above sends, by service and operation.
     requests: RequestCounter,
     pub config: Aws,
 }
 
 impl AwsBackend {
-    /// Builds the clients. Makes no request: an unreachable service shows up as errors on use.
+    /// Builds the client. Makes no request: an unreachable service shows up as errors on use.
     pub async fn connect(config: &Aws) -> AwsBackend {
         Self::connect_with(config, None).await
     }
@@ -57,43 +55,18 @@ impl AwsBackend {
         secret_key: &str,
     ) -> AwsBackend {
         let creds =
-            aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "static");
+            aws_credential_types::Credentials::new(access_key, secret_key, None, None, "static");
         Self::connect_with(config, Some(creds)).await
     }
 
     async fn connect_with(
         config: &Aws,
-        credentials: Option<aws_sdk_s3::config::Credentials>,
+        credentials: Option<aws_credential_types::Credentials>,
     ) -> AwsBackend {
-        let shared = sdk_config::load(config, credentials).await;
-        let requests = RequestCounter::new(&config.prefix);
-        let s3 = aws_sdk_s3::config::Builder::from(&shared)
-            .interceptor(requests.interceptor())
-            .force_path_style(config.force_path_style)
-            // Checksums only where S3 requires them: TLS and S3's own MD5/ETag checks cover
-            // transfer integrity, and a per-part CRC costs CPU on every body.
-            .request_checksum_calculation(
-                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-            )
-            .build();
-        let mut dynamodb =
-            aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(requests.interceptor());
-        if !config.dynamodb_endpoint_url.is_empty() {
-            dynamodb = dynamodb.endpoint_url(&config.dynamodb_endpoint_url);
-        }
+        let (credentials, region) = wire::credentials::load(config, credentials).await;
+        let requests = RequestCounter::default();
         AwsBackend {
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(&shared)
-                    .interceptor(requests.interceptor())
-                    .build(),
-            ),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
-            eventbridge: aws_sdk_eventbridge::Client::from_conf(
-                aws_sdk_eventbridge::config::Builder::from(&shared)
-                    .interceptor(requests.interceptor())
-                    .build(),
-            ),
+            client: wire::AwsClient::new(config, credentials, region, requests.clone()),
             requests,
             config: config.clone(),
         }
@@ -106,7 +79,7 @@ impl AwsBackend {
 
     pub fn blob_store(&self) -> S3BlobStore {
         S3BlobStore::new(
-            self.s3.clone(),
+            self.client.clone(),
             self.config.bucket.clone(),
             self.config.part_size,
         )
@@ -115,13 +88,12 @@ impl AwsBackend {
     /// Senders to tenants' own queues and buses (event destinations).
     pub fn event_targets(&self) -> EventTargets {
         EventTargets {
-            sqs: self.sqs.clone(),
-            eventbridge: self.eventbridge.clone(),
+            client: self.client.clone(),
         }
     }
 
     pub fn ledger(&self) -> DynamoLedger {
-        DynamoLedger::new(self.dynamodb.clone(), self.config.prefix.clone())
+        DynamoLedger::new(self.client.clone(), self.config.prefix.clone())
     }
 
     /// The SQS name of a stage queue, e.g. `baton-intake`.
@@ -131,12 +103,12 @@ impl AwsBackend {
 
     /// Opens an existing queue (looks up its URL).
     pub async fn queue(&self, queue: &str) -> Result<SqsQueue, AwsError> {
-        SqsQueue::open(self.sqs.clone(), queue, &self.queue_name(queue)).await
+        SqsQueue::open(self.client.clone(), queue, &self.queue_name(queue)).await
     }
 
     /// A queue whose URL is looked up on first use.
     pub fn lazy_queue(&self, queue: &str) -> SqsQueue {
-        SqsQueue::lazy(self.sqs.clone(), queue, &self.queue_name(queue))
+        SqsQueue::lazy(self.client.clone(), queue, &self.queue_name(queue))
     }
 
     /// One round of the orphan sweeper (see [`sweeper`]) over this backend's bucket.
@@ -148,7 +120,7 @@ impl AwsBackend {
         intake_dlq: &SqsQueue,
     ) -> Result<sweeper::SweepReport, baton_store::StoreError> {
         sweeper::sweep(
-            &self.s3,
+            &self.client,
             &self.config.bucket,
             ledger,
             events_table,
@@ -166,12 +138,12 @@ impl AwsBackend {
         queues: &[QueueSpec],
         tables: &[TableSpec],
     ) -> Result<(), AwsError> {
-        provision::bucket(&self.s3, &self.config).await?;
+        provision::bucket(&self.client, &self.config).await?;
         for q in queues {
-            provision::queue(&self.sqs, &self.queue_name(q.name), q).await?;
+            provision::queue(&self.client, &self.queue_name(q.name), q).await?;
         }
         for t in tables {
-            provision::table(&self.dynamodb, &self.config.prefix, t).await?;
+            provision::table(&self.client, &self.config.prefix, t).await?;
         }
         Ok(())
     }

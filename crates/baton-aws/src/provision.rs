@@ -1,30 +1,37 @@
 //! Creates what the backend needs. Every step tolerates "already exists", so provisioning
 //! twice is harmless. (On AWS proper, `infra/` creates the same resources with IAM and KMS.)
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
-use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-};
-use aws_sdk_sqs::types::QueueAttributeName;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use baton_config::Aws;
+use bytes::Bytes;
+use http::Method;
+use md5::{Digest, Md5};
+use serde_json::json;
 
 use crate::dynamo::{TTL_ATTRIBUTE, ledger_table_name};
+use crate::wire::s3::S3Request;
+use crate::wire::{AwsClient, Service, xml};
 use crate::{AwsError, QueueSpec, TableSpec};
 
-fn build<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, AwsError> {
-    r.map_err(|e| AwsError::Build(e.to_string()))
-}
-
-pub(crate) async fn bucket(s3: &aws_sdk_s3::Client, config: &Aws) -> Result<(), AwsError> {
-    let created = s3.create_bucket().bucket(&config.bucket).send().await;
-    if let Err(e) = created {
-        let exists = e
-            .as_service_error()
-            .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
+/// The bucket, with a lifecycle rule that expires message bodies after the retention and
+/// aborts multipart uploads left incomplete for a day.
+pub(crate) async fn bucket(client: &AwsClient, config: &Aws) -> Result<(), AwsError> {
+    let mut create = S3Request::new("CreateBucket", Method::PUT, "");
+    // Outside us-east-1 S3 wants the region named in the request.
+    let region = client.region();
+    if !region.is_empty() && region != "us-east-1" {
+        create.body = Bytes::from(format!(
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            xml::escape(region)
+        ));
+    }
+    if let Err(e) = client.s3(&config.bucket, create).await {
+        let exists = matches!(
+            e.code(),
+            Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+        );
         if !exists {
             return Err(AwsError::service(
                 format!("S3 CreateBucket {}", config.bucket),
@@ -32,160 +39,126 @@ pub(crate) async fn bucket(s3: &aws_sdk_s3::Client, config: &Aws) -> Result<(), 
             ));
         }
     }
-    // Bodies outlive every delivery attempt (retention > delivery.max_age); multipart uploads
-    // a crashed gateway left behind go after a day.
-    let rule = build(
-        LifecycleRule::builder()
-            .id("baton-message-retention")
-            .filter(LifecycleRuleFilter::builder().prefix("messages/").build())
-            .status(ExpirationStatus::Enabled)
-            .expiration(
-                LifecycleExpiration::builder()
-                    .days(config.retention_days as i32)
-                    .build(),
-            )
-            .abort_incomplete_multipart_upload(
-                AbortIncompleteMultipartUpload::builder()
-                    .days_after_initiation(1)
-                    .build(),
-            )
-            .build(),
-    )?;
-    let lifecycle = build(BucketLifecycleConfiguration::builder().rules(rule).build())?;
-    s3.put_bucket_lifecycle_configuration()
-        .bucket(&config.bucket)
-        .lifecycle_configuration(lifecycle)
-        .send()
+    let lifecycle = format!(
+        "<LifecycleConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Rule>\
+         <ID>baton-message-retention</ID><Filter><Prefix>messages/</Prefix></Filter>\
+         <Status>Enabled</Status><Expiration><Days>{}</Days></Expiration>\
+         <AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation>\
+         </AbortIncompleteMultipartUpload></Rule></LifecycleConfiguration>",
+        config.retention_days
+    );
+    let mut put = S3Request::new("PutBucketLifecycleConfiguration", Method::PUT, "");
+    put.query.push(("lifecycle", String::new()));
+    // S3 requires an integrity check on this body.
+    put.headers
+        .push(("content-md5", B64.encode(Md5::digest(lifecycle.as_bytes()))));
+    put.body = Bytes::from(lifecycle);
+    client
+        .s3(&config.bucket, put)
         .await
         .map_err(|e| AwsError::service("S3 PutBucketLifecycleConfiguration", e))?;
     Ok(())
 }
 
-pub(crate) async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, AwsError> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+/// The ARN of the queue at `url`.
+pub(crate) async fn queue_arn(client: &AwsClient, url: &str) -> Result<String, AwsError> {
+    let out = client
+        .json(
+            Service::Sqs,
+            "GetQueueAttributes",
+            &json!({ "QueueUrl": url, "AttributeNames": ["QueueArn"] }),
+        )
         .await
         .map_err(|e| AwsError::service(format!("SQS GetQueueAttributes {url}"), e))?;
-    Ok(out
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap_or_default())
+    Ok(out["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
+/// Creates `name` (SQS returns the existing queue's URL when the attributes match).
 async fn create_queue(
-    sqs: &aws_sdk_sqs::Client,
+    client: &AwsClient,
     name: &str,
-    attributes: Vec<(QueueAttributeName, String)>,
+    attributes: serde_json::Value,
 ) -> Result<String, AwsError> {
-    let mut req = sqs.create_queue().queue_name(name);
-    for (k, v) in attributes {
-        req = req.attributes(k, v);
-    }
-    let out = req
-        .send()
+    let out = client
+        .json(
+            Service::Sqs,
+            "CreateQueue",
+            &json!({ "QueueName": name, "Attributes": attributes }),
+        )
         .await
         .map_err(|e| AwsError::service(format!("SQS CreateQueue {name}"), e))?;
-    Ok(out.queue_url().unwrap_or_default().to_string())
+    Ok(out["QueueUrl"].as_str().unwrap_or_default().to_string())
 }
 
+/// A stage queue and its dead-letter queue, which takes a message after
+/// `spec.max_receives` receptions.
 pub(crate) async fn queue(
-    sqs: &aws_sdk_sqs::Client,
+    client: &AwsClient,
     name: &str,
     spec: &QueueSpec,
 ) -> Result<(), AwsError> {
     const FOURTEEN_DAYS: &str = "1209600";
     let dlq_url = create_queue(
-        sqs,
+        client,
         &format!("{name}-dlq"),
-        vec![(
-            QueueAttributeName::MessageRetentionPeriod,
-            FOURTEEN_DAYS.into(),
-        )],
+        json!({ "MessageRetentionPeriod": FOURTEEN_DAYS }),
     )
     .await?;
-    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
-    let redrive = format!(
-        r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{}"}}"#,
-        spec.max_receives
-    );
+    let dlq_arn = queue_arn(client, &dlq_url).await?;
+    let redrive = json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": spec.max_receives.to_string(),
+    })
+    .to_string();
     let visibility = (spec.function_timeout.as_secs() * 6).clamp(30, 12 * 3600);
     create_queue(
-        sqs,
+        client,
         name,
-        vec![
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                FOURTEEN_DAYS.into(),
-            ),
-            (
-                QueueAttributeName::VisibilityTimeout,
-                visibility.to_string(),
-            ),
-            (QueueAttributeName::RedrivePolicy, redrive),
-        ],
+        json!({
+            "MessageRetentionPeriod": FOURTEEN_DAYS,
+            "VisibilityTimeout": visibility.to_string(),
+            "RedrivePolicy": redrive,
+        }),
     )
     .await?;
     Ok(())
 }
 
+/// A ledger table (string `pk` and `sk`, on demand), with TTL on `expires_at` if the table
+/// has a retention.
 pub(crate) async fn table(
-    dynamodb: &aws_sdk_dynamodb::Client,
+    client: &AwsClient,
     prefix: &str,
     spec: &TableSpec,
 ) -> Result<(), AwsError> {
     let name = ledger_table_name(prefix, spec.name);
-    let attr = |n: &str| {
-        build(
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(ScalarAttributeType::S)
-                .build(),
-        )
-    };
-    let key = |n: &str, t: KeyType| {
-        build(
-            KeySchemaElement::builder()
-                .attribute_name(n)
-                .key_type(t)
-                .build(),
-        )
-    };
-    let created = dynamodb
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk")?)
-        .attribute_definitions(attr("sk")?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .send()
-        .await;
-    match created {
+    let input = json!({
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            { "AttributeName": "pk", "AttributeType": "S" },
+            { "AttributeName": "sk", "AttributeType": "S" },
+        ],
+        "KeySchema": [
+            { "AttributeName": "pk", "KeyType": "HASH" },
+            { "AttributeName": "sk", "KeyType": "RANGE" },
+        ],
+    });
+    match client.json(Service::DynamoDb, "CreateTable", &input).await {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            return Ok(());
-        }
+        Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
         Err(e) => return Err(AwsError::service(format!("DynamoDB CreateTable {name}"), e)),
     }
     if spec.retention.is_some() {
-        let ttl = build(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(TTL_ATTRIBUTE)
-                .build(),
-        )?;
-        dynamodb
-            .update_time_to_live()
-            .table_name(&name)
-            .time_to_live_specification(ttl)
-            .send()
+        let ttl = json!({
+            "TableName": name,
+            "TimeToLiveSpecification": { "Enabled": true, "AttributeName": TTL_ATTRIBUTE },
+        });
+        client
+            .json(Service::DynamoDb, "UpdateTimeToLive", &ttl)
             .await
             .map_err(|e| AwsError::service(format!("DynamoDB UpdateTimeToLive {name}"), e))?;
     }

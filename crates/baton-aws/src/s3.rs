@@ -4,12 +4,13 @@
 //! multipart object only once it is completed.
 
 use async_trait::async_trait;
-use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use baton_store::{BlobStore, BlobWriter, StoreError, check_key};
+use bytes::Bytes;
+use http::Method;
 
-use crate::error::{backend, other};
+use crate::error::backend;
+use crate::wire::s3::S3Request;
+use crate::wire::{AwsClient, CallError, xml};
 
 /// The object key of a message body.
 pub fn object_key(key: &str) -> String {
@@ -18,13 +19,13 @@ pub fn object_key(key: &str) -> String {
 
 #[derive(Clone)]
 pub struct S3BlobStore {
-    client: Client,
+    client: AwsClient,
     bucket: String,
     part_size: usize,
 }
 
 impl S3BlobStore {
-    pub(crate) fn new(client: Client, bucket: String, part_size: usize) -> Self {
+    pub(crate) fn new(client: AwsClient, bucket: String, part_size: usize) -> Self {
         S3BlobStore {
             client,
             bucket,
@@ -34,27 +35,24 @@ impl S3BlobStore {
 
     async fn get(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, StoreError> {
         check_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(object_key(key))
-            .set_range(range)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound(key.to_string())
-                } else {
-                    backend("S3 GetObject", e)
-                }
-            })?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| other("S3 GetObject body", e))?;
-        Ok(bytes.into_bytes().to_vec())
+        let object = object_key(key);
+        let mut req = S3Request::new(
+            if range.is_some() {
+                "GetObject(range)"
+            } else {
+                "GetObject"
+            },
+            Method::GET,
+            &object,
+        );
+        if let Some(range) = range {
+            req.headers.push(("range", range));
+        }
+        match self.client.s3(&self.bucket, req).await {
+            Ok(reply) => Ok(reply.body.to_vec()),
+            Err(e) if e.code() == Some("NoSuchKey") => Err(StoreError::NotFound(key.to_string())),
+            Err(e) => Err(backend("S3 GetObject", e)),
+        }
     }
 }
 
@@ -86,11 +84,12 @@ impl BlobStore for S3BlobStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
+        let object = object_key(key);
         self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(object_key(key))
-            .send()
+            .s3(
+                &self.bucket,
+                S3Request::new("DeleteObject", Method::DELETE, &object),
+            )
             .await
             .map_err(|e| backend("S3 DeleteObject", e))?;
         Ok(())
@@ -99,11 +98,12 @@ impl BlobStore for S3BlobStore {
 
 struct Multipart {
     id: String,
-    parts: Vec<CompletedPart>,
+    /// Number and ETag of each part uploaded.
+    parts: Vec<(u32, String)>,
 }
 
 struct S3Writer {
-    client: Client,
+    client: AwsClient,
     bucket: String,
     key: String,
     part_size: usize,
@@ -113,64 +113,74 @@ struct S3Writer {
 }
 
 impl S3Writer {
+    fn request<'a>(&'a self, operation: &'a str, method: Method, upload_id: &str) -> S3Request<'a> {
+        let mut req = S3Request::new(operation, method, &self.key);
+        req.query.push(("uploadId", upload_id.to_string()));
+        req
+    }
+
     /// Best effort: an upload left behind (crash, failed abort) is removed by the bucket's
     /// AbortIncompleteMultipartUpload lifecycle rule.
     async fn abort_upload(&self, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            tracing::warn!(error = %crate::error::causes(&e), "cannot abort multipart upload");
+        let req = self.request("AbortMultipartUpload", Method::DELETE, upload_id);
+        if let Err(e) = self.client.s3(&self.bucket, req).await {
+            tracing::warn!(error = %e, "cannot abort multipart upload");
         }
     }
 
     /// Uploads `buf` (all of it) as the next part, starting the multipart upload if needed.
     async fn upload_part(&mut self) -> Result<(), StoreError> {
         if self.upload.is_none() {
-            let out = self
+            let mut req = S3Request::new("CreateMultipartUpload", Method::POST, &self.key);
+            req.query.push(("uploads", String::new()));
+            let reply = self
                 .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .send()
+                .s3(&self.bucket, req)
                 .await
                 .map_err(|e| backend("S3 CreateMultipartUpload", e))?;
-            let id = out
-                .upload_id()
+            let id = xml::root_child(&reply.body, "UploadId")
                 .ok_or_else(|| StoreError::Backend("S3 returned no upload id".into()))?;
             self.upload = Some(Multipart {
-                id: id.to_string(),
+                id,
                 parts: Vec::new(),
             });
         }
-        let Some(upload) = self.upload.as_mut() else {
+        let Some(upload) = self.upload.as_ref() else {
             return Err(StoreError::Backend("multipart upload missing".into()));
         };
-        let number = upload.parts.len() as i32 + 1;
-        let body = std::mem::take(&mut self.buf);
-        let out = self
+        let number = upload.parts.len() as u32 + 1;
+        let upload_id = upload.id.clone();
+        let body = Bytes::from(std::mem::take(&mut self.buf));
+        let mut req = self.request("UploadPart", Method::PUT, &upload_id);
+        req.query.push(("partNumber", number.to_string()));
+        req.body = body;
+        req.sign_payload = false;
+        let reply = self
             .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&upload.id)
-            .part_number(number)
-            .body(ByteStream::from(body))
-            .send()
+            .s3(&self.bucket, req)
             .await
             .map_err(|e| backend("S3 UploadPart", e))?;
-        upload.parts.push(
-            CompletedPart::builder()
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .part_number(number)
-                .build(),
-        );
+        let etag = reply
+            .headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| StoreError::Backend("S3 UploadPart returned no ETag".into()))?
+            .to_string();
+        if let Some(upload) = self.upload.as_mut() {
+            upload.parts.push((number, etag));
+        }
         Ok(())
+    }
+
+    async fn complete(&self, upload: &Multipart) -> Result<(), CallError> {
+        let mut req = self.request("CompleteMultipartUpload", Method::POST, &upload.id);
+        req.body = Bytes::from(xml::complete_multipart(&upload.parts));
+        let reply = self.client.s3(&self.bucket, req).await?;
+        // A failure after S3 started answering comes as an Error document with status 200.
+        match xml::error(&reply.body) {
+            Some((code, message)) => Err(CallError::service(http::StatusCode::OK, code, message)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -198,13 +208,11 @@ impl BlobWriter for S3Writer {
 
     async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
         if self.upload.is_none() {
-            let body = std::mem::take(&mut self.buf);
+            let mut req = S3Request::new("PutObject", Method::PUT, &self.key);
+            req.body = Bytes::from(std::mem::take(&mut self.buf));
+            req.sign_payload = false;
             self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .body(ByteStream::from(body))
-                .send()
+                .s3(&self.bucket, req)
                 .await
                 .map_err(|e| backend("S3 PutObject", e))?;
             return Ok(self.size);
@@ -218,21 +226,8 @@ impl BlobWriter for S3Writer {
         let Some(upload) = self.upload.take() else {
             return Err(StoreError::Backend("multipart upload missing".into()));
         };
-        let done = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&upload.id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(upload.parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match done {
-            Ok(_) => Ok(self.size),
+        match self.complete(&upload).await {
+            Ok(()) => Ok(self.size),
             Err(e) => {
                 let err = backend("S3 CompleteMultipartUpload", e);
                 self.abort_upload(&upload.id).await;

@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use baton_store::{Queue, QueueMessage, StoreError};
+use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use crate::SQS_MAX_DELAY;
 use crate::error::{AwsError, backend};
+use crate::wire::{AwsClient, CallError, Service};
 
 /// Message attribute marking a base64-encoded body.
 const ENCODING: &str = "baton_encoding";
@@ -29,7 +29,7 @@ const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 /// the ports costs no request (a Lambda function reaches its first invocation sooner).
 #[derive(Clone)]
 pub struct SqsQueue {
-    client: Client,
+    client: AwsClient,
     name: String,
     sqs_name: String,
     url: Arc<OnceCell<String>>,
@@ -37,7 +37,7 @@ pub struct SqsQueue {
 }
 
 impl SqsQueue {
-    pub(crate) fn lazy(client: Client, name: &str, sqs_name: &str) -> SqsQueue {
+    pub(crate) fn lazy(client: AwsClient, name: &str, sqs_name: &str) -> SqsQueue {
         SqsQueue {
             client,
             name: name.to_string(),
@@ -49,7 +49,7 @@ impl SqsQueue {
 
     /// Opens the queue and checks that it exists.
     pub(crate) async fn open(
-        client: Client,
+        client: AwsClient,
         name: &str,
         sqs_name: &str,
     ) -> Result<SqsQueue, AwsError> {
@@ -63,13 +63,10 @@ impl SqsQueue {
             .url
             .get_or_try_init(|| async {
                 let out = self
-                    .client
-                    .get_queue_url()
-                    .queue_name(&self.sqs_name)
-                    .send()
+                    .call("GetQueueUrl", json!({ "QueueName": self.sqs_name }))
                     .await
                     .map_err(|e| AwsError::service(format!("SQS queue {}", self.sqs_name), e))?;
-                Ok::<_, AwsError>(out.queue_url().unwrap_or_default().to_string())
+                Ok::<_, AwsError>(out["QueueUrl"].as_str().unwrap_or_default().to_string())
             })
             .await?;
         Ok(url)
@@ -116,24 +113,17 @@ impl SqsQueue {
     pub async fn delete_batch(&self, receipts: &[&str]) -> Result<(), StoreError> {
         let url = self.url().await?.to_string();
         for chunk in receipts.chunks(10) {
-            let entries = chunk
+            let entries: Vec<Value> = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(*r)
-                        .build()
-                        .map_err(|e| StoreError::Backend(format!("SQS DeleteMessageBatch: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            self.client
-                .delete_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| backend("SQS DeleteMessageBatch", e))?;
+                .map(|(i, r)| json!({ "Id": i.to_string(), "ReceiptHandle": r }))
+                .collect();
+            self.call(
+                "DeleteMessageBatch",
+                json!({ "QueueUrl": url, "Entries": entries }),
+            )
+            .await
+            .map_err(|e| backend("SQS DeleteMessageBatch", e))?;
         }
         Ok(())
     }
@@ -145,65 +135,82 @@ impl SqsQueue {
         max: usize,
         visibility: Duration,
         wait: Duration,
-    ) -> Result<Vec<Message>, StoreError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(self.url().await?)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
+    ) -> Result<Vec<Value>, StoreError> {
+        let input = json!({
+            "QueueUrl": self.url().await?,
+            "MaxNumberOfMessages": max.clamp(1, 10),
             // Whole seconds, rounded up: a short visibility must not become none.
-            .visibility_timeout(visibility.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32)
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
+            "VisibilityTimeout": visibility.min(MAX_VISIBILITY).as_secs_f64().ceil() as u64,
+            "WaitTimeSeconds": wait.as_secs().min(20),
+            "MessageAttributeNames": ["All"],
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        });
+        let hold = wait.min(Duration::from_secs(20));
+        let counter = self.client.counter();
+        let mut out = self
+            .client
+            .json_counted(Service::Sqs, "ReceiveMessage", &input, None, hold)
             .await
             .map_err(|e| backend("SQS ReceiveMessage", e))?;
-        Ok(out.messages.unwrap_or_default())
+        let messages = match out["Messages"].take() {
+            Value::Array(m) => m,
+            _ => Vec::new(),
+        };
+        if messages.is_empty() {
+            counter.recount("sqs", "ReceiveMessage", "ReceiveMessage(empty)");
+        }
+        Ok(messages)
+    }
+
+    async fn attributes(&self, names: &[&str]) -> Result<Map<String, Value>, StoreError> {
+        let mut out = self
+            .call(
+                "GetQueueAttributes",
+                json!({ "QueueUrl": self.url().await?, "AttributeNames": names }),
+            )
+            .await
+            .map_err(|e| backend("SQS GetQueueAttributes", e))?;
+        Ok(match out["Attributes"].take() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        })
     }
 
     /// Approximate numbers of messages (visible, in flight, delayed).
     pub async fn approximate_counts(&self) -> Result<(u64, u64, u64), StoreError> {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(self.url().await?)
-            .attribute_names(A::All)
-            .send()
-            .await
-            .map_err(|e| backend("SQS GetQueueAttributes", e))?;
-        let get = |a: A| {
-            out.attributes()
-                .and_then(|m| m.get(&a))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let attributes = self.attributes(&["All"]).await?;
+        let get = |name: &str| count(&attributes, name);
         Ok((
-            get(A::ApproximateNumberOfMessages),
-            get(A::ApproximateNumberOfMessagesNotVisible),
-            get(A::ApproximateNumberOfMessagesDelayed),
+            get("ApproximateNumberOfMessages"),
+            get("ApproximateNumberOfMessagesNotVisible"),
+            get("ApproximateNumberOfMessagesDelayed"),
         ))
     }
 
     /// Approximate number of messages waiting, in flight and delayed.
     pub async fn approximate_len(&self) -> Result<u64, StoreError> {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(self.url().await?)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(|e| backend("SQS GetQueueAttributes", e))?;
-        Ok(out
-            .attributes()
-            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
-            .unwrap_or(0))
+        const NAMES: [&str; 3] = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ];
+        let attributes = self.attributes(&NAMES).await?;
+        Ok(NAMES.iter().map(|n| count(&attributes, n)).sum())
     }
+
+    /// One SQS call against this queue's service.
+    async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {
+        self.client.json(Service::Sqs, operation, &input).await
+    }
+}
+
+/// A numeric queue attribute (SQS sends them as strings).
+fn count(attributes: &Map<String, Value>, name: &str) -> u64 {
+    attributes
+        .get(name)
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn unix_ms(t: SystemTime) -> u128 {
@@ -237,27 +244,26 @@ fn decode(
 }
 
 /// The record Lambda's SQS event source mapping would hand a function for `m`.
-pub(crate) fn sqs_event_message(m: &Message, queue_arn: &str, region: &str) -> SqsMessage {
+pub(crate) fn sqs_event_message(m: &Value, queue_arn: &str, region: &str) -> SqsMessage {
+    let text = |v: &Value| v.as_str().map(str::to_string);
     let mut out = SqsMessage::default();
-    out.message_id = m.message_id().map(str::to_string);
-    out.receipt_handle = m.receipt_handle().map(str::to_string);
-    out.body = m.body().map(str::to_string);
-    out.md5_of_body = m.md5_of_body().map(str::to_string);
+    out.message_id = text(&m["MessageId"]);
+    out.receipt_handle = text(&m["ReceiptHandle"]);
+    out.body = text(&m["Body"]);
+    out.md5_of_body = text(&m["MD5OfBody"]);
     out.event_source = Some("aws:sqs".into());
     out.event_source_arn = Some(queue_arn.to_string());
     out.aws_region = Some(region.to_string());
-    if let Some(attrs) = m.attributes() {
-        for (k, v) in attrs {
-            out.attributes.insert(k.as_str().to_string(), v.clone());
+    for (k, v) in m["Attributes"].as_object().into_iter().flatten() {
+        if let Some(v) = v.as_str() {
+            out.attributes.insert(k.clone(), v.to_string());
         }
     }
-    if let Some(attrs) = m.message_attributes() {
-        for (k, v) in attrs {
-            let mut a = SqsMessageAttribute::default();
-            a.string_value = v.string_value().map(str::to_string);
-            a.data_type = Some(v.data_type().to_string());
-            out.message_attributes.insert(k.clone(), a);
-        }
+    for (k, v) in m["MessageAttributes"].as_object().into_iter().flatten() {
+        let mut a = SqsMessageAttribute::default();
+        a.string_value = text(&v["StringValue"]);
+        a.data_type = text(&v["DataType"]);
+        out.message_attributes.insert(k.clone(), a);
     }
     out
 }
@@ -309,26 +315,25 @@ impl Queue for SqsQueue {
             let due = unix_ms(SystemTime::now() + delay);
             attributes.insert(NOT_BEFORE.into(), due.to_string());
         }
-        let mut req = self
-            .client
-            .send_message()
-            .queue_url(self.url().await?)
-            .message_body(text)
-            .delay_seconds(delay.min(SQS_MAX_DELAY).as_secs_f64().ceil() as i32);
         // SQS refuses empty attribute values.
-        for (k, v) in attributes.into_iter().filter(|(_, v)| !v.is_empty()) {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| StoreError::Backend(format!("SQS attribute {k}: {e}")))?;
-            req = req.message_attributes(k, value);
+        let message_attributes: Map<String, Value> = attributes
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, string_attribute(&v)))
+            .collect();
+        let mut input = json!({
+            "QueueUrl": self.url().await?,
+            "MessageBody": text,
+            "DelaySeconds": delay.min(SQS_MAX_DELAY).as_secs_f64().ceil() as u64,
+        });
+        if !message_attributes.is_empty() {
+            input["MessageAttributes"] = message_attributes.into();
         }
-        let out = req
-            .send()
+        let out = self
+            .call("SendMessage", input)
             .await
             .map_err(|e| backend("SQS SendMessage", e))?;
-        Ok(out.message_id().unwrap_or_default().to_string())
+        Ok(out["MessageId"].as_str().unwrap_or_default().to_string())
     }
 
     async fn receive(
@@ -345,25 +350,27 @@ impl Queue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_message()
-            .queue_url(self.url().await?)
-            .receipt_handle(receipt)
-            .send()
+        let input = json!({ "QueueUrl": self.url().await?, "ReceiptHandle": receipt });
+        self.call("DeleteMessage", input)
             .await
             .map_err(|e| backend("SQS DeleteMessage", e))?;
         Ok(())
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.client
-            .change_message_visibility()
-            .queue_url(self.url().await?)
-            .receipt_handle(receipt)
-            .visibility_timeout(timeout.min(MAX_VISIBILITY).as_secs() as i32)
-            .send()
+        let input = json!({
+            "QueueUrl": self.url().await?,
+            "ReceiptHandle": receipt,
+            "VisibilityTimeout": timeout.min(MAX_VISIBILITY).as_secs(),
+        });
+        self.call("ChangeMessageVisibility", input)
             .await
             .map_err(|e| backend("SQS ChangeMessageVisibility", e))?;
         Ok(())
     }
+}
+
+/// A `String` message attribute.
+pub(crate) fn string_attribute(value: &str) -> Value {
+    json!({ "DataType": "String", "StringValue": value })
 }

@@ -1,20 +1,23 @@
 //! Where tenants' events go on AWS: their own SQS queues and EventBridge buses. Plain
-//! strings in and out, so the SDK types stay in this crate.
+//! strings in and out.
 
-use aws_sdk_sqs::types::MessageAttributeValue;
 use baton_store::StoreError;
+use serde_json::json;
 
 use crate::error::backend;
+use crate::sqs::string_attribute;
+use crate::wire::{AwsClient, Service};
 
-/// Senders to tenants' queues and buses, with the backend's credentials and endpoints.
+/// Senders to tenants' SQS queues and EventBridge buses (by URL and name: tenants' own
+/// resources, not the stage queues), signed with the backend's credentials.
 #[derive(Clone)]
 pub struct EventTargets {
-    pub(crate) sqs: aws_sdk_sqs::Client,
-    pub(crate) eventbridge: aws_sdk_eventbridge::Client,
+    pub(crate) client: AwsClient,
 }
 
 impl EventTargets {
-    /// One SQS message: the event as its body, its id and type as message attributes.
+    /// Sends `body` to the queue at `queue_url`, with the event's id and type as message
+    /// attributes (so subscribers can filter without parsing).
     pub async fn send_to_queue(
         &self,
         queue_url: &str,
@@ -22,26 +25,22 @@ impl EventTargets {
         event_id: &str,
         event_type: &str,
     ) -> Result<(), StoreError> {
-        let attribute = |value: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| StoreError::Backend(format!("SQS message attribute: {e}")))
-        };
-        self.sqs
-            .send_message()
-            .queue_url(queue_url)
-            .message_body(body)
-            .message_attributes("eventId", attribute(event_id)?)
-            .message_attributes("eventType", attribute(event_type)?)
-            .send()
+        let input = json!({
+            "QueueUrl": queue_url,
+            "MessageBody": body,
+            "MessageAttributes": {
+                "eventId": string_attribute(event_id),
+                "eventType": string_attribute(event_type),
+            },
+        });
+        self.client
+            .json(Service::Sqs, "SendMessage", &input)
             .await
             .map_err(|e| backend(&format!("SendMessage to {queue_url}"), e))?;
         Ok(())
     }
 
-    /// One EventBridge entry on `bus` (a name or an ARN).
+    /// Puts one event on `bus`; an entry EventBridge refuses is an error.
     pub async fn put_event(
         &self,
         bus: &str,
@@ -49,26 +48,31 @@ impl EventTargets {
         detail_type: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .event_bus_name(bus)
-            .source(source)
-            .detail_type(detail_type)
-            .detail(detail)
-            .build();
+        let input = json!({
+            "Entries": [{
+                "EventBusName": bus,
+                "Source": source,
+                "DetailType": detail_type,
+                "Detail": detail,
+            }],
+        });
         let out = self
-            .eventbridge
-            .put_events()
-            .entries(entry)
-            .send()
+            .client
+            .json(Service::EventBridge, "PutEvents", &input)
             .await
             .map_err(|e| backend(&format!("PutEvents on {bus}"), e))?;
-        // PutEvents answers 200 with per-entry failures (throttling, a bus that is gone).
-        if out.failed_entry_count() > 0 {
-            let why = out
-                .entries()
-                .iter()
-                .filter_map(|e| e.error_code().map(|c| (c, e.error_message().unwrap_or(""))))
-                .map(|(c, m)| format!("{c}: {m}"))
+        if out["FailedEntryCount"].as_u64().unwrap_or(0) > 0 {
+            let why = out["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let code = e["ErrorCode"].as_str()?;
+                    Some(format!(
+                        "{code}: {}",
+                        e["ErrorMessage"].as_str().unwrap_or("")
+                    ))
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             return Err(StoreError::Backend(format!("PutEvents on {bus}: {why}")));

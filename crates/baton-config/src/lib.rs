@@ -154,7 +154,7 @@ impl Default for Bounces {
 #[serde(deny_unknown_fields, default)]
 pub struct Aws {
     pub region: String,
-    /// One endpoint for S3, SQS and DynamoDB; empty uses the SDK's own resolution.
+    /// One endpoint for S3, SQS, DynamoDB and EventBridge; empty: each service's regional one.
     pub endpoint_url: String,
     /// DynamoDB's endpoint when it differs (DynamoDB Local beside LocalStack).
     pub dynamodb_endpoint_url: String,
