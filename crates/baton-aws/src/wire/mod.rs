@@ -238,23 +238,36 @@ impl AwsClient {
         let request = signing::signed_request(call, &credentials, &self.0.region)?;
         let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
             .map_err(|e| CallError::Transport(format!("{}: {e}", call.operation)))?;
+        // The answer must start within the timeout (plus what the call may be held); the
+        // body may take longer, as long as it keeps coming: a large object read in region is
+        // fast, a stalled one is cut off.
         let timeout = self.0.timeout + call.hold;
-        let exchange = async {
-            let response = self.0.http.execute(request).await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
-        };
-        let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(CallError::Transport(crate::error::causes(&e))),
-            Err(_) => {
-                return Err(CallError::Transport(format!(
-                    "no answer within {timeout:?}"
-                )));
+        let transport = |e: reqwest::Error| CallError::Transport(crate::error::causes(&e));
+        let mut response = tokio::time::timeout(timeout, self.0.http.execute(request))
+            .await
+            .map_err(|_| CallError::Transport(format!("no answer within {timeout:?}")))?
+            .map_err(transport)?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let expected = response.content_length().unwrap_or(0).min(64 << 20);
+        let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        loop {
+            let chunk = tokio::time::timeout(self.0.timeout, response.chunk())
+                .await
+                .map_err(|_| {
+                    CallError::Transport(format!(
+                        "answer stalled for {:?} after {} bytes",
+                        self.0.timeout,
+                        body.len()
+                    ))
+                })?
+                .map_err(transport)?;
+            match chunk {
+                Some(c) => body.extend_from_slice(&c),
+                None => break,
             }
-        };
+        }
+        let body = Bytes::from(body);
         if status.is_success() {
             Ok(Reply { headers, body })
         } else {
@@ -393,6 +406,53 @@ mod tests {
         assert_eq!(err.code(), Some("ConditionalCheckFailedException"));
         assert_eq!(server.await.expect("server").len(), 1);
         assert_eq!(c.counter().snapshot().service_total("dynamodb"), 1);
+    }
+
+    /// An answer whose body stops coming is cut off (and retried), not waited on forever.
+    #[tokio::test]
+    async fn a_stalled_body_is_a_transport_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        // Holds every connection open (body unfinished) until the test ends.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial")
+                    .await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        let config = Aws {
+            endpoint_url: url,
+            request_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t");
+        let c = AwsClient::new(
+            &config,
+            CredentialSource::Fixed(creds),
+            "eu-west-1".into(),
+            RequestCounter::default(),
+        );
+        let err = c
+            .json(Service::Sqs, "GetQueueUrl", &serde_json::json!({}))
+            .await
+            .expect_err("stalled");
+        server.abort();
+        assert!(err.to_string().contains("stalled"), "{err}");
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            MAX_ATTEMPTS as usize
+        );
     }
 
     #[test]
