@@ -53,7 +53,9 @@ impl AwsClient {
     pub(crate) fn s3_url(&self, bucket: &str, key: &str) -> String {
         let path = key.split('/').map(encode).collect::<Vec<_>>().join("/");
         let endpoint = self.endpoint(Service::S3);
-        if self.force_path_style() {
+        // A dotted bucket name would not match S3's wildcard certificate as a host name.
+        let dotted_over_tls = bucket.contains('.') && endpoint.starts_with("https://");
+        if self.force_path_style() || dotted_over_tls {
             return format!("{endpoint}/{}/{path}", encode(bucket));
         }
         match endpoint.split_once("://") {
@@ -133,6 +135,10 @@ mod tests {
         assert_eq!(
             client("http://localhost:4566", false).s3_url("bucket", ""),
             "http://bucket.localhost:4566/"
+        );
+        assert_eq!(
+            client("", false).s3_url("mail.example.com", "messages/x"),
+            "https://s3.eu-west-1.amazonaws.com/mail.example.com/messages/x"
         );
         assert_eq!(encode("t+/="), "t%2B%2F%3D");
     }
