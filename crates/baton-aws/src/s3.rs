@@ -48,6 +48,7 @@ impl S3BlobStore {
         if let Some(range) = range {
             req.headers.push(("range", range));
         }
+        req.max_answer = usize::MAX;
         match self.client.s3(&self.bucket, req).await {
             Ok(reply) => Ok(reply.body.to_vec()),
             Err(e) if e.code() == Some("NoSuchKey") => Err(StoreError::NotFound(key.to_string())),
@@ -175,12 +176,23 @@ impl S3Writer {
     async fn complete(&self, upload: &Multipart) -> Result<(), CallError> {
         let mut req = self.request("CompleteMultipartUpload", Method::POST, &upload.id);
         req.body = Bytes::from(xml::complete_multipart(&upload.parts));
-        let reply = self.client.s3(&self.bucket, req).await?;
-        // A failure after S3 started answering comes as an Error document with status 200.
-        match xml::error(&reply.body) {
-            Some((code, message)) => Err(CallError::service(http::StatusCode::OK, code, message)),
-            None => Ok(()),
-        }
+        req.check_ok = Some(completed);
+        self.client.s3(&self.bucket, req).await.map(|_| ())
+    }
+}
+
+/// A CompleteMultipartUpload answer. S3 may fail after its 200 has started, with an Error
+/// document in the body (InternalError, SlowDown: retried); anything but the result
+/// document is a failure too, never taken for a stored object.
+fn completed(body: &[u8]) -> Result<(), CallError> {
+    if let Some((code, message)) = xml::error(body) {
+        return Err(CallError::service(http::StatusCode::OK, code, message));
+    }
+    match xml::root_name(body).as_deref() {
+        Some("CompleteMultipartUploadResult") => Ok(()),
+        _ => Err(CallError::Transport(
+            "CompleteMultipartUpload: no result in the answer".into(),
+        )),
     }
 }
 
@@ -240,5 +252,26 @@ impl BlobWriter for S3Writer {
         if let Some(upload) = self.upload.take() {
             self.abort_upload(&upload.id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_result_document_completes_an_upload() {
+        assert!(
+            completed(
+                b"<CompleteMultipartUploadResult><ETag>e</ETag></CompleteMultipartUploadResult>"
+            )
+            .is_ok()
+        );
+        let failed = completed(b"  <Error><Code>InternalError</Code><Message>m</Message></Error>")
+            .expect_err("error document");
+        assert_eq!(failed.code(), Some("InternalError"));
+        assert!(completed(b"").is_err());
+        assert!(completed(b"   ").is_err());
+        assert!(completed(b"<Other/>").is_err());
     }
 }

@@ -50,12 +50,14 @@ impl AwsClient {
             also_count,
             method: Method::POST,
             url: format!("{}/", self.endpoint(service)),
+            max_answer: super::MAX_ANSWER,
+            check_ok: None,
             headers: vec![
                 ("content-type", format!("application/x-amz-json-{version}")),
                 ("x-amz-target", format!("{prefix}.{operation}")),
             ],
             body: serde_json::to_vec(input)
-                .map_err(|e| CallError::Transport(format!("{operation}: {e}")))?
+                .map_err(|e| CallError::Request(format!("{operation}: {e}")))?
                 .into(),
             sign_payload: true,
             hold,

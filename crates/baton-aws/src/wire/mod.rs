@@ -34,6 +34,23 @@ pub(crate) enum Service {
 }
 
 impl Service {
+    pub(crate) const ALL: [Service; 4] = [
+        Service::S3,
+        Service::Sqs,
+        Service::DynamoDb,
+        Service::EventBridge,
+    ];
+
+    /// The service's part of `AWS_ENDPOINT_URL_<SERVICE>`.
+    fn env_name(self) -> &'static str {
+        match self {
+            Service::S3 => "S3",
+            Service::Sqs => "SQS",
+            Service::DynamoDb => "DYNAMODB",
+            Service::EventBridge => "EVENTBRIDGE",
+        }
+    }
+
     /// The name requests are signed for and the endpoint's first label.
     fn signing_name(self) -> &'static str {
         match self {
@@ -64,6 +81,9 @@ pub(crate) enum CallError {
     },
     #[error("{0}")]
     Transport(String),
+    /// The request could not be built or signed: sending it again cannot help.
+    #[error("cannot build the request: {0}")]
+    Request(String),
     #[error("no AWS credentials: {0}")]
     Credentials(String),
 }
@@ -90,9 +110,11 @@ impl CallError {
     fn is_retryable(&self) -> bool {
         match self {
             CallError::Transport(_) => true,
-            CallError::Credentials(_) => false,
+            CallError::Credentials(_) | CallError::Request(_) => false,
             CallError::Service { status, code, .. } => {
-                *status >= 500 || *status == 429 || THROTTLING.contains(&code.as_str())
+                matches!(status, 500 | 502 | 503 | 504 | 429)
+                    || THROTTLING.contains(&code.as_str())
+                    || TRANSIENT.contains(&code.as_str())
             }
         }
     }
@@ -114,6 +136,21 @@ const THROTTLING: [&str; 12] = [
     "SlowDown",
 ];
 
+/// Other codes the SDK retries: S3's own timeouts (a slow part upload) and server errors
+/// S3 reports inside a 200 answer.
+const TRANSIENT: [&str; 4] = [
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+];
+
+/// The largest answer read into memory, except an S3 object's (bounded by what we stored).
+pub(crate) const MAX_ANSWER: usize = 16 << 20;
+
+/// Reads a 2xx answer's body for a failure reported inside it.
+pub(crate) type CheckOk = fn(&[u8]) -> Result<(), CallError>;
+
 /// One request, before signing.
 pub(crate) struct Call {
     pub service: Service,
@@ -131,6 +168,10 @@ pub(crate) struct Call {
     /// Time the service may hold the request on purpose (SQS long polling), on top of the
     /// configured request timeout.
     pub hold: Duration,
+    /// The longest answer body accepted.
+    pub max_answer: usize,
+    /// Reads a 2xx answer's body for a failure S3 reports inside it (CompleteMultipartUpload).
+    pub check_ok: Option<CheckOk>,
 }
 
 /// A successful answer.
@@ -143,8 +184,8 @@ struct Inner {
     http: reqwest::Client,
     credentials: CredentialSource,
     region: String,
-    endpoint_url: String,
-    dynamodb_endpoint_url: String,
+    /// Base URL per service, in [`Service::ALL`] order.
+    endpoints: [String; 4],
     force_path_style: bool,
     timeout: Duration,
     counter: RequestCounter,
@@ -161,15 +202,12 @@ impl AwsClient {
         region: String,
         counter: RequestCounter,
     ) -> AwsClient {
+        let endpoints = Service::ALL.map(|s| endpoint_for(config, s, &region, env_var));
         AwsClient(Arc::new(Inner {
             http: crate::http::transport(config.request_timeout.min(Duration::from_secs(3))),
             credentials,
             region,
-            endpoint_url: config.endpoint_url.trim_end_matches('/').to_string(),
-            dynamodb_endpoint_url: config
-                .dynamodb_endpoint_url
-                .trim_end_matches('/')
-                .to_string(),
+            endpoints,
             force_path_style: config.force_path_style,
             timeout: config.request_timeout,
             counter,
@@ -180,20 +218,9 @@ impl AwsClient {
         &self.0.region
     }
 
-    /// The base URL of a service's regional endpoint, or of the configured one.
-    pub(crate) fn endpoint(&self, service: Service) -> String {
-        let inner = &self.0;
-        if service == Service::DynamoDb && !inner.dynamodb_endpoint_url.is_empty() {
-            return inner.dynamodb_endpoint_url.clone();
-        }
-        if !inner.endpoint_url.is_empty() {
-            return inner.endpoint_url.clone();
-        }
-        format!(
-            "https://{}.{}.amazonaws.com",
-            service.signing_name(),
-            inner.region
-        )
+    /// The base URL of a service's endpoint (see [`endpoint_for`]).
+    pub(crate) fn endpoint(&self, service: Service) -> &str {
+        &self.0.endpoints[service as usize]
     }
 
     pub(crate) fn counter(&self) -> &RequestCounter {
@@ -212,11 +239,6 @@ impl AwsClient {
     ) -> Result<Reply, CallError> {
         let mut attempt = 1;
         loop {
-            let counter = &self.0.counter;
-            counter.count(call.service.counter_name(), &call.operation);
-            if let Some((service, operation)) = &call.also_count {
-                counter.count(service, operation);
-            }
             let result = self.attempt(call, parse_error).await;
             match result {
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
@@ -237,7 +259,13 @@ impl AwsClient {
         let credentials = self.0.credentials.get().await?;
         let request = signing::signed_request(call, &credentials, &self.0.region)?;
         let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
-            .map_err(|e| CallError::Transport(format!("{}: {e}", call.operation)))?;
+            .map_err(|e| CallError::Request(format!("{}: {e}", call.operation)))?;
+        // Counted as it goes out: retries too, as AWS bills them.
+        let counter = &self.0.counter;
+        counter.count(call.service.counter_name(), &call.operation);
+        if let Some((service, operation)) = &call.also_count {
+            counter.count(service, operation);
+        }
         // The answer must start within the timeout (plus what the call may be held); the
         // body may take longer, as long as it keeps coming: a large object read in region is
         // fast, a stalled one is cut off.
@@ -263,16 +291,50 @@ impl AwsClient {
                 })?
                 .map_err(transport)?;
             match chunk {
+                Some(c) if body.len() + c.len() > call.max_answer => {
+                    return Err(CallError::Request(format!(
+                        "{}: answer longer than {} bytes",
+                        call.operation, call.max_answer
+                    )));
+                }
                 Some(c) => body.extend_from_slice(&c),
                 None => break,
             }
         }
         let body = Bytes::from(body);
         if status.is_success() {
+            if let Some(check) = call.check_ok {
+                check(&body)?;
+            }
             Ok(Reply { headers, body })
         } else {
             Err(parse_error(status, &headers, &body))
         }
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Where `service`'s requests go: the config's endpoint (DynamoDB's own first), else
+/// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL` (the precedence aws-config gives
+/// them), else the regional endpoint. Other partitions (China, GovCloud) and FIPS
+/// endpoints are named through these.
+fn endpoint_for(
+    config: &Aws,
+    service: Service,
+    region: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> String {
+    let configured = Some(config.dynamodb_endpoint_url.clone())
+        .filter(|u| service == Service::DynamoDb && !u.is_empty())
+        .or_else(|| Some(config.endpoint_url.clone()).filter(|u| !u.is_empty()))
+        .or_else(|| env(&format!("AWS_ENDPOINT_URL_{}", service.env_name())))
+        .or_else(|| env("AWS_ENDPOINT_URL"));
+    match configured {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("https://{}.{region}.amazonaws.com", service.signing_name()),
     }
 }
 
@@ -453,6 +515,63 @@ mod tests {
             accepted.load(std::sync::atomic::Ordering::SeqCst),
             MAX_ATTEMPTS as usize
         );
+    }
+
+    #[test]
+    fn endpoints_come_from_the_config_then_the_environment_then_the_region() {
+        let env = |name: &str| match name {
+            "AWS_ENDPOINT_URL_SQS" => Some("http://sqs.local:1/".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://all.local:2".to_string()),
+            _ => None,
+        };
+        let none = |_: &str| None;
+        let empty = Aws::default();
+        assert_eq!(
+            endpoint_for(&empty, Service::Sqs, "eu-west-1", env),
+            "http://sqs.local:1"
+        );
+        assert_eq!(
+            endpoint_for(&empty, Service::S3, "eu-west-1", env),
+            "http://all.local:2"
+        );
+        assert_eq!(
+            endpoint_for(&empty, Service::EventBridge, "eu-west-1", none),
+            "https://events.eu-west-1.amazonaws.com"
+        );
+        let local = Aws {
+            endpoint_url: "http://localhost:4566".into(),
+            dynamodb_endpoint_url: "http://localhost:8000".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_for(&local, Service::Sqs, "eu-west-1", env),
+            "http://localhost:4566"
+        );
+        assert_eq!(
+            endpoint_for(&local, Service::DynamoDb, "eu-west-1", env),
+            "http://localhost:8000"
+        );
+    }
+
+    /// A request that never went out (no credentials) is not counted as one AWS bills.
+    #[tokio::test]
+    async fn only_requests_sent_are_counted() {
+        let config = Aws {
+            endpoint_url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        };
+        let c = AwsClient::new(
+            &config,
+            CredentialSource::Missing("none here"),
+            "eu-west-1".into(),
+            RequestCounter::default(),
+        );
+        let err = c
+            .json(Service::Sqs, "GetQueueUrl", &serde_json::json!({}))
+            .await
+            .expect_err("no credentials");
+        assert!(matches!(err, CallError::Credentials(_)), "{err}");
+        assert_eq!(c.counter().snapshot().total(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{AwsClient, Call, CallError, Reply, Service, xml};
+use super::{AwsClient, Call, CallError, CheckOk, Reply, Service, xml};
 
 /// What SigV4 leaves unencoded: letters, digits and `-._~`.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -32,6 +32,10 @@ pub(crate) struct S3Request<'a> {
     /// Whether the payload is hashed into the signature (small control bodies are; message
     /// bodies are not).
     pub sign_payload: bool,
+    /// The longest answer accepted (an object's body is bounded by what we stored).
+    pub max_answer: usize,
+    /// Reads a 2xx answer for a failure reported inside it.
+    pub check_ok: Option<CheckOk>,
 }
 
 impl<'a> S3Request<'a> {
@@ -44,6 +48,8 @@ impl<'a> S3Request<'a> {
             headers: Vec::new(),
             body: Bytes::new(),
             sign_payload: true,
+            max_answer: super::MAX_ANSWER,
+            check_ok: None,
         }
     }
 }
@@ -85,6 +91,8 @@ impl AwsClient {
             body: req.body,
             sign_payload: req.sign_payload,
             hold: Duration::ZERO,
+            max_answer: req.max_answer,
+            check_ok: req.check_ok,
         };
         self.send(&call, parse_error).await
     }

@@ -19,7 +19,7 @@ pub(super) fn signed_request(
     credentials: &Credentials,
     region: &str,
 ) -> Result<http::Request<Bytes>, CallError> {
-    let fail = |e: &dyn std::fmt::Display| CallError::Transport(format!("{}: {e}", call.operation));
+    let fail = |e: &dyn std::fmt::Display| CallError::Request(format!("{}: {e}", call.operation));
     let mut settings = SigningSettings::default();
     if call.service == Service::S3 {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
@@ -77,6 +77,8 @@ mod tests {
             body: Bytes::from_static(b"body"),
             sign_payload,
             hold: Duration::ZERO,
+            max_answer: super::super::MAX_ANSWER,
+            check_ok: None,
         }
     }
 

@@ -9,8 +9,15 @@ fn child_text<'a>(node: Node<'a, 'a>, name: &str) -> Option<&'a str> {
         .and_then(|c| c.text())
 }
 
+/// S3 may send whitespace before the document (keep-alive while a long request runs), which
+/// an XML parser refuses before a declaration.
 fn document(body: &[u8]) -> Option<Document<'_>> {
-    Document::parse(std::str::from_utf8(body).ok()?).ok()
+    Document::parse(std::str::from_utf8(body).ok()?.trim_start()).ok()
+}
+
+/// The root element's name, if `body` is an XML document.
+pub(crate) fn root_name(body: &[u8]) -> Option<String> {
+    Some(document(body)?.root_element().tag_name().name().to_string())
 }
 
 /// `(Code, Message)` of an `<Error>` document (S3 sends one even with a 200 status when a
@@ -115,6 +122,15 @@ mod tests {
         assert_eq!(page.objects[1].0, "messages/b");
         assert_eq!(page.next.as_deref(), Some("t+/="));
         assert_eq!(error(b"not xml"), None);
+        let kept_alive = b"\n  \n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>m</Message></Error>";
+        assert_eq!(
+            error(kept_alive).map(|e| e.0).as_deref(),
+            Some("InternalError")
+        );
+        assert_eq!(
+            root_name(started).as_deref(),
+            Some("InitiateMultipartUploadResult")
+        );
     }
 
     #[test]
