@@ -1,6 +1,7 @@
 """A small mail network for pipeline tests: an in-process DNS server (dnslib) answering MX, A
 and TXT from a dict, and Postfix smtp-sink processes as receiving MXs on 127.0.0.x."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -109,8 +110,20 @@ class Sink:
         self.flags = list(flags)
         return self.start()
 
+    def _being_written(self):
+        """The files smtp-sink has open: it writes a message's file as DATA arrives and closes
+        it at the end, so an open file is a message not yet whole (or even empty)."""
+        fds = Path(f"/proc/{self.proc.pid}/fd") if self.proc else None
+        try:
+            return {os.readlink(fds / fd) for fd in os.listdir(fds)} if fds else set()
+        except OSError:  # the sink has exited: nothing is being written
+            return set()
+
     def messages(self):
-        return [p.read_bytes() for p in sorted(self.dir.iterdir()) if p.is_file()]
+        """The messages received whole, in the order of their files' names."""
+        files = [p for p in sorted(self.dir.iterdir()) if p.is_file()]
+        open_now = self._being_written()
+        return [p.read_bytes() for p in files if str(p) not in open_now]
 
     def wait_messages(self, n, timeout=30):
         deadline = time.time() + timeout

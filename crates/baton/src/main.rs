@@ -518,12 +518,10 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     let lower = out.to_ascii_lowercase();
-    if lower.contains("dispatch failure")
-        || (lower.contains("connection refused") && lower.contains("aws"))
-    {
+    if lower.contains("cannot reach aws") || lower.contains("dispatch failure") {
         out.push_str(
-            " (cannot reach AWS: check aws.endpoint_url / AWS_ENDPOINT_URL; locally, is \
-             LocalStack running? localstack/start.sh)",
+            " (check aws.endpoint_url / AWS_ENDPOINT_URL; locally, is LocalStack running? \
+             localstack/start.sh)",
         );
     } else if lower.contains("address already in use") {
         out.push_str(" (another process listens there: stop it or change [listen])");

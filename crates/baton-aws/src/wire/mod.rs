@@ -270,7 +270,15 @@ impl AwsClient {
         // body may take longer, as long as it keeps coming: a large object read in region is
         // fast, a stalled one is cut off.
         let timeout = self.0.timeout + call.hold;
-        let transport = |e: reqwest::Error| CallError::Transport(crate::error::causes(&e));
+        let transport = |e: reqwest::Error| {
+            // Said in these words so that `baton` can add what to check (crates/baton main.rs).
+            let reach = if e.is_connect() {
+                "cannot reach AWS: "
+            } else {
+                ""
+            };
+            CallError::Transport(format!("{reach}{}", crate::error::causes(&e)))
+        };
         let mut response = tokio::time::timeout(timeout, self.0.http.execute(request))
             .await
             .map_err(|_| CallError::Transport(format!("no answer within {timeout:?}")))?
