@@ -6,16 +6,12 @@
 
 use std::time::Duration;
 
-/// The wire client's transport.
-pub(crate) fn transport(connect_timeout: Duration) -> reqwest::Client {
+/// The wire client's transport. Building fails only if TLS cannot be set up (no usable
+/// root store): the caller keeps the error and fails each request with it.
+pub(crate) fn transport(connect_timeout: Duration) -> Result<reqwest::Client, String> {
     builder(Some(connect_timeout), None)
         .build()
-        // Building fails only if TLS cannot be set up (no usable root store); requests then
-        // fail one by one and say so, rather than the process at start.
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot set up the HTTPS client; AWS requests will fail");
-            reqwest::Client::new()
-        })
+        .map_err(|e| format!("cannot set up the HTTPS client: {e}"))
 }
 
 fn builder(
@@ -160,6 +156,7 @@ mod tests {
             requests
         });
         let response = transport(Duration::from_secs(2))
+            .expect("client")
             .get(format!("http://{addr}/bucket/key"))
             .send()
             .await

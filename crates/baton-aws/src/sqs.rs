@@ -157,7 +157,11 @@ impl SqsQueue {
             _ => Vec::new(),
         };
         if messages.is_empty() {
-            counter.recount("sqs", "ReceiveMessage", "ReceiveMessage(empty)");
+            counter.recount(
+                Service::Sqs.counter_name(),
+                "ReceiveMessage",
+                "ReceiveMessage(empty)",
+            );
         }
         Ok(messages)
     }

@@ -7,7 +7,7 @@
 use aws_credential_types::Credentials;
 use baton_config::Aws;
 
-use super::CallError;
+use super::{CallError, env_var as env};
 
 pub(crate) enum CredentialSource {
     Fixed(Credentials),
@@ -26,10 +26,6 @@ impl CredentialSource {
             CredentialSource::Chain(cached) => cached.get().await,
         }
     }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
@@ -122,14 +118,14 @@ mod chain {
         config: &Aws,
         fixed: Option<Credentials>,
     ) -> (CredentialSource, String) {
+        let region = region_from_environment(config);
+        if let Some(creds) = fixed {
+            return (CredentialSource::Fixed(creds), region.unwrap_or_default());
+        }
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(crate::http::sdk_http_client());
-        if let Some(region) = region_from_environment(config) {
+        if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region));
-        }
-        if let Some(creds) = fixed {
-            let region = region_from_environment(config).unwrap_or_default();
-            return (CredentialSource::Fixed(creds), region);
         }
         let sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();

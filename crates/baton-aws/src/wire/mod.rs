@@ -10,7 +10,7 @@ pub(crate) mod s3;
 mod signing;
 pub(crate) mod xml;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use baton_config::Aws;
@@ -181,7 +181,9 @@ pub(crate) struct Reply {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Built on the first request, not at start: loading the platform's root certificates
+    /// would otherwise delay a Lambda function's first invocation request.
+    http: OnceLock<Result<reqwest::Client, String>>,
     credentials: CredentialSource,
     region: String,
     /// Base URL per service, in [`Service::ALL`] order.
@@ -204,7 +206,7 @@ impl AwsClient {
     ) -> AwsClient {
         let endpoints = Service::ALL.map(|s| endpoint_for(config, s, &region, env_var));
         AwsClient(Arc::new(Inner {
-            http: crate::http::transport(config.request_timeout.min(Duration::from_secs(3))),
+            http: OnceLock::new(),
             credentials,
             region,
             endpoints,
@@ -256,6 +258,12 @@ impl AwsClient {
         call: &Call,
         parse_error: fn(StatusCode, &HeaderMap, &[u8]) -> CallError,
     ) -> Result<Reply, CallError> {
+        let http = self
+            .0
+            .http
+            .get_or_init(|| crate::http::transport(self.0.timeout.min(Duration::from_secs(3))))
+            .as_ref()
+            .map_err(|e| CallError::Request(e.clone()))?;
         let credentials = self.0.credentials.get().await?;
         let request = signing::signed_request(call, &credentials, &self.0.region)?;
         let request = reqwest::Request::try_from(request.map(reqwest::Body::from))
@@ -279,7 +287,7 @@ impl AwsClient {
             };
             CallError::Transport(format!("{reach}{}", crate::error::causes(&e)))
         };
-        let mut response = tokio::time::timeout(timeout, self.0.http.execute(request))
+        let mut response = tokio::time::timeout(timeout, http.execute(request))
             .await
             .map_err(|_| CallError::Transport(format!("no answer within {timeout:?}")))?
             .map_err(transport)?;
@@ -321,7 +329,8 @@ impl AwsClient {
     }
 }
 
-fn env_var(name: &str) -> Option<String> {
+/// A set, non-empty environment variable.
+pub(crate) fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -344,6 +353,17 @@ fn endpoint_for(
         Some(url) => url.trim_end_matches('/').to_string(),
         None => format!("https://{}.{region}.amazonaws.com", service.signing_name()),
     }
+}
+
+/// A client for unit tests: region eu-west-1, a fresh counter.
+#[cfg(test)]
+pub(crate) fn test_client(config: Aws, credentials: CredentialSource) -> AwsClient {
+    AwsClient::new(
+        &config,
+        credentials,
+        "eu-west-1".into(),
+        RequestCounter::default(),
+    )
 }
 
 /// Full jitter: a random wait up to the attempt's ceiling.
@@ -409,18 +429,16 @@ mod tests {
         (url, task)
     }
 
+    fn signing(config: Aws) -> AwsClient {
+        let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t");
+        test_client(config, CredentialSource::Fixed(creds))
+    }
+
     fn client(endpoint: &str) -> AwsClient {
-        let config = Aws {
+        signing(Aws {
             endpoint_url: endpoint.into(),
             ..Default::default()
-        };
-        let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t");
-        AwsClient::new(
-            &config,
-            CredentialSource::Fixed(creds),
-            "eu-west-1".into(),
-            RequestCounter::default(),
-        )
+        })
     }
 
     #[tokio::test]
@@ -501,18 +519,11 @@ mod tests {
                 held.push(s);
             }
         });
-        let config = Aws {
+        let c = signing(Aws {
             endpoint_url: url,
             request_timeout: Duration::from_millis(300),
             ..Default::default()
-        };
-        let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t");
-        let c = AwsClient::new(
-            &config,
-            CredentialSource::Fixed(creds),
-            "eu-west-1".into(),
-            RequestCounter::default(),
-        );
+        });
         let err = c
             .json(Service::Sqs, "GetQueueUrl", &serde_json::json!({}))
             .await
@@ -568,12 +579,7 @@ mod tests {
             endpoint_url: "http://127.0.0.1:9".into(),
             ..Default::default()
         };
-        let c = AwsClient::new(
-            &config,
-            CredentialSource::Missing("none here"),
-            "eu-west-1".into(),
-            RequestCounter::default(),
-        );
+        let c = test_client(config, CredentialSource::Missing("none here"));
         let err = c
             .json(Service::Sqs, "GetQueueUrl", &serde_json::json!({}))
             .await

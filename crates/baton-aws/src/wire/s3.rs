@@ -113,8 +113,8 @@ fn parse_error(status: StatusCode, _headers: &HeaderMap, body: &[u8]) -> CallErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::RequestCounter;
     use crate::wire::credentials::CredentialSource;
+    use crate::wire::test_client;
 
     fn client(endpoint: &str, path_style: bool) -> AwsClient {
         let config = baton_config::Aws {
@@ -122,12 +122,7 @@ mod tests {
             force_path_style: path_style,
             ..Default::default()
         };
-        AwsClient::new(
-            &config,
-            CredentialSource::Missing("test"),
-            "eu-west-1".into(),
-            RequestCounter::default(),
-        )
+        test_client(config, CredentialSource::Missing("test"))
     }
 
     #[test]
