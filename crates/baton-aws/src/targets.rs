@@ -80,3 +80,49 @@ impl EventTargets {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::credentials::CredentialSource;
+    use crate::wire::{scripted_server, test_client};
+
+    /// A tenant names its queue by URL and its bus by name: neither can send our signed
+    /// request anywhere but the configured SQS or EventBridge endpoint (the JSON protocols
+    /// carry them in the body). Were the URL followed, this would fail to resolve.
+    #[tokio::test]
+    async fn a_tenant_queue_url_or_bus_cannot_steer_the_signed_request() {
+        let (url, server) = scripted_server(vec![
+            (200, r#"{"MessageId":"m"}"#),
+            (200, r#"{"FailedEntryCount":0,"Entries":[{"EventId":"e"}]}"#),
+        ])
+        .await;
+        let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "t");
+        let config = baton_config::Aws {
+            endpoint_url: url.clone(),
+            ..Default::default()
+        };
+        let targets = EventTargets {
+            client: test_client(config, CredentialSource::Fixed(creds)),
+        };
+        targets
+            .send_to_queue("https://attacker.invalid/123/q", "{}", "id", "Send")
+            .await
+            .expect("sent to the configured endpoint");
+        targets
+            .put_event(
+                "arn:aws:events:eu-west-1:1:event-bus/x",
+                "baton",
+                "Send",
+                "{}",
+            )
+            .await
+            .expect("put on the configured endpoint");
+        let host = url.trim_start_matches("http://").to_ascii_lowercase();
+        for request in server.await.expect("server") {
+            let lower = request.to_ascii_lowercase();
+            assert!(lower.starts_with("post / http/1.1"), "{request}");
+            assert!(lower.contains(&format!("host: {host}")), "{request}");
+        }
+    }
+}

@@ -366,6 +366,38 @@ pub(crate) fn test_client(config: Aws, credentials: CredentialSource) -> AwsClie
     )
 }
 
+/// A server that answers each connection with the next of `answers` (status, body) and
+/// records the request lines and headers it got.
+#[cfg(test)]
+pub(crate) async fn scripted_server(
+    answers: Vec<(u16, &'static str)>,
+) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for (status, body) in answers {
+            let Ok((mut s, _)) = listener.accept().await else {
+                break;
+            };
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.0\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+        seen
+    });
+    (url, task)
+}
+
 /// Full jitter: a random wait up to the attempt's ceiling.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE * 2u32.pow(attempt.saturating_sub(1).min(6));
@@ -396,37 +428,6 @@ mod tests {
         assert!(!service(403, "SignatureDoesNotMatch").is_retryable());
         assert!(CallError::Transport("reset".into()).is_retryable());
         assert!(!CallError::Credentials("none".into()).is_retryable());
-    }
-
-    /// A server that answers each connection with the next of `answers` (status, body) and
-    /// records the request lines and headers it got.
-    async fn scripted_server(
-        answers: Vec<(u16, &'static str)>,
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let task = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for (status, body) in answers {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    break;
-                };
-                let mut buf = vec![0u8; 8192];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
-                let answer = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.0\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-            }
-            seen
-        });
-        (url, task)
     }
 
     fn signing(config: Aws) -> AwsClient {
